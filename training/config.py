@@ -13,8 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
-class ConfigError(ValueError):
-    """Bad configuration value; the CLI prints it as one line and exits 2."""
+from training.errors import ConfigError  # noqa: F401  (re-exported: bad configuration value, one line, exit 2)
 
 
 @dataclass(frozen=True)

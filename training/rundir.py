@@ -38,8 +38,7 @@ STATE_FILE = "state.safetensors"
 CKPT_RE = re.compile(r"^step_(\d+)\.safetensors$")
 
 
-class RunDirError(Exception):
-    """A run directory that cannot be read or written as asked; printed as one line."""
+from training.errors import RunDirError  # noqa: F401,E402  (re-exported)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -1,0 +1,147 @@
+"""The one command-line layer shared by every `python -m training.*` and `python -m analyses.*` command.
+
+- `Parser`: argparse without prefix matching (`--ste 50` is an error, not `--steps 50`); an error is one line on
+  stderr and exit status 2.
+- Argument types (`finite_float`, `positive_int`, ...) that refuse nan, inf and numbers too large for the machine.
+- `run_main(prog, body, args)`: the project's errors become one line and exit 2, Ctrl-C anywhere (start-up
+  included) exits 130 without a traceback, a full disk or a refused write one line naming the path.
+- `json_safe`: NaN and infinities as null, so every JSON written is strict.
+
+Imports nothing heavy: `--help` and every bad-input error answer before torch or TransformerLens is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import math
+import sys
+from typing import Any, Callable
+
+from training.errors import ConfigError, GrokscopeError
+
+# Exit statuses, the same for every command (docs/reliability.md).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+MAX_INT = 2**63 - 1
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # one line (argparse would print the usage block too), exit 2
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def run_main(prog: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command's body with the project's error handling around it."""
+    try:
+        return body(args)
+    except GrokscopeError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print(f"{prog}: error: out of memory", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                       errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST, errno.ENOENT, errno.EINVAL):
+            where = f" ({e.filename})" if e.filename else ""
+            print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+def main_entry(prog: str, make_parser: Callable[[], Parser], body: Callable[[argparse.Namespace], int],
+               argv: list[str] | None = None) -> int:
+    """Parse (Ctrl-C during parsing included), then `run_main`."""
+    try:
+        args = make_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return run_main(prog, body, args)
+
+
+# --- argument types: argparse turns their ValueError/ArgumentTypeError into the one-line error -----------------
+
+
+def finite_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return x
+
+
+def positive_float(text: str) -> float:
+    x = finite_float(text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return x
+
+
+def nonneg_float(text: str) -> float:
+    x = finite_float(text)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
+    return x
+
+
+def parse_int(text: str) -> int:
+    """An integer, also written as 1e4; refuses fractions, nan/inf and anything beyond 64 bits."""
+    try:
+        x = int(text)
+    except ValueError:
+        try:
+            f = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if not math.isfinite(f) or f != int(f):
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        x = int(f)
+    if abs(x) > MAX_INT:
+        raise argparse.ArgumentTypeError(f"integer out of range: '{text}'")
+    return x
+
+
+def nonneg_int(text: str) -> int:
+    x = parse_int(text)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
+    return x
+
+
+def positive_int(text: str) -> int:
+    x = parse_int(text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return x
+
+
+def require(ok: bool, message: str) -> None:
+    """A check on parsed arguments: raise the one-line error when it fails."""
+    if not ok:
+        raise ConfigError(message)
+
+
+# --- output --------------------------------------------------------------------------------------------------
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN and infinities (a diverged loss) as null, numpy scalars as Python numbers, recursively."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
