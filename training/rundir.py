@@ -165,6 +165,18 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / CONFIG).is_file()
 
 
+def run_finished(path: Path) -> bool:
+    """Finished = the training loop wrote its summary after reaching the configured steps (or stopping early by
+    design). Only the loop writes summary.json; a run extended with --resume --steps is unfinished again."""
+    try:
+        summary = json.loads((Path(path) / SUMMARY).read_text())
+        steps = json.loads((Path(path) / CONFIG).read_text())["train"]["steps"]
+        return isinstance(summary, dict) and (summary.get("steps") == steps or bool(summary.get("stopped_early"))
+                                               or summary.get("diverged_at") is not None)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 class Run:
     """Read side of a run directory, for analyses and notebooks.
 
