@@ -4,6 +4,8 @@
     python -m training.run --preset nanda2023 --out checkpoints/nanda
     python -m training.run --p 97 --frac 0.5 --task "x/y"  # any config field is a flag
     python -m training.run --resume checkpoints/nanda       # continue an interrupted run
+    python -m training.run --seeds 0-7 --out sweeps/default  # 8 init seeds as one ensemble: sweeps/default/seed=<s>/
+    python -m training.run --resume sweeps/default          # continue all of them
 
 Bad input exits with status 2 and one line on stderr, before anything is written.
 """
@@ -11,6 +13,7 @@ Bad input exits with status 2 and one line on stderr, before anything is written
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
 from training.models import build_model
 from training.presets import PRESETS, get_preset
+from training.ensemble import seed_dirs
 from training.rundir import CONFIG, RunDirError, RunLock, is_run_dir
 from training.tasks import build_task
 
@@ -39,6 +43,8 @@ def make_parser() -> Parser:
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory at --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seeds", default=None, metavar="S", help="train these init seeds (0-7 or 0,1,5) as one ensemble "
+                   "into <out>/seed=<s>/; --resume <out> continues them")
     defaults = get_preset("default")
     for section, sub in SECTIONS.items():
         group = p.add_argument_group(f"{section} config (defaults shown are the 'default' preset's)")
@@ -88,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from training.loop import train  # after argument parsing: --help stays quick
 
+    if args.seeds is not None or (args.resume is not None and not is_run_dir(args.resume)
+                                  and args.resume.is_dir() and seed_dirs(args.resume)):
+        return _main_seeds(args)
     if args.resume is not None:
         run_dir = args.resume
         if not run_dir.is_dir() or not is_run_dir(run_dir):
@@ -142,6 +151,56 @@ def _main(args: argparse.Namespace) -> int:
     print(f"S_mem {summary['S_mem']}, S_gen {summary['S_gen']}{ratio}; {acc}; {summary['steps']} steps in "
           f"{time.perf_counter() - t0:.1f} s")
     print(f"run: {run_dir} ({summary['n_checkpoints']} checkpoints)   curves: {run_dir / 'curves.png'}")
+    return 0
+
+
+def _main_seeds(args: argparse.Namespace) -> int:
+    """Several init seeds of one config as one ensemble, each into <out>/seed=<s>/ (training.ensemble)."""
+    from training.ensemble import SEED_DIR, parse_seeds, train_ensemble
+
+    if args.resume is not None:
+        if args.seeds is not None:
+            raise ConfigError("--resume of a seeds directory takes its seeds from there; drop --seeds")
+        dirs = seed_dirs(args.resume)
+        raws = [json.loads((d / CONFIG).read_text()) for d in dirs]
+        preset = raws[0].get("preset", "")
+        cfgs = [RunConfig.from_dict({k: v for k, v in r.items() if k not in ("preset", "versions")}) for r in raws]
+        if any(getattr(args, name) is not None for name in FIELD_SECTION):
+            raise ConfigError("--resume keeps the runs' configs; cannot change them")
+        for c in cfgs:
+            check(c)
+    else:
+        seeds = parse_seeds(args.seeds)
+        base, _ = config_from_args(args)
+        cfgs = [base.replace(seed=s) for s in seeds]
+        check(base)
+        parent = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset)
+        dirs = [parent / SEED_DIR.format(s) for s in seeds]
+        taken = [d for d in dirs if d.exists() and any(p.name != ".lock" for p in d.iterdir())]
+        if taken and not args.overwrite:
+            raise RunDirError(f"{taken[0]} already exists; pass --resume {parent} to continue or --overwrite")
+        preset = args.preset
+    locks = []
+    try:
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            locks.append(RunLock(d).acquire())
+            if args.resume is None and args.overwrite:
+                for p in d.iterdir():
+                    if p.name != ".lock":
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+        t0 = time.perf_counter()
+        out = train_ensemble(cfgs, dirs, resume=args.resume is not None, progress=not args.no_progress,
+                             preset=preset)
+    finally:
+        for lock in locks:
+            lock.release()
+    if any(s.get("interrupted") for s in out):
+        print(f"continue with: python -m training.run --resume {dirs[0].parent}")
+        return 130
+    for d, s in zip(dirs, out):
+        print(f"{d.name}: S_mem {s['S_mem']}, S_gen {s['S_gen']}; {s['steps']} steps")
+    print(f"{len(dirs)} runs in {time.perf_counter() - t0:.1f} s under {dirs[0].parent}")
     return 0
 
 

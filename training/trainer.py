@@ -1,0 +1,245 @@
+"""The one training step, for one run or K runs at once.
+
+A `Trainer` owns K members' parameters, stacked with a leading member dimension [K, ...] (K = 1 for a single run),
+their optimiser (`training.optim.StackedOptimizer`: torch.optim's maths with per-member lr, wd, betas, momentum),
+the schedules (linear warmup, the memorisation switch), an ordered list of transforms (`training.transforms`:
+the norm constraint, ...), each member's minibatch and dropout generators, and each member's data. `step()` is one
+optimiser update of every member; `member_state(k)` / `load_member_state(k, ...)` hold everything a bit-identical
+resume of member k needs. Members that differ only in fields that keep tensor shapes (seeds, data fraction, lr, wd,
+betas, warmup, init scale, dropout rate, label noise, norm constraint, ...) share one step: each member's loss is
+the mean over its own examples (padded to one tensor, weighted 1/n_k), so its gradient is exactly its own.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+
+from training.batched import Dropout, forward_for
+from training.config import RunConfig
+from training.losses import example_correct, example_losses
+from training.models import build_model
+from training.optim import StackedOptimizer
+from training.schedule import MemorisationSwitch, lr_at
+from training.tasks import TaskData
+from training.transforms import NormConstraint, Transform, member_norms
+
+EVAL_CHUNK = 16384  # examples x members per evaluation forward
+
+
+def _padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack tensors of different lengths along a new member dimension, zero-padded to the longest."""
+    n = max(len(t) for t in tensors)
+    out = tensors[0].new_zeros((len(tensors), n, *tensors[0].shape[1:]))
+    for k, t in enumerate(tensors):
+        out[k, : len(t)] = t
+    return out
+
+
+class MemberData:
+    """Every member's train and test examples as padded stacks [K, n_max, ...] with their lengths."""
+
+    def __init__(self, datas: list[TaskData], device: torch.device):
+        self.n_train = [len(d.train_idx) for d in datas]
+        self.n_test = [len(d.test_idx) for d in datas]
+        self.x_tr = _padded([d.inputs[d.train_idx] for d in datas]).to(device)
+        self.y_tr = _padded([d.labels[d.train_idx] for d in datas]).to(device)
+        self.x_te = _padded([d.inputs[d.test_idx] for d in datas]).to(device)
+        self.y_te = _padded([d.labels[d.test_idx] for d in datas]).to(device)
+
+    def keep(self, idx: torch.Tensor) -> None:
+        self.n_train = [self.n_train[i] for i in idx.tolist()]
+        self.n_test = [self.n_test[i] for i in idx.tolist()]
+        for name in ("x_tr", "y_tr", "x_te", "y_te"):
+            t = getattr(self, name)
+            setattr(self, name, t[idx.to(t.device)])
+
+
+def _weights(lengths: list[int], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[K, n]: 1/n_k on member k's first n_k examples, 0 on its padding."""
+    w = torch.zeros(len(lengths), n, dtype=torch.float64)
+    for k, m in enumerate(lengths):
+        w[k, :m] = 1.0 / m
+    return w.to(dtype=dtype, device=device)
+
+
+class Trainer:
+    def __init__(self, cfgs: list[RunConfig], datas: list[TaskData], device: torch.device | str = "cpu",
+                 metrics: list[list[dict[str, Any]]] | None = None, transforms: list[Transform] | None = None):
+        self.cfgs, self.device = list(cfgs), torch.device(device)
+        K = len(cfgs)
+        models = [build_model(c.model, d, seed=c.train.seed) for c, d in zip(cfgs, datas)]
+        self.template = models[0].to(self.device)  # parameter names, and the module of the generic forward
+        self.forward, batched = forward_for(self.template)
+        if not batched and K > 1:
+            raise ValueError(f"model '{cfgs[0].model.model}' trains alone (no batched forward)")
+        named = [dict(m.named_parameters()) for m in models]
+        self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
+                       for n in named[0]}
+        self.loss_kind, self.float64 = datas[0].loss, cfgs[0].optim.float64_loss
+        self.batch_size = cfgs[0].optim.batch_size
+        self.data = MemberData(datas, self.device)
+        self.batch_gens = [torch.Generator().manual_seed(c.train.batch_seed) for c in cfgs]
+        gen_device = self.device if self.device.type == "cuda" else "cpu"
+        self.dropout = Dropout([c.model.dropout for c in cfgs],
+                               [torch.Generator(device=gen_device).manual_seed(c.train.batch_seed) for c in cfgs])
+        col = lambda f: torch.tensor([f(c.optim) for c in cfgs], dtype=torch.float64, device=self.device)  # noqa: E731
+        self.opt = StackedOptimizer(cfgs[0].optim.optimizer, self.plist, col(lambda o: o.beta1),
+                                    col(lambda o: o.beta2), col(lambda o: o.momentum))
+        metrics = metrics or [[] for _ in cfgs]
+        self.switches = [MemorisationSwitch(c, m, partial(lr_at, cfg=c)) for c, m in zip(cfgs, metrics)]
+        self.updates = [0] * K
+        self.transforms = list(transforms or [])
+        if any(c.optim.constrain_norm for c in cfgs):
+            # the target comes from the seeded init, so a resumed run recomputes the same one
+            targets = col(lambda o: o.constrain_norm) * member_norms(self.plist)
+            self.transforms.insert(0, NormConstraint(targets))
+            self.transforms[0].on_params(self.plist)
+        self._hyper: tuple[list[float], tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._full_batch: tuple | None = None
+
+    @property
+    def plist(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    @property
+    def K(self) -> int:
+        return len(self.cfgs)
+
+    # --- one update ----------------------------------------------------------------------------------------------
+
+    def hyper(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This update's lr and wd per member ([K] float64): warmup and the memorisation switch."""
+        values = [s.lr(u) for s, u in zip(self.switches, self.updates)] + \
+                 [s.wd(u) for s, u in zip(self.switches, self.updates)]
+        if self._hyper is None or self._hyper[0] != values:
+            t = torch.tensor(values, dtype=torch.float64, device=self.device)
+            self._hyper = (values, (t[: self.K], t[self.K:]))
+        return self._hyper[1]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x [K, n, ...], y [K, n], w [K, n]): each member's minibatch from its own generator, drawn exactly as a
+        run alone draws it, padded; w weights each member's examples by 1 / its batch size."""
+        B, n_train = self.batch_size, self.data.n_train
+        dtype = torch.float64 if self.float64 else self.params[next(iter(self.params))].dtype
+        if all(B == 0 or B >= n for n in n_train):
+            if self._full_batch is None:
+                w = _weights(n_train, self.data.x_tr.shape[1], dtype, self.device)
+                self._full_batch = (self.data.x_tr, self.data.y_tr, w)
+            return self._full_batch
+        idx = [torch.arange(n) if B == 0 or B >= n else torch.randperm(n, generator=g)[:B]
+               for n, g in zip(n_train, self.batch_gens)]
+        rows = _padded(idx).to(self.device)
+        members = torch.arange(self.K, device=self.device).unsqueeze(1)
+        w = _weights([len(i) for i in idx], rows.shape[1], dtype, self.device)
+        return self.data.x_tr[members, rows], self.data.y_tr[members, rows], w
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One optimiser update of every member on `batch` (default: each member's next minibatch).
+        Returns the summed loss (detached)."""
+        x, y, w = batch if batch is not None else self.next_batch()
+        lr, wd = self.hyper()
+        out = self.forward(self.params, x, self.dropout)
+        loss = (example_losses(out, y, self.loss_kind, self.float64) * w).sum()
+        grads = list(torch.autograd.grad(loss, self.plist))
+        for t in self.transforms:
+            grads = t.on_grads(self.plist, grads)
+        self.opt.step(self.plist, grads, lr, wd)
+        for t in self.transforms:
+            t.on_params(self.plist)
+        self.updates = [u + 1 for u in self.updates]
+        return loss.detach()
+
+    # --- evaluation ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def outputs(self, x: torch.Tensor, members: list[int] | None = None) -> torch.Tensor:
+        """Eval-mode outputs [K', n, out] of `members` (default all) on their inputs x [K', n, ...], chunked."""
+        p = self.params if members is None or members == list(range(self.K)) else \
+            {n: v[torch.tensor(members, device=self.device)] for n, v in self.params.items()}
+        k = len(members) if members is not None else self.K
+        chunk = max(1, EVAL_CHUNK // k)
+        return torch.cat([self.forward(p, x[:, i: i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
+
+    def _split_metrics(self, members, x, y, lengths, float64) -> tuple[list[float], list[float | None]]:
+        out = self.outputs(x, members)
+        mask = _weights(lengths, x.shape[1], torch.float64, self.device) > 0
+        losses = (example_losses(out, y, self.loss_kind, float64).double() * mask).sum(1)
+        loss = [float(v) / n for v, n in zip(losses.tolist(), lengths)]
+        correct = example_correct(out, y, self.loss_kind)
+        if correct is None:
+            return loss, [None] * len(lengths)
+        counts = (correct & mask).sum(1).float()
+        return loss, [(c / n).item() for c, n in zip(counts, lengths)]
+
+    @torch.no_grad()
+    def evaluate(self, members: list[int] | None = None, float64: bool | None = None) -> list[dict[str, Any]]:
+        """Train/test loss and accuracy on each member's whole split, and its weight norm: one dict per member."""
+        members = list(range(self.K)) if members is None else list(members)
+        f64 = self.float64 if float64 is None else float64
+        sel = torch.tensor(members, device=self.device)
+        d = self.data
+        tr = self._split_metrics(members, d.x_tr[sel], d.y_tr[sel], [d.n_train[k] for k in members], f64)
+        te = self._split_metrics(members, d.x_te[sel], d.y_te[sel], [d.n_test[k] for k in members], f64)
+        norms = member_norms([v[sel] for v in self.plist]).tolist()
+        return [{"train_loss": tr[0][i], "test_loss": te[0][i], "train_acc": tr[1][i], "test_acc": te[1][i],
+                 "weight_norm": norms[i]} for i in range(len(members))]
+
+    def observe(self, k: int, step: int, row: dict[str, Any]) -> None:
+        """Member k's evaluation at `step` (the memorisation switch listens)."""
+        self.switches[k].observe(step, row)
+
+    def weights(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters under the model's names (a checkpoint)."""
+        return {n: v[k].detach() for n, v in self.params.items()}
+
+    # --- state -----------------------------------------------------------------------------------------------
+
+    def member_state(self, k: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything member k's resume needs: tensors (weights, optimiser buffers, RNG states, transform buffers)
+        and JSON-able counters."""
+        tensors = {f"model.{n}": v[k].detach() for n, v in self.params.items()}
+        tensors.update(self.opt.member_state(k))
+        tensors["rng.batch"] = self.batch_gens[k].get_state()
+        tensors["rng.torch"] = self.dropout.generators[k].get_state()  # the dropout stream
+        for t in self.transforms:
+            tensors.update(t.member_state(k))
+        return tensors, {"updates": self.updates[k], "switch_step": self.switches[k].step}
+
+    @torch.no_grad()
+    def load_member_state(self, k: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        for n, v in self.params.items():
+            v[k].copy_(tensors[f"model.{n}"])
+        self.opt.load_member_state(k, tensors)
+        self.batch_gens[k].set_state(tensors["rng.batch"])
+        self.dropout.generators[k].set_state(tensors["rng.torch"])
+        for t in self.transforms:
+            t.load_member_state(k, tensors)
+        self.updates[k] = meta.get("updates", meta.get("step", 0))
+        if meta.get("switch_step") is not None:
+            self.switches[k].step = meta["switch_step"]
+        self._hyper = None
+
+    def state_dict(self) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        return [self.member_state(k) for k in range(self.K)]
+
+    def load_state_dict(self, states: list[tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> None:
+        for k, (tensors, meta) in enumerate(states):
+            self.load_member_state(k, tensors, meta)
+
+    def keep(self, members: list[int]) -> None:
+        """Only `members` go on training (the others stopped): every stacked tensor and list is cut to them."""
+        idx = torch.tensor(members, dtype=torch.long)
+        dev = idx.to(self.device)
+        self.params = {n: v.detach()[dev].requires_grad_() for n, v in self.params.items()}
+        self.opt.keep(dev)
+        for t in self.transforms:
+            t.keep(dev)
+        self.data.keep(idx)
+        pick = lambda xs: [xs[i] for i in members]  # noqa: E731
+        self.cfgs, self.batch_gens, self.switches, self.updates = (pick(self.cfgs), pick(self.batch_gens),
+                                                                   pick(self.switches), pick(self.updates))
+        self.dropout = Dropout(pick(self.dropout.rates), pick(self.dropout.generators))
+        self._hyper, self._full_batch = None, None
