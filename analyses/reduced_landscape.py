@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from analyses.landscape import Parser, describe_trajectory, draw_norm_panel, draw_trajectory, finite_json, save_figure
 from interp.landscape import DEFAULT_ALPHAS, ReducedLandscape, norm_trajectory, reduced_landscape
+from training.fixed_norm import train_fixed_norm
 from training.config import ConfigError, RunConfig, parse_value, validate
 from training.loop import pick_device
 from training.presets import get_preset
@@ -147,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         data = data if data is not None else build_task(cfg.task)
         bar = None if args.no_progress else (lambda it: tqdm(it, desc=f"{len(alphas)} alphas at fixed norm",
                                                              unit="step", dynamic_ncols=True))
-        res = reduced_landscape(cfg, data, alphas, steps=args.steps, eval_every=args.eval_every or None,
-                                wd=args.wd, device=device, progress=bar)
+        res = reduced_landscape(train_fixed_norm(cfg, data, alphas, steps=args.steps,
+                                                 eval_every=args.eval_every or None, wd=args.wd, device=device,
+                                                 progress=bar))
     except (RunDirError, ConfigError, ValueError) as e:
         print(f"analyses.reduced_landscape: error: {e}", file=sys.stderr)
         return 2

@@ -26,14 +26,14 @@ from tqdm.auto import tqdm
 
 from training.checkpointing import CheckpointPolicy
 from training.config import ConfigError, RunConfig, validate
-from training.losses import accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
+from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen
 from training.plots import plot_curves
 from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunWriter, _metadata, checkpoint_steps,
                              read_metrics)
 from training.schedule import lr_at  # noqa: F401  (re-exported)
 from training.tasks import TaskData, build_task
-from training.trainer import EVAL_CHUNK, Trainer
+from training.trainer import Trainer
 from training.transforms import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
 
 STATE_EVERY_S = 10.0  # save resume state at least this often (and at every checkpoint)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from training.errors import ConfigError
 
 LOSSES = ("ce", "mse", "hinge")
+EVAL_CHUNK = 16384  # examples (x members) per evaluation forward
 
 
 def example_losses(out: torch.Tensor, labels: torch.Tensor, kind: str, float64: bool) -> torch.Tensor:

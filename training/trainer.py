@@ -19,14 +19,13 @@ import torch
 
 from training.batched import Dropout, forward_for
 from training.config import RunConfig
-from training.losses import example_correct, example_losses
+from training.losses import EVAL_CHUNK, example_correct, example_losses
 from training.models import build_model
 from training.optim import StackedOptimizer
 from training.schedule import MemorisationSwitch, lr_at
 from training.tasks import TaskData
 from training.transforms import NormConstraint, Transform, member_norms
 
-EVAL_CHUNK = 16384  # examples x members per evaluation forward
 
 
 def _padded(tensors: list[torch.Tensor]) -> torch.Tensor:
