@@ -84,19 +84,18 @@ class Trainer:
         gen_device = self.device if self.device.type == "cuda" else "cpu"
         self.dropout = Dropout([c.model.dropout for c in cfgs],
                                [torch.Generator(device=gen_device).manual_seed(c.train.batch_seed) for c in cfgs])
-        col = lambda f: torch.tensor([f(c.optim) for c in cfgs], dtype=torch.float64, device=self.device)  # noqa: E731
-        self.opt = StackedOptimizer(cfgs[0].optim.optimizer, self.plist, col(lambda o: o.beta1),
-                                    col(lambda o: o.beta2), col(lambda o: o.momentum))
+        self.opt = StackedOptimizer(cfgs[0].optim.optimizer, self.plist, [c.optim.beta1 for c in cfgs],
+                                    [c.optim.beta2 for c in cfgs], [c.optim.momentum for c in cfgs])
         metrics = metrics or [[] for _ in cfgs]
         self.switches = [MemorisationSwitch(c, m, partial(lr_at, cfg=c)) for c, m in zip(cfgs, metrics)]
         self.updates = [0] * K
         self.transforms = list(transforms or [])
         if any(c.optim.constrain_norm for c in cfgs):
             # the target comes from the seeded init, so a resumed run recomputes the same one
-            targets = col(lambda o: o.constrain_norm) * member_norms(self.plist)
+            factors = torch.tensor([c.optim.constrain_norm for c in cfgs], dtype=torch.float64, device=self.device)
+            targets = factors * member_norms(self.plist)
             self.transforms.insert(0, NormConstraint(targets))
             self.transforms[0].on_params(self.plist)
-        self._hyper: tuple[list[float], tuple[torch.Tensor, torch.Tensor]] | None = None
         self._full_batch: tuple | None = None
 
     @property
@@ -109,14 +108,10 @@ class Trainer:
 
     # --- one update ----------------------------------------------------------------------------------------------
 
-    def hyper(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This update's lr and wd per member ([K] float64): warmup and the memorisation switch."""
-        values = [s.lr(u) for s, u in zip(self.switches, self.updates)] + \
-                 [s.wd(u) for s, u in zip(self.switches, self.updates)]
-        if self._hyper is None or self._hyper[0] != values:
-            t = torch.tensor(values, dtype=torch.float64, device=self.device)
-            self._hyper = (values, (t[: self.K], t[self.K:]))
-        return self._hyper[1]
+    def hyper(self) -> tuple[list[float], list[float]]:
+        """This update's lr and wd per member: warmup and the memorisation switch."""
+        return ([s.lr(u) for s, u in zip(self.switches, self.updates)],
+                [s.wd(u) for s, u in zip(self.switches, self.updates)])
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x [K, n, ...], y [K, n], w [K, n]): each member's minibatch from its own generator, drawn exactly as a
@@ -219,7 +214,6 @@ class Trainer:
         self.updates[k] = meta.get("updates", meta.get("step", 0))
         if meta.get("switch_step") is not None:
             self.switches[k].step = meta["switch_step"]
-        self._hyper = None
 
     def state_dict(self) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
         return [self.member_state(k) for k in range(self.K)]
@@ -241,4 +235,4 @@ class Trainer:
         self.cfgs, self.batch_gens, self.switches, self.updates = (pick(self.cfgs), pick(self.batch_gens),
                                                                    pick(self.switches), pick(self.updates))
         self.dropout = Dropout(pick(self.dropout.rates), pick(self.dropout.generators))
-        self._hyper, self._full_batch = None, None
+        self._full_batch = None
