@@ -111,7 +111,8 @@ def transformer_forward(model: Transformer) -> Callable:
         rows = tokens + torch.arange(n, device=tokens.device) * d_vocab
         rows = rows + torch.arange(K, device=tokens.device).view(K, 1, 1) * (n * d_vocab)
         table = (W_E.unsqueeze(1) + W_pos[:, :n].unsqueeze(2)).flatten(1, 2)  # [K, n*d_vocab, d_model]
-        resid = table.flatten(0, 1)[rows]  # embed + pos_embed [K, B, n, d_model]
+        # embed + pos_embed [K, B, n, d_model]; one block reads its residual only at the last position
+        resid = table.flatten(0, 1)[rows[..., -1:] if L == 1 else rows]
         t = _layer_norm(table, p, "blocks.0.ln1", ln).flatten(0, 1)
         for i in range(L):
             last = i == L - 1

@@ -144,7 +144,7 @@ class Member:
     def done(self, step: int) -> bool:
         """Reached its steps, or stopped `stop_after_gen` steps after S_gen."""
         after = self.cfg.train.stop_after_gen
-        if step < self.cfg.train.steps and after >= 0 and self.gen_step is not None and step >= self.gen_step + after:
+        if after >= 0 and self.gen_step is not None and step >= self.gen_step + after:
             self.stopped_early = True
         return step >= self.cfg.train.steps or self.stopped_early
 
@@ -198,7 +198,10 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     if len({m.start for m in members}) > 1:
         raise ValueError("the runs resume from different steps; train them as separate ensembles")
     step = members[0].start
-    trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members])
+    # a member resumed from an ensemble keeps the ensemble's (batched) maths, so that its resume is bit-identical
+    batched = len(cfgs) > 1 or any(m.saved is not None and m.saved[1].get("trainer", {}).get("batched")
+                                   for m in members)
+    trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], batched=batched)
     for k, m in enumerate(members):
         if m.saved is not None:
             trainer.load_member_state(k, *m.saved)

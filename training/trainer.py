@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from training.batched import Dropout, forward_for
+from training.batched import Dropout, forward_for, generic_forward
 from training.config import RunConfig
-from training.losses import EVAL_CHUNK, example_correct, example_losses
+from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses
 from training.models import build_model
 from training.optim import StackedOptimizer
 from training.schedule import MemorisationSwitch, lr_at
@@ -66,14 +66,21 @@ def _weights(lengths: list[int], n: int, dtype: torch.dtype, device: torch.devic
 
 class Trainer:
     def __init__(self, cfgs: list[RunConfig], datas: list[TaskData], device: torch.device | str = "cpu",
-                 metrics: list[list[dict[str, Any]]] | None = None, transforms: list[Transform] | None = None):
+                 metrics: list[list[dict[str, Any]]] | None = None, transforms: list[Transform] | None = None,
+                 batched: bool | None = None):
         self.cfgs, self.device = list(cfgs), torch.device(device)
         K = len(cfgs)
         models = [build_model(c.model, d, seed=c.train.seed) for c, d in zip(cfgs, datas)]
         self.template = models[0].to(self.device)  # parameter names, and the module of the generic forward
-        self.forward, batched = forward_for(self.template)
-        if not batched and K > 1:
+        forward, can_batch = forward_for(self.template)
+        if not can_batch and K > 1:
             raise ValueError(f"model '{cfgs[0].model.model}' trains alone (no batched forward)")
+        # batched: the stacked forward, losses weighted per member, the fused optimiser. Not batched (K = 1): the
+        # model's own forward, its mean loss and torch.optim's single-tensor update, exactly the maths of a run
+        # trained with torch.optim (so runs started before the Trainer resume bit-identically). A resumed member
+        # keeps the mode it was trained in (saved in its state), so a resume is bit-identical in either mode.
+        self.batched = (K > 1 if batched is None else batched) and can_batch
+        self.forward = forward if self.batched else generic_forward(self.template)
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
                        for n in named[0]}
@@ -85,7 +92,8 @@ class Trainer:
         self.dropout = Dropout([c.model.dropout for c in cfgs],
                                [torch.Generator(device=gen_device).manual_seed(c.train.batch_seed) for c in cfgs])
         self.opt = StackedOptimizer(cfgs[0].optim.optimizer, self.plist, [c.optim.beta1 for c in cfgs],
-                                    [c.optim.beta2 for c in cfgs], [c.optim.momentum for c in cfgs])
+                                    [c.optim.beta2 for c in cfgs], [c.optim.momentum for c in cfgs],
+                                    fused=self.batched)
         metrics = metrics or [[] for _ in cfgs]
         self.switches = [MemorisationSwitch(c, m, partial(lr_at, cfg=c)) for c, m in zip(cfgs, metrics)]
         self.updates = [0] * K
@@ -136,8 +144,13 @@ class Trainer:
         x, y, w = batch if batch is not None else self.next_batch()
         lr, wd = self.hyper()
         out = self.forward(self.params, x, self.dropout)
-        loss = (example_losses(out, y, self.loss_kind, self.float64) * w).sum()
-        grads = list(torch.autograd.grad(loss, self.plist))
+        if self.batched:
+            loss = (example_losses(out, y, self.loss_kind, self.float64) * w).sum()
+        else:
+            loss = compute_loss(out[0], y[0], self.loss_kind, self.float64)
+        # autograd.grad may hand back strided views (W_Q's grad comes through a permute); the fused optimiser
+        # reads its tensors as flat memory, so they must be laid out as the parameters are
+        grads = [g.contiguous() for g in torch.autograd.grad(loss, self.plist)]
         for t in self.transforms:
             grads = t.on_grads(self.plist, grads)
         self.opt.step(self.plist, grads, lr, wd)
@@ -158,15 +171,10 @@ class Trainer:
         return torch.cat([self.forward(p, x[:, i: i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
 
     def _split_metrics(self, members, x, y, lengths, float64) -> tuple[list[float], list[float | None]]:
+        """Each member's mean loss and accuracy over its own (unpadded) examples, as a run alone computes them."""
         out = self.outputs(x, members)
-        mask = _weights(lengths, x.shape[1], torch.float64, self.device) > 0
-        losses = (example_losses(out, y, self.loss_kind, float64).double() * mask).sum(1)
-        loss = [float(v) / n for v, n in zip(losses.tolist(), lengths)]
-        correct = example_correct(out, y, self.loss_kind)
-        if correct is None:
-            return loss, [None] * len(lengths)
-        counts = (correct & mask).sum(1).float()
-        return loss, [(c / n).item() for c, n in zip(counts, lengths)]
+        loss = [compute_loss(out[i, :n], y[i, :n], self.loss_kind, float64).item() for i, n in enumerate(lengths)]
+        return loss, [accuracy(out[i, :n], y[i, :n], self.loss_kind) for i, n in enumerate(lengths)]
 
     @torch.no_grad()
     def evaluate(self, members: list[int] | None = None, float64: bool | None = None) -> list[dict[str, Any]]:
@@ -200,7 +208,7 @@ class Trainer:
         tensors["rng.torch"] = self.dropout.generators[k].get_state()  # the dropout stream
         for t in self.transforms:
             tensors.update(t.member_state(k))
-        return tensors, {"updates": self.updates[k], "switch_step": self.switches[k].step}
+        return tensors, {"updates": self.updates[k], "switch_step": self.switches[k].step, "batched": self.batched}
 
     @torch.no_grad()
     def load_member_state(self, k: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

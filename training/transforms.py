@@ -33,9 +33,8 @@ class Transform:
 
 
 def member_norms(params: list[torch.Tensor]) -> torch.Tensor:
-    """[K] float64: each member's total L2 norm over all its parameters."""
-    sq = sum(torch.linalg.vector_norm(p.detach().flatten(1), dim=1, dtype=torch.float64) ** 2 for p in params)
-    return sq.sqrt()
+    """[K] float64: each member's total L2 norm over all its parameters (summed as `weight_norm` sums)."""
+    return sum((p.detach().double() ** 2).flatten(1).sum(1) for p in params).sqrt()
 
 
 class NormConstraint(Transform):
@@ -49,7 +48,9 @@ class NormConstraint(Transform):
 
     @torch.no_grad()
     def on_params(self, params: list[torch.Tensor]) -> None:
-        norms = member_norms(params)
+        # the norm of the per-tensor norms, as set_weight_norm_ computes it for one model
+        per_tensor = [torch.linalg.vector_norm(p.flatten(1), dim=1, dtype=torch.float64) for p in params]
+        norms = torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)
         scale = torch.where(self.targets > 0, self.targets / norms, torch.ones_like(norms))
         for p in params:
             p.mul_(scale.to(p.dtype).view(-1, *[1] * (p.dim() - 1)))

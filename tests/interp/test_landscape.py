@@ -56,9 +56,10 @@ def test_rescaling_everything_changes_predictions():
     # a tanh MLP with biases: rescaling changes which class wins, not only the margins
     mlp = build_model(ModelConfig(model="mlp", n_layers=2, d_model=8, d_mlp=32, act_fn="tanh"), data, seed=1)
     with torch.no_grad():
+        g = torch.Generator().manual_seed(0)  # not the global generator: its state depends on the tests before
         for name, p in mlp.named_parameters():
             if name.endswith("b_in"):
-                p.copy_(torch.randn_like(p))
+                p.copy_(torch.randn(p.shape, generator=g))
         w = {k: v.detach() for k, v in mlp.named_parameters()}
         preds = [functional_call(mlp, rescaled(w, s * joint_norm(w.values())), (data.inputs,)).argmax(-1)
                  for s in (0.3, 1.0, 3.0)]
