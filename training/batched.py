@@ -36,7 +36,8 @@ class Dropout:
         masks = []
         for p, g, xk in zip(self.rates, self.generators, x):
             if p > 0:
-                masks.append(torch.empty_like(xk).bernoulli_(1 - p, generator=g).div_(1 - p))
+                mask = torch.empty(xk.shape, dtype=xk.dtype, device=g.device).bernoulli_(1 - p, generator=g)
+                masks.append(mask.div_(1 - p).to(xk.device))  # a CPU generator's masks, moved (CUDA)
             else:
                 masks.append(torch.ones_like(xk))
         return x * torch.stack(masks)
@@ -147,13 +148,15 @@ def generic_forward(model: torch.nn.Module) -> Callable:
         if dropout is _no_dropout or not dropout.on:
             return functional_call(model, {k: v[0] for k, v in p.items()}, (x[0],))[None]
         g = dropout.generators[0]
-        saved = torch.get_rng_state()
-        torch.set_rng_state(g.get_state())
+        get, put = ((torch.get_rng_state, torch.set_rng_state) if x.device.type == "cpu" else
+                    (lambda: torch.cuda.get_rng_state(x.device), lambda s: torch.cuda.set_rng_state(s, x.device)))
+        saved = get()
+        put(g.get_state())
         try:
             out = functional_call(model, {k: v[0] for k, v in p.items()}, (x[0],))[None]
-            g.set_state(torch.get_rng_state())
+            g.set_state(get())
         finally:
-            torch.set_rng_state(saved)
+            put(saved)
         return out
 
     return forward

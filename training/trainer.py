@@ -88,7 +88,9 @@ class Trainer:
         self.batch_size = cfgs[0].optim.batch_size
         self.data = MemberData(datas, self.device)
         self.batch_gens = [torch.Generator().manual_seed(c.train.batch_seed) for c in cfgs]
-        gen_device = self.device if self.device.type == "cuda" else "cpu"
+        # dropout streams: CPU generators (batched masks are drawn there), except a single run on CUDA, whose
+        # module draws from the CUDA generator (swapped in per step, see batched.generic_forward)
+        gen_device = self.device if self.device.type == "cuda" and not self.batched else "cpu"
         self.dropout = Dropout([c.model.dropout for c in cfgs],
                                [torch.Generator(device=gen_device).manual_seed(c.train.batch_seed) for c in cfgs])
         self.opt = StackedOptimizer(cfgs[0].optim.optimizer, self.plist, [c.optim.beta1 for c in cfgs],
@@ -205,7 +207,9 @@ class Trainer:
         tensors = {f"model.{n}": v[k].detach() for n, v in self.params.items()}
         tensors.update(self.opt.member_state(k))
         tensors["rng.batch"] = self.batch_gens[k].get_state()
-        tensors["rng.torch"] = self.dropout.generators[k].get_state()  # the dropout stream
+        g = self.dropout.generators[k]
+        tensors["rng.cuda" if g.device.type == "cuda" else "rng.torch"] = g.get_state()  # the dropout stream
+        tensors.setdefault("rng.torch", torch.get_rng_state())
         for t in self.transforms:
             tensors.update(t.member_state(k))
         return tensors, {"updates": self.updates[k], "switch_step": self.switches[k].step, "batched": self.batched}
@@ -216,7 +220,9 @@ class Trainer:
             v[k].copy_(tensors[f"model.{n}"])
         self.opt.load_member_state(k, tensors)
         self.batch_gens[k].set_state(tensors["rng.batch"])
-        self.dropout.generators[k].set_state(tensors["rng.torch"])
+        g = self.dropout.generators[k]
+        if g.device.type == "cpu" or "rng.cuda" in tensors:
+            g.set_state(tensors["rng.cuda" if g.device.type == "cuda" else "rng.torch"])
         for t in self.transforms:
             t.load_member_state(k, tensors)
         self.updates[k] = meta.get("updates", meta.get("step", 0))
