@@ -25,7 +25,6 @@ import numpy as np
 from analyses.common import check_checkpoints, open_run, require_run_dir, write_outputs
 from training.cli import Parser, main_entry, nonneg_int, positive_int, require
 from training.errors import GrokscopeError
-from training.plots import save_figure as save_fig  # noqa: F401  (analyses.hypotheses imports both from here)
 
 # torch and the probes are imported where they are used: --help and bad flags answer at once.
 
@@ -34,6 +33,13 @@ NAME = "sparsity"
 
 class BadInput(GrokscopeError):
     """Input the analysis cannot work with; printed as one line, exit 2."""
+
+
+def save_fig(fig, path: Path) -> Path:
+    """training.plots.save_figure (analyses.hypotheses imports `Parser` and this from here)."""
+    from training.plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def nearest(steps: list[int], target: int | None) -> int | None:
