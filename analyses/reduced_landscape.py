@@ -41,10 +41,10 @@ MAX_ALPHAS = 1000
 def alphas_from(args: argparse.Namespace) -> list[float]:
     """--alphas as given (positive finite numbers, parsed by its type), else --n-alphas between --alpha-min and
     --alpha-max on a log scale (the default is Omnigrok's 10^linspace(-1, 1, 11))."""
-    alphas = args.alphas or np.geomspace(args.alpha_min, args.alpha_max, args.n_alphas).tolist()
     require(args.alpha_min <= args.alpha_max, "need --alpha-min <= --alpha-max")
-    require(len(alphas) <= MAX_ALPHAS, f"at most {MAX_ALPHAS} alphas, got {len(alphas)}")
-    return alphas
+    n = len(args.alphas) if args.alphas else args.n_alphas
+    require(n <= MAX_ALPHAS, f"at most {MAX_ALPHAS} alphas, got {n}")  # before np.geomspace allocates them
+    return args.alphas or np.geomspace(args.alpha_min, args.alpha_max, args.n_alphas).tolist()
 
 
 def apply_sets(cfg: RunConfig, sets: list[str]) -> RunConfig:
