@@ -59,8 +59,9 @@ def fmt_bytes(n: int | float) -> str:
 def n_params(m, s) -> int:
     """Parameters of `training.models.build_model(m, data)` for a task of shape `s` (TaskShape)."""
     if m.model == "transformer":
-        block = 4 * m.n_heads * m.d_head * m.d_model + 2 * m.d_model * m.d_mlp + m.d_mlp + 5 * m.d_model
-        return (s.d_vocab + s.n_ctx) * m.d_model + m.n_layers * block + (m.d_model + 2) * s.d_vocab_out
+        ln = 2 * m.d_model if m.normalization_type == "LN" else 0  # weight and bias of one LayerNorm
+        block = 4 * m.n_heads * m.d_head * m.d_model + 2 * m.d_model * m.d_mlp + m.d_mlp + m.d_model + 2 * ln
+        return (s.d_vocab + s.n_ctx) * m.d_model + m.n_layers * block + m.d_model * s.d_vocab_out + ln
     if m.model == "lstm":
         return s.d_vocab * m.d_model + m.n_layers * 8 * m.d_model * (m.d_model + 1) + m.d_model * s.d_vocab_out
     n_ops = max(s.n_ctx - 1, 1)

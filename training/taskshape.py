@@ -149,7 +149,7 @@ def _vector_shape(name: str, cfg) -> TaskShape:
         if n_train + n_test > DIGITS_IMAGES or n_test <= 0:
             raise ConfigError(f"digits has {DIGITS_IMAGES} images; --n-train {n_train} + --n-test {n_test} must "
                               "fit in it")
-        return TaskShape(name, n_train + n_test, n_train, 1, 0, 10, 64)
+        return TaskShape(name, DIGITS_IMAGES, n_train, 1, 0, 10, 64)  # the whole table, split by index
     if name == "mnist":
         if not cfg.data_path:
             raise ConfigError("task 'mnist' needs --data-path DIR holding the MNIST IDX files")
