@@ -23,8 +23,16 @@ def run_analysis(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_analysis_writes_json_figures_and_phases(grokked_run):
+    """Also: an analysis of a run that is still training (its writer holds the lock) neither waits for the lock
+    nor touches any file the training loop owns."""
+    from training.rundir import RunLock
+
+    lock = RunLock(grokked_run).acquire()  # as the training loop holds it while it runs
     owned_by_training = {p: p.read_bytes() for p in grokked_run.rglob("*") if p.is_file()}
-    r = run_analysis(grokked_run)
+    try:
+        r = run_analysis(grokked_run)
+    finally:
+        lock.release()
     assert r.returncode == 0, r.stderr
     out = grokked_run / "analyses"
     result = json.loads((out / "fourier.json").read_text())
