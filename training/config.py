@@ -214,6 +214,8 @@ def field_type(name: str) -> type:
 
 
 MAX_INT = 2**63 - 1  # seeds, sizes and steps must fit torch's int64
+MAX_LAYERS = 1000
+MAX_CKPT_FLOOR = 100_000
 
 
 def parse_value(name: str, text: str) -> Any:
@@ -305,6 +307,8 @@ def _check_model_ranges(m: ModelConfig) -> None:
     _need(m.init_scale > 0, f"--init-scale must be positive, got {m.init_scale}")
     _need(min(m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp) > 0,
           "model sizes (--n-layers, --d-model, --n-heads, --d-head, --d-mlp) must be positive")
+    # each layer is a Python module: a million tiny ones fit in memory but take hours to build
+    _need(m.n_layers <= MAX_LAYERS, f"--n-layers must be <= {MAX_LAYERS}, got {m.n_layers}")
 
 
 def _check_optim_ranges(o: OptimConfig) -> None:
@@ -330,6 +334,8 @@ def _check_train_ranges(tr: TrainConfig, c: CheckpointConfig) -> None:
     _need(tr.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got '{tr.device}'")
     _need(tr.stop_after_gen >= -1, f"--stop-after-gen must be >= 0 (or -1 = never), got {tr.stop_after_gen}")
     _need(2 <= c.ckpt_floor <= c.ckpt_max, "need 2 <= --ckpt-floor <= --ckpt-max")
+    # the floor is laid out as an array of that many steps before training starts
+    _need(c.ckpt_floor <= MAX_CKPT_FLOOR, f"--ckpt-floor must be <= {MAX_CKPT_FLOOR}, got {c.ckpt_floor}")
     _need(c.ckpt_acc_delta >= 0 and c.ckpt_loss_delta >= 0,
           f"--ckpt-acc-delta and --ckpt-loss-delta must be >= 0, got {c.ckpt_acc_delta}, {c.ckpt_loss_delta}")
     _need(c.ckpt_max_mb > 0, f"--ckpt-max-mb must be positive, got {c.ckpt_max_mb}")
