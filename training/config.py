@@ -215,6 +215,7 @@ def field_type(name: str) -> type:
 
 MAX_INT = 2**63 - 1  # seeds, sizes and steps must fit torch's int64
 MAX_LAYERS = 1000
+MAX_INIT_SCALE = 1e6
 MAX_CKPT_FLOOR = 100_000
 
 
@@ -285,6 +286,7 @@ def validate(cfg: RunConfig) -> None:
     from training.taskshape import task_shape
 
     shape = task_shape(cfg.task)
+    _need(shape.d_vocab > 0 or cfg.model.model == "mlp", f"task '{shape.name}' has vector inputs; use --model mlp")
     check_memory(cfg, shape)
 
 
@@ -304,7 +306,8 @@ def _check_model_ranges(m: ModelConfig) -> None:
     _need(m.normalization_type in ("none", "LN"),
           f"--normalization-type must be none or LN, got '{m.normalization_type}'")
     _need(0.0 <= m.dropout < 1.0, f"--dropout must be in [0, 1), got {m.dropout}")
-    _need(m.init_scale > 0, f"--init-scale must be positive, got {m.init_scale}")
+    # float32 weights times a larger alpha overflow to inf at initialisation (Omnigrok's alphas stay below 1e2)
+    _need(0 < m.init_scale <= MAX_INIT_SCALE, f"--init-scale must be in (0, {MAX_INIT_SCALE:g}], got {m.init_scale}")
     _need(min(m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp) > 0,
           "model sizes (--n-layers, --d-model, --n-heads, --d-head, --d-mlp) must be positive")
     # each layer is a Python module: a million tiny ones fit in memory but take hours to build

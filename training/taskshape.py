@@ -145,7 +145,7 @@ def _vector_shape(name: str, cfg) -> TaskShape:
         return TaskShape(name, n_train + n_test, n_train, 1, 0, TEACHER_WIDTHS[-1], TEACHER_WIDTHS[0])
     if name == "digits":
         n_train = cfg.n_train or 1000
-        n_test = cfg.n_test or DIGITS_IMAGES - n_train
+        n_test = cfg.n_test or max(DIGITS_IMAGES - n_train, 0)
         if n_train + n_test > DIGITS_IMAGES or n_test <= 0:
             raise ConfigError(f"digits has {DIGITS_IMAGES} images; --n-train {n_train} + --n-test {n_test} must "
                               "fit in it")

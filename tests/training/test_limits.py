@@ -39,7 +39,8 @@ def test_parse_value_reads_long_integers_exactly_and_exponents():
     (dict(task="div", p=2**61 - 2), "not prime"), (dict(task="kadd", k=10**18), "p^k"),
     (dict(task="group_mul", group="S" + "9" * 17), "order"), (dict(task="x**y"), "unknown task"),
     (dict(task="parity", k=50, n_bits=40), "--k"), (dict(frac=0.001), "empty train or test set"),
-    (dict(n_layers=10**6), "--n-layers"), (dict(ckpt_floor=10**15, ckpt_max=10**15), "--ckpt-floor"),
+    (dict(n_layers=10**6), "--n-layers"), (dict(init_scale=1e308), "--init-scale"),
+    (dict(task="teacher", model="lstm"), "use --model mlp"), (dict(task="digits", model="mlp", n_train=5000), "1797"), (dict(ckpt_floor=10**15, ckpt_max=10**15), "--ckpt-floor"),
 ])
 def test_validate_refuses_each_class_without_torch(flat, words):
     with pytest.raises(ConfigError, match=words.replace("*", r"\*").replace("^", r"\^")):
