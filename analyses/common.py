@@ -23,6 +23,22 @@ def require_run_dir(path: Path) -> None:
         raise RunDirError(f"{path}: not a run directory (no config.json)")
 
 
+def require_writable_dir(path: Path) -> None:
+    """`path` is a folder, or can be created as one: checked before hours of work, without creating anything."""
+    import os
+
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunDirError(f"{path}: cannot be a folder ({probe} is not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"{path}: not writable ({probe} refuses writes)")
+
+
 def open_run(path: Path, need_checkpoints: bool = True):
     """A `training.rundir.Run` whose config, summary, metrics and split have all been read and checked, so that
     a garbage file ends the analysis with one line naming it before anything is computed or written."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.common import finite, open_run, require_run_dir, write_outputs
+from analyses.common import finite, open_run, require_run_dir, require_writable_dir, write_outputs
 from analyses.landscape import describe_trajectory, draw_norm_panel, draw_trajectory
 from training.cli import Parser, main_entry, nonneg_float, nonneg_int, positive_float, positive_float_list, \
     positive_int, require
@@ -135,7 +135,9 @@ def config_from(args: argparse.Namespace):
         run = open_run(args.run_dir, need_checkpoints=False)
         return apply_sets(run.config, args.set), run, None
     cfg = apply_sets(get_preset(args.preset), args.set)
-    return cfg, None, args.out or Path("checkpoints") / f"reduced-{args.preset}"
+    out = args.out or Path("checkpoints") / f"reduced-{args.preset}"
+    require_writable_dir(out)
+    return cfg, None, out
 
 
 def run_reduced(args: argparse.Namespace) -> int:

@@ -70,6 +70,7 @@ def test_landscape_of_a_parameter_group(teacher_run, capsys):
     (reduced_landscape, ["{run}", "--set", "p=1e400"], "--p"),
     (reduced_landscape, ["{run}", "--steps", "1e400"], "--steps"),
     (reduced_landscape, ["{run}", "--ste", "5"], "unrecognized"),
+    (reduced_landscape, ["--preset", "omnigrok-teacher", "--out", "/dev/null/x"], "not a directory"),
     (landscape, ["{run}", "--span", "nan"], "--span"),
     (landscape, ["{run}", "--span", "1"], "--span"),
     (landscape, ["{run}", "--group", "["], "not a regular expression"),
