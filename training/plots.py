@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 # The Figure API draws without pyplot, so importing training never switches a notebook's backend.
 from matplotlib.figure import Figure
+
+from training.rundir import atomic_write_bytes
 
 
 def plot_curves(metrics: list[dict[str, Any]], summary: dict[str, Any], path: Path, title: str = "") -> None:
@@ -33,6 +36,6 @@ def plot_curves(metrics: list[dict[str, Any]], summary: dict[str, Any], path: Pa
             ax.legend(loc="best", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(Path(path), buf.getvalue())  # its temporary is cleaned up like every other one
