@@ -456,9 +456,7 @@ class RunWriter:
         (self.dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
         (self.dir / STATE_DIR).mkdir(exist_ok=True)
         remove_stale_temps(self.dir)
-        self.run_id: str | None = None
-        if (self.dir / CONFIG).is_file():
-            self.run_id = read_config(self.dir)[1].get("run_id")
+        self.run_id: str | None = None  # set by write_config (a new run) or load_state (resume)
         # test-only: die at a known point instead of after a guessed sleep (tests/training/test_cli.py)
         self.kill_at, self.kill_during = _env_step(KILL_AT_STEP), os.environ.get(KILL_DURING, "")
 
@@ -505,6 +503,8 @@ class RunWriter:
         atomic_write_bytes(self.dir / STATE_DIR / STATE_FILE, data, kill_before_rename=kill)
 
     def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """Resume: the run id comes from config.json, and every later state is tagged with it."""
+        self.run_id = read_config(self.dir)[1].get("run_id")
         return load_state(self.dir, self.run_id)
 
     def kill_point(self, step: int, save_state: Callable[[int], None]) -> None:
