@@ -89,7 +89,7 @@ def _main(args: argparse.Namespace) -> int:
     # after argument parsing: --help stays quick
     from training.cli import EXIT_DIVERGED
     from training.loop import pick_device, train
-    from training.rundir import check_resume, create_run_dir, read_config, set_steps
+    from training.rundir import RunLock, check_resume, create_run_dir, read_config, set_steps
 
     if args.resume is not None:
         run_dir = args.resume

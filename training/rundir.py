@@ -249,6 +249,19 @@ def metadata(path: Path) -> dict[str, str]:
     return read_header(path).get("__metadata__") or {}
 
 
+def _metadata(raw: bytes, path: Path) -> dict[str, str]:
+    """The __metadata__ of a safetensors file already read into `raw` (same checks as `read_header`)."""
+    n = int.from_bytes(raw[:8], "little")
+    if len(raw) < 8 or n > min(len(raw) - 8, MAX_HEADER):
+        raise RunDirError(f"{path}: not a safetensors file (a {n}-byte header in {len(raw)} bytes)")
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RunDirError(f"{path}: not a safetensors file ({e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     read_header(path)  # refuses a lying length field before safetensors allocates anything
     try:
