@@ -270,8 +270,9 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise RunDirError(f"{path}: corrupt safetensors file ({e})") from None
 
 
+# the counters every resume state carries (the optimiser's own layout is checked by check_state_fits)
 STATE_META = {"step": int, "elapsed": (int, float), "train_time": (int, float), "overhead_time": (int, float),
-              "policy": dict, "param_groups": list, "opt_scalars": dict}
+              "policy": dict}
 
 
 def load_state(run_dir: Path, run_id: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -296,22 +297,21 @@ def load_state(run_dir: Path, run_id: str | None) -> tuple[dict[str, torch.Tenso
 
 def check_state_fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], model: torch.nn.Module,
                      path: Path) -> None:
-    """The state's tensors have the names, shapes and dtypes this config's model and optimiser need."""
-    want = {f"model.{k}": v for k, v in model.state_dict().items()}
+    """The state's tensors fit this config: every parameter of its model (`model.<name>`, same shape and dtype),
+    both RNG states, and optimiser buffers `opt.<i>.<name>` shaped like parameter i. Other tensors (a transform's
+    buffers) are left to their owner."""
+    want = {f"model.{k}": v for k, v in model.named_parameters()}
     want["rng.batch"], want["rng.torch"] = torch.Generator().get_state(), torch.get_rng_state()
     params = list(model.parameters())
     problems = [k for k, v in want.items() if k not in tensors or tensors[k].shape != v.shape
                 or tensors[k].dtype != v.dtype]
     for k, t in tensors.items():
-        parts = k.split(".", 2)
-        if parts[0] == "opt":
-            idx = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else -1
-            if not 0 <= idx < len(params) or (parts[2] != "step" and t.shape != params[idx].shape):
-                problems.append(k)
-        elif k not in want and k != "rng.cuda":
+        m = re.match(r"^opt\.(\d+)\.(\w+)$", k)
+        if m and (int(m.group(1)) >= len(params) or (m.group(2) != "step" and t.shape != params[int(m.group(1))].shape)):
             problems.append(k)
-    groups = state["param_groups"]
-    if len(groups) != 1 or not isinstance(groups[0], dict) or len(groups[0].get("params", [])) != len(params):
+    groups = state.get("param_groups")
+    if groups is not None and (not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict)
+                               or len(groups[0].get("params", [])) != len(params)):
         problems.append("param_groups")
     if problems:
         raise RunDirError(f"{path}: does not fit this run's model and optimiser ({', '.join(problems[:4])}"
