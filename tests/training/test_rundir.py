@@ -222,12 +222,13 @@ def test_resume_never_shrinks_a_run_and_config_json_is_untouched(run_copy, capsy
 
 @pytest.mark.parametrize("extra, words", [
     (["--preset", "nanda2023"], "--preset"),
-    (["--out", "elsewhere"], "--out"),
+    (["--out", "ELSEWHERE"], "--out"),
     (["--overwrite"], "--overwrite"),
     (["--d-mlp", "64"], "d_mlp"),
     (["--lr", "1"], "lr"),
 ])
 def test_resume_refuses_flags_it_would_otherwise_ignore(run_copy, tmp_path, capsys, extra, words):
+    extra = [str(tmp_path / "elsewhere") if x == "ELSEWHERE" else x for x in extra]
     before = files(run_copy)
     assert call_main("--resume", str(run_copy), *extra) == 2
     err = one_line(capsys)
