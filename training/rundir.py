@@ -326,6 +326,9 @@ def check_resume(run_dir: Path, cfg: RunConfig, data) -> int:
 
     run_dir = Path(run_dir)
     _, extras = read_config(run_dir)
+    for d in (run_dir / CKPT_DIR, run_dir / STATE_DIR):
+        if d.exists() and not d.is_dir():
+            raise RunDirError(f"{d}: not a directory")
     check_split(run_dir / SPLIT, data)
     read_metrics(run_dir / METRICS)
     saved = load_state(run_dir, extras.get("run_id"))
@@ -419,7 +422,9 @@ def create_run_dir(path: Path, overwrite: bool = False) -> RunLock:
     Replacing renames the old run aside to a hidden sibling first and only then deletes it (never following a
     symlink), so `path` never holds a half-deleted run; only a directory `run_marker` recognises is replaced."""
     path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
+    if path.is_symlink():  # replacing it would act on the link, not on the run it points to
+        raise RunDirError(f"--out {path}: is a symbolic link; give the directory it points to")
+    if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path}: exists and is not a directory")
     if not path.exists():
         _make_dirs(path)
@@ -466,8 +471,11 @@ class RunWriter:
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
-        (self.dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
-        (self.dir / STATE_DIR).mkdir(exist_ok=True)
+        for d in (CKPT_DIR, STATE_DIR):
+            try:
+                (self.dir / d).mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # e.g. a file named ckpt or state
+                raise RunDirError(f"cannot create {self.dir / d}: {e.strerror or e}") from None
         remove_stale_temps(self.dir)
         self.run_id: str | None = None  # set by write_config (a new run) or load_state (resume)
         # test-only: die at a known point instead of after a guessed sleep (tests/training/test_cli.py)

@@ -260,7 +260,7 @@ def test_a_malformed_config_json_is_one_line(run_copy, capsys, text, words):
 # --- paths, full disks, temporaries ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["a-file", "under-a-file", "proc", "read-only"])
+@pytest.mark.parametrize("where", ["a-file", "under-a-file", "proc", "read-only", "too-long", "a-symlink"])
 def test_an_unusable_out_path_is_one_line_and_creates_nothing(tmp_path, capsys, monkeypatch, where):
     (tmp_path / "f").write_text("a file")
     if where == "read-only":
@@ -270,8 +270,12 @@ def test_an_unusable_out_path_is_one_line_and_creates_nothing(tmp_path, capsys, 
                 raise PermissionError(errno.EACCES, "Permission denied", str(self))
 
             monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    if where == "a-symlink":
+        (tmp_path / "d").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "d", target_is_directory=True)
     out = {"a-file": tmp_path / "f", "under-a-file": tmp_path / "f" / "run", "proc": "/proc/grokscope-test/run",
-           "read-only": tmp_path / "ro" / "new" / "run"}[where]
+           "read-only": tmp_path / "ro" / "new" / "run", "too-long": tmp_path / "new" / ("x" * 300),
+           "a-symlink": tmp_path / "link"}[where]
     before = sorted(p.name for p in tmp_path.rglob("*"))
     assert call_main(*TINY, "--out", str(out)) == 2
     assert str(out) in one_line(capsys)
@@ -328,6 +332,15 @@ def test_stale_temporaries_of_a_killed_writer_are_removed_when_the_run_is_next_o
 
 
 # --- device, lock ----------------------------------------------------------------------------------------------
+
+
+def test_a_file_where_the_run_keeps_its_state_is_one_line(run_copy, capsys):
+    shutil.rmtree(run_copy / "state")
+    (run_copy / "state").write_text("not a folder")
+    before = files(run_copy)
+    assert call_main("--resume", str(run_copy), "--steps", "50") == 2
+    assert "state: not a directory" in one_line(capsys)
+    assert files(run_copy) == before
 
 
 def test_device_cuda_without_cuda_creates_nothing(tmp_path, capsys, monkeypatch):
