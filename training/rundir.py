@@ -307,7 +307,8 @@ def check_state_fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], mo
                 or tensors[k].dtype != v.dtype]
     for k, t in tensors.items():
         m = re.match(r"^opt\.(\d+)\.(\w+)$", k)
-        if m and (int(m.group(1)) >= len(params) or (m.group(2) != "step" and t.shape != params[int(m.group(1))].shape)):
+        idx = int(m.group(1)) if m else 0
+        if m and (idx >= len(params) or (m.group(2) != "step" and t.shape != params[idx].shape)):
             problems.append(k)
     groups = state.get("param_groups")
     if groups is not None and (not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict)
@@ -335,7 +336,8 @@ def check_resume(run_dir: Path, cfg: RunConfig, data) -> int:
     if saved is None:
         return 0
     tensors, state = saved
-    check_state_fits(tensors, state, build_model(cfg.model, data, seed=cfg.train.seed), run_dir / STATE_DIR / STATE_FILE)
+    model = build_model(cfg.model, data, seed=cfg.train.seed)
+    check_state_fits(tensors, state, model, run_dir / STATE_DIR / STATE_FILE)
     if cfg.train.steps < state["step"]:
         raise ConfigError(f"--steps {cfg.train.steps} is below step {state['step']}, which {run_dir} has already "
                           "reached; a run is only ever extended")
@@ -436,7 +438,11 @@ def create_run_dir(path: Path, overwrite: bool = False) -> RunLock:
     if run_marker(path) is None:
         raise RunDirError(f"{path} is not a run directory written by grokscope (no {FORMAT!r} run id in {CONFIG}, "
                           f"or no {SPLIT}/{METRICS}); refusing to overwrite it")
+    cwd = Path.cwd()
+    if path.resolve() in (cwd, *cwd.parents):  # renaming it would move this process's own folder away
+        raise RunDirError(f"--out {path}: is the current folder (or holds it); refusing to overwrite it")
     old_lock = RunLock(path).acquire()  # refused while another process writes the old run
+    path = path.resolve()  # a real name for the sibling even when --out ends in ".."
     aside = path.with_name(f".{path.name}.replaced-{uuid.uuid4().hex[:8]}")
     try:
         os.rename(path, aside)

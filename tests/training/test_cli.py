@@ -160,12 +160,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference_ru
 
 def _wait_for_metrics_step(out, proc, step):
     """Until metrics.jsonl has a row at `step` or later; the run is far too long to finish first."""
-    while True:
+    hang_guard = time.time() + 900  # not a speed check: only so that a hung process cannot hang the suite
+    while time.time() < hang_guard:
         assert proc.poll() is None, proc.communicate()
         rows = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
         if any(line.endswith("}") and json.loads(line)["step"] >= step for line in rows):
             return
         time.sleep(0.05)
+    raise AssertionError(f"no metrics row at step {step} after 15 minutes: the run hangs")
 
 
 @pytest.mark.slow

@@ -96,6 +96,15 @@ def test_overwrite_renames_the_old_run_aside_and_never_follows_a_symlink(run_cop
     assert sorted(os.listdir(tmp_path)) == ["outside", "run"]  # the renamed-aside old run is gone too
 
 
+@pytest.mark.parametrize("cwd, out", [(".", "."), ("ckpt", "..")])
+def test_overwrite_refuses_the_folder_it_runs_in(run_copy, capsys, monkeypatch, cwd, out):
+    monkeypatch.chdir(run_copy / cwd)
+    before = files(run_copy)
+    assert call_main(*TINY, "--out", out, "--overwrite") == 2
+    assert "is the current folder" in one_line(capsys)
+    assert files(run_copy) == before
+
+
 def test_a_failed_delete_leaves_a_whole_new_run_dir_never_a_half_deleted_one(run_copy, monkeypatch):
     def half_rmtree(path, *a, **k):
         os.unlink(os.path.join(path, "metrics.jsonl"))
@@ -379,7 +388,8 @@ def test_a_lock_holder_that_has_not_written_its_pid_yet_is_never_shown_as_pid_qu
 def test_a_diverging_run_stops_saves_and_exits_3(tmp_path, capsys):
     out = tmp_path / "run"
     # SGD at lr 100 with momentum blows the weights up: the loss is NaN at step 2, every time (deterministic)
-    assert call_main(*TINY, "--optimizer", "sgd", "--lr", "100", "--momentum", "0.9", "--out", str(out)) == EXIT_DIVERGED
+    diverging = ["--optimizer", "sgd", "--lr", "100", "--momentum", "0.9"]
+    assert call_main(*TINY, *diverging, "--out", str(out)) == EXIT_DIVERGED
     assert "diverged at step 2" in one_line(capsys)
     run = Run(out)
     summary = run.summary
