@@ -510,7 +510,7 @@ class RunWriter:
 
     def truncate_after(self, step: int) -> None:
         """Forget everything past `step` (resume): metrics rows and checkpoints written after the saved state."""
-        rows = [r for r in read_metrics(self.dir / METRICS) if r["step"] <= step]
+        rows = [r for r in read_metrics(self.dir / METRICS) if r["step"] <= step] if step >= 0 else []
         atomic_write_bytes(self.dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows).encode())
         for s in checkpoint_steps(self.dir):
             if s > step:
