@@ -129,7 +129,8 @@ def _state_step(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra, during", [([], ""), (MINIBATCH, ""), ([], "metrics"), (MINIBATCH, "ckpt"), ([], "state")],
+@pytest.mark.parametrize("extra, during",
+                         [([], ""), (MINIBATCH, ""), ([], "metrics"), (MINIBATCH, "ckpt"), ([], "state")],
                          ids=["full-batch", "minibatch-dropout", "full-batch-mid-metrics-append",
                               "minibatch-dropout-mid-checkpoint-write", "full-batch-mid-state-write"])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference_runs, extra, during):
