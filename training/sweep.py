@@ -299,10 +299,10 @@ def sweep(spec: SweepSpec, out: Path, *, backend: Any = "local", workers: int | 
           log=print) -> dict[str, Any]:
     """Run (or continue) the sweep into `out`; returns the index written to out/sweep.json, with "interrupted".
     `backend` is "local", "ray" or an opened backend object (training.sweep_exec)."""
+    spec, runs = open_sweep(spec, out, list(seed_fields))  # a bad value answers here, before torch is imported
     from training.rundir import RunLock
     from training.sweep_exec import make_backend
 
-    spec, runs = open_sweep(spec, out, list(seed_fields))
     status = {r.name: existing_status(r, out / r.name) for r in runs}
     if isinstance(backend, str):  # opened (Ray: connected) before anything is created
         backend = make_backend(backend, workers=workers, threads=threads, address=address)

@@ -113,13 +113,28 @@ def test_named_sweeps_are_valid():
     (["--grid", "lr=0.1", "--backend", "ray", "--address", "127.0.0.1:1"], "no Ray cluster reachable"),
     (["--grid", "lr=0.1", "--backend", "ray", "--address", "nowhere"], "auto or HOST:PORT"),
 ])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, words):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, words):
+    from training.sweep import main
+
     out = tmp_path / "sw"
-    r = sweep_cli(*args, "--out", str(out))
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr
+    try:
+        code = main([*args, "--out", str(out), "--no-progress"])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0], lines
     assert not out.exists()
+
+
+def test_bad_input_on_the_command_line_answers_before_torch_is_imported(tmp_path):
+    r = sweep_cli("--grid", "frac=0.3,1.5", "--out", str(tmp_path / "sw"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    code = ("import sys; from training.sweep import main; main(['--grid', 'frac=0.3,1.5', '--out', 'nowhere']);"
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "False" and "--frac must be in (0, 1)" in r.stderr
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_refuses_to_write_into_a_directory_that_is_not_a_sweep(tmp_path):
