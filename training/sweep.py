@@ -141,7 +141,10 @@ def run_entry(r: PlannedRun, status: str, summary: dict[str, Any] | None = None,
     s = summary or {}
     entry = {"name": r.name, "dir": r.name, "params": r.params, "seed": r.seed, "status": status,
              "budget": r.config.train.steps}
-    for k in ("S_mem", "S_gen", "steps", "switch_step", "diverged_at"):
+    for k in ("S_mem", "S_gen", "steps"):  # None kept: S_gen null = did not generalise
+        if k in s:
+            entry[k] = s[k]
+    for k in ("switch_step", "diverged_at"):
         if s.get(k) is not None:
             entry[k] = s[k]
     if seconds is not None:

@@ -46,7 +46,7 @@ def test_sweep_runs_every_point_in_parallel_and_continues(tmp_path):
     r = sweep_cli("--preset", "parity-blog", "--grid", "label_noise=0,0.2", "--seeds", "0", "1", *flags,
                   "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "label_noise=0.2" in r.stdout and "4/4 runs done" in r.stdout and "analyses.hypotheses" in r.stdout
+    assert "label_noise=0.2" in r.stdout and "4/4 runs done" in r.stdout and "python -m analyses.sweep" in r.stdout
     index = json.loads((out / "sweep.json").read_text())
     assert [e["status"] for e in index["runs"]] == ["done"] * 4
     for entry in index["runs"]:
