@@ -36,7 +36,7 @@ class DrainWatch:
 
     def __init__(self, stop_file: str | None):
         self.stop_file = Path(stop_file) if stop_file else None
-        self.requested = False
+        self.requested = self.stop_file is not None and self.stop_file.exists()  # a task that started late
         self._done = threading.Event()
 
     def __enter__(self) -> "DrainWatch":
@@ -116,6 +116,8 @@ def execute_chunk(items: list[dict[str, Any]], stop_file: str | None = None, thr
     locks, locked = [], []
     t0 = time.perf_counter()
     with DrainWatch(stop_file) as drain:
+        if drain.requested:  # queued (Ray) before the drain: create nothing
+            return [{"status": "not_started"} for _ in items]
         try:
             for i, item in enumerate(items):
                 try:

@@ -338,3 +338,38 @@ def test_ray_backend_runs_the_sweep_and_drains(tmp_path, local_ray):
     assert local_ray.is_initialized()  # a Ray instance the caller started is left running
 
     drain_and_check(tmp_path / "drain", RayBackend(None, 1, 1), workers=1)
+
+
+# --- the chunk executor, in this process ---------------------------------------------------------------------
+
+
+def chunk_item(tmp_path, name, **over):
+    from training.presets import get_preset
+
+    cfg = get_preset("parity-blog").replace(**{**TINY, **over})
+    return {"name": name, "config": cfg.to_dict(), "dir": str(tmp_path / name), "resume": False,
+            "preset": "parity-blog"}
+
+
+def test_a_chunk_reports_each_run_and_a_failing_run_does_not_stop_the_next(tmp_path):
+    import torch
+
+    from training.sweep_exec import execute_chunk
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA for the failing run")
+    handler = signal.getsignal(signal.SIGINT)
+    res = execute_chunk([chunk_item(tmp_path, "bad", device="cuda"), chunk_item(tmp_path, "good")],
+                        str(tmp_path / STOP_FILE))
+    assert res[0]["status"] == "failed" and res[0]["error"].startswith("ConfigError: --device cuda")
+    assert res[1]["status"] == "done" and res[1]["summary"]["steps"] == 40 and Run(tmp_path / "good").summary
+    assert signal.getsignal(signal.SIGINT) is handler  # the executor's own handlers are gone again
+
+
+def test_a_chunk_that_starts_after_a_drain_creates_nothing(tmp_path):
+    from training.sweep_exec import execute_chunk
+
+    (tmp_path / STOP_FILE).write_text("drain\n")
+    res = execute_chunk([chunk_item(tmp_path, "a"), chunk_item(tmp_path, "b")], str(tmp_path / STOP_FILE))
+    assert res == [{"status": "not_started"}] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STOP_FILE]
