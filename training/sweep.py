@@ -288,8 +288,9 @@ def drive(backend, chunks: list[list[PlannedRun]], items_of, stop_file: Path, pr
                 try:
                     results = backend.result(handle)
                 except Exception as e:  # noqa: BLE001  (the worker died: every run of its chunk failed)
-                    reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                    results = [{"status": "failed", "error": reason.rstrip(': ')}] * len(chunk)
+                    from training.sweep_exec import one_line
+
+                    results = [{"status": "failed", "error": one_line(e)}] * len(chunk)
                 progress.finished(chunk, results)
     finally:
         if in_flight:  # an error in the driver itself: the workers still drain and save their state

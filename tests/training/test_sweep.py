@@ -199,6 +199,7 @@ def test_rerun_skips_finished_runs_and_resumes_unfinished_ones(tmp_path):
     assert Run(out / fresh.name).summary["steps"] == 40
 
 
+@pytest.mark.slow  # two sweeps, each starting a worker process
 def test_a_failed_run_does_not_stop_the_others_and_is_listed(tmp_path, capsys):
     from training.sweep import main
 
