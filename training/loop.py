@@ -3,6 +3,8 @@
 Determinism: `torch.use_deterministic_algorithms(True)` (the embedding backward is otherwise nondeterministic
 on CPU) plus saved RNG and optimiser state make a resumed run bit-identical to an uninterrupted one.
 Ctrl-C (SIGINT) and SIGTERM finish the current step, save the resume state and return.
+A loss that stops being finite (the step's loss, or the evaluated train loss) ends the run at that step: state,
+checkpoint and a summary with "diverged_at" are written, and training.run exits with status 3.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from training.checkpointing import CheckpointPolicy
 from training.config import ConfigError, RunConfig, validate
 from training.models import build_model
 from training.plots import plot_curves
-from training.rundir import CURVES, METRICS, RunWriter, checkpoint_steps, read_metrics
+from training.rundir import CURVES, METRICS, RunDirError, RunWriter, checkpoint_steps, read_metrics
 from training.schedule import MemorisationSwitch
 from training.tasks import TaskData, build_task
 
@@ -184,15 +186,18 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool
     saved = writer.load_state() if resume else None
     if saved is not None:
         tensors, meta = saved
-        unpack_state(tensors, meta, model, opt, batch_gen, device)
-        policy.load_state_dict(meta["policy"])
+        try:  # training.run checked the state first (rundir.check_resume); this covers callers of train()
+            unpack_state(tensors, meta, model, opt, batch_gen, device)
+            policy.load_state_dict(meta["policy"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise RunDirError(f"{run_dir}/state: does not fit this run ({e})") from None
         start, elapsed = meta["step"], meta["elapsed"]
         train_time, overhead_time = meta["train_time"], meta["overhead_time"]
         writer.truncate_after(start)
     else:
         writer.truncate_after(-1)
-        writer.write_config(cfg, {"preset": preset, "versions": package_versions()})
         writer.write_split(data.split_dict())
+        writer.write_config(cfg, {"preset": preset, "versions": package_versions()})  # last: marks a whole run
 
     x_tr, y_tr = data.inputs[data.train_idx].to(device), data.labels[data.train_idx].to(device)
     x_te, y_te = data.inputs[data.test_idx].to(device), data.labels[data.test_idx].to(device)
@@ -240,6 +245,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool
     bar = tqdm(total=steps, initial=start, disable=not progress, desc=run_dir.name, unit="step", dynamic_ncols=True)
     step = start
     stopped_early = False
+    diverged_at: int | None = None
     try:
         if start == 0:
             t = time.perf_counter()
@@ -256,6 +262,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool
                 idx = torch.randperm(n_train, generator=batch_gen)[:B].to(device)
                 xb, yb = x_tr[idx], y_tr[idx]
             loss = compute_loss(model(xb), yb, data.loss, f64)
+            if not math.isfinite(loss.item()):  # diverged: stop before the update, weights as they were at `step`
+                diverged_at = step
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -269,6 +278,10 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool
                 train_time += t - t_seg
                 row = on_eval(step)
                 overhead_time += time.perf_counter() - t
+                writer.kill_point(step, save_state)
+                if not math.isfinite(row["train_loss"]):
+                    diverged_at = step
+                    break
                 bar.update(step - bar.n)
                 bar.set_postfix(train=f"{row['train_acc']:.3f}" if row["train_acc"] is not None else f"{row['train_loss']:.2e}",
                                 test=f"{row['test_acc']:.3f}" if row["test_acc"] is not None else f"{row['test_loss']:.2e}")
@@ -284,7 +297,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool
         for s, h in handlers.items():
             signal.signal(s, h)
 
-    if stop.signal is not None and step < steps:
+    if stop.signal is not None and step < steps and diverged_at is None:
         save_state(step)
         log(f"interrupted at step {step}; state saved. Continue with: python -m training.run --resume {run_dir}")
         return {"interrupted": True, "step": step}
@@ -297,6 +310,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool
     save_state(step)
     summary = summarise(metrics, checkpoint_steps(run_dir), policy, step, time.perf_counter() - t0, train_time, overhead_time, stopped_early)
     summary.update(switch.summary())
+    if diverged_at is not None:
+        summary["diverged_at"] = diverged_at
     writer.write_summary(summary)
     plot_curves(metrics, summary, run_dir / CURVES, title=f"{run_dir.name}: {data.structure.get('op', data.name)}")
     return summary

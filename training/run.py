@@ -13,7 +13,6 @@ is imported, so `--help` and every such error answer at once.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -87,49 +86,41 @@ def _checked_main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from training.loop import train  # after argument parsing: --help stays quick
-    from training.rundir import CONFIG, RunLock, is_run_dir
+    # after argument parsing: --help stays quick
+    from training.cli import EXIT_DIVERGED
+    from training.loop import pick_device, train
+    from training.rundir import RunLock, check_resume, create_run_dir, read_config, set_steps
 
     if args.resume is not None:
         run_dir = args.resume
-        if not run_dir.is_dir() or not is_run_dir(run_dir):
-            raise RunDirError(f"--resume {run_dir}: no run directory there (no {CONFIG})")
-        import json
-
-        raw = json.loads((run_dir / CONFIG).read_text())
-        preset, versions = raw.pop("preset", ""), raw.pop("versions", {})
-        cfg = RunConfig.from_dict(raw)
+        # the run continues as it was configured: any other flag would be silently ignored or change its shapes
         _, overrides = config_from_args(args)
-        extra = set(overrides) - {"steps"}
-        if extra:
-            raise ConfigError(f"--resume keeps the run's config; cannot change {', '.join(sorted(extra))}")
-        if "steps" in overrides:
-            cfg = cfg.replace(steps=overrides["steps"])
+        given = [flag for flag, on in (("--preset", args.preset != "default"), ("--out", args.out is not None),
+                                       ("--overwrite", args.overwrite)) if on]
+        changed = sorted(set(overrides) - {"steps"})
+        if given or changed:
+            raise ConfigError(f"--resume keeps the run's config; cannot change {', '.join(changed + given)} "
+                              "(only --steps, to extend it)")
+        cfg, extras = read_config(run_dir)
+        steps_changed = "steps" in overrides and overrides["steps"] != cfg.train.steps
+        cfg = cfg.replace(steps=overrides.get("steps", cfg.train.steps))
         data = check(cfg)
+        pick_device(cfg.train.device)  # before the lock: nothing is written for a config that cannot run here
         lock = RunLock(run_dir).acquire()
-        if "steps" in overrides:
-            from training.rundir import atomic_write_json
-
-            atomic_write_json(run_dir / CONFIG, {**cfg.to_dict(), "preset": preset, "versions": versions})
+        preset = extras.get("preset", "")
     else:
         cfg, _ = config_from_args(args)
         data = check(cfg)
+        pick_device(cfg.train.device)
         run_dir = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset)
-        if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()):
-            if not args.overwrite:
-                raise RunDirError(f"{run_dir} already exists; pass --resume {run_dir} to continue it or --overwrite "
-                                  "to replace it")
-            if not is_run_dir(run_dir):
-                raise RunDirError(f"{run_dir} is not a run directory; refusing to overwrite it")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(run_dir).acquire()
-        if args.overwrite:
-            for p in run_dir.iterdir():
-                if p.name != ".lock":
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        lock = create_run_dir(run_dir, overwrite=args.overwrite)
         preset = args.preset
 
     try:
+        if args.resume is not None:
+            check_resume(run_dir, cfg, data)  # everything checked before config.json may change
+            if steps_changed:
+                set_steps(run_dir, cfg.train.steps)
         t0 = time.perf_counter()
         summary = train(cfg, run_dir, resume=args.resume is not None, progress=not args.no_progress,
                         preset=preset, data=data)
@@ -137,6 +128,10 @@ def _main(args: argparse.Namespace) -> int:
         lock.release()
     if summary.get("interrupted"):
         return 130
+    if summary.get("diverged_at") is not None:
+        print(f"training.run: diverged at step {summary['diverged_at']} (the loss is no longer finite); state, "
+              f"last weights and summary saved in {run_dir}", file=sys.stderr)
+        return EXIT_DIVERGED
     ratio = f" ({summary['gen_over_mem']}x)" if summary["gen_over_mem"] else ""
     fin = summary["final"]
     acc = (f"train acc {fin['train_acc']:.3f}, test acc {fin['test_acc']:.3f}" if fin["test_acc"] is not None
