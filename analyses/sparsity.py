@@ -35,13 +35,6 @@ class BadInput(GrokscopeError):
     """Input the analysis cannot work with; printed as one line, exit 2."""
 
 
-def save_fig(fig, path: Path) -> Path:
-    """training.plots.save_figure (analyses.hypotheses imports `Parser` and this from here)."""
-    from training.plots import save_figure
-
-    return save_figure(fig, path)
-
-
 def nearest(steps: list[int], target: int | None) -> int | None:
     """The first checkpoint at or after `target` (the last one if none is)."""
     if target is None or not steps:
