@@ -38,6 +38,19 @@ def plot_curves(metrics: list[dict[str, Any]], summary: dict[str, Any], path: Pa
             ax.legend(loc="best", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def render_png(fig: Figure, **savefig_kw: Any) -> bytes:
+    """The figure as PNG bytes (so a caller can render every figure before it writes any file)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(Path(path), buf.getvalue())  # its temporary is cleaned up like every other one
+    fig.savefig(buf, format="png", dpi=110, **savefig_kw)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: Path, **savefig_kw: Any) -> Path:
+    """The one way a figure is written, by the loop and by every analysis: rendered in memory, then written to a
+    temporary name and renamed (its temporary is cleaned up like every other one), so a reader never sees half a
+    PNG. `fig` is a `matplotlib.figure.Figure` (not pyplot's), so nothing is left open in pyplot's registry."""
+    atomic_write_bytes(Path(path), render_png(fig, **savefig_kw))
+    return Path(path)

@@ -5,35 +5,28 @@
     python -m training.run --p 97 --frac 0.5 --task "x/y"  # any config field is a flag
     python -m training.run --resume checkpoints/nanda       # continue an interrupted run
 
-Bad input exits with status 2 and one line on stderr, before anything is written.
+Bad input exits with status 2 and one line on stderr, before anything is written; the flags are parsed and the
+config validated (training.config.validate: ranges, the task's constraints, the memory estimate) before torch
+is imported, so `--help` and every such error answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
+from training.cli import Parser, main_entry
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
-from training.models import build_model
+from training.errors import RunDirError
 from training.presets import PRESETS, get_preset
-from training.rundir import CONFIG, RunDirError, RunLock, is_run_dir
-from training.tasks import build_task
 
 DEFAULT_ROOT = Path("checkpoints")
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse prints the usage block too)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def make_parser() -> Parser:
-    p = Parser(prog="python -m training.run", description="Train a grokking run into a run directory.",
-               )
+    p = Parser(prog="python -m training.run", description="Train a grokking run into a run directory.")
     p.add_argument("--preset", default="default", help=f"named config: {', '.join(PRESETS)}")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: checkpoints/<preset>, numbered if taken)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run")
@@ -62,8 +55,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
 
 
 def check(cfg: RunConfig):
-    """Everything that can be wrong with a config, found before the run directory is touched."""
+    """Everything that can be wrong with a config, found before the run directory is touched: `validate` first
+    (no torch), then the task and the model are built (which reads --data-path files, for instance)."""
     validate(cfg)
+    from training.models import build_model
+    from training.tasks import build_task
+
     data = build_task(cfg.task)
     build_model(cfg.model, data)
     return data
@@ -77,12 +74,15 @@ def free_dir(root: Path, name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except (ConfigError, RunDirError) as e:
-        print(f"training.run: error: {e}", file=sys.stderr)
-        return 2
+    return main_entry("training.run", make_parser, _checked_main, argv)
+
+
+def _checked_main(args: argparse.Namespace) -> int:
+    """Every flag value parsed, and a new run's config validated, before `_main` imports torch."""
+    cfg, _ = config_from_args(args)
+    if args.resume is None:
+        validate(cfg)
+    return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:
