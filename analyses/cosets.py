@@ -18,49 +18,46 @@ cosets_score.png (score against step) and cosets_irreps.png (per-irrep shares).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from analyses.common import finite_weights, open_run, require_run_dir, write_outputs
+from training.cli import Parser, finite_float, main_entry, nonneg_int, positive_int, require
 from training.config import ConfigError
-from training.rundir import Run, RunDirError, atomic_write_bytes, atomic_write_json
+from training.errors import GrokscopeError, RunDirError
+
+# torch and the probes are imported where they are used: --help and bad flags answer at once.
 
 NAME = "cosets"
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def make_parser() -> Parser:
     p = Parser(prog="python -m analyses.cosets", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--every", type=int, default=1, help="use every k-th checkpoint (the last one always)")
-    p.add_argument("--n-null", type=int, default=99, help="row shuffles for the significance of the final best")
-    p.add_argument("--timeline-null", type=int, default=9, help="row shuffles per checkpoint for the timeline")
-    p.add_argument("--min-ari", type=float, default=0.5,
+    p.add_argument("--every", type=positive_int, default=1, help="use every k-th checkpoint (the last one always)")
+    p.add_argument("--n-null", type=positive_int, default=99, help="row shuffles for the significance of the final best")
+    p.add_argument("--timeline-null", type=nonneg_int, default=9, help="row shuffles per checkpoint for the timeline")
+    p.add_argument("--min-ari", type=finite_float, default=0.5,
                    help="smallest agreement (ARI) of the rows' clustering with the cosets that counts as structure")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the shuffle test")
-    p.add_argument("--key-threshold", type=float, default=0.05,
+    p.add_argument("--alpha", type=finite_float, default=0.05, help="significance level of the shuffle test")
+    p.add_argument("--key-threshold", type=finite_float, default=0.05,
                    help="an irrep is key when its character term explains this share of the logit variance")
-    p.add_argument("--pcs", type=int, default=0,
+    p.add_argument("--pcs", type=nonneg_int, default=0,
                    help="score the rows' top k principal components only, as a PCA plot shows them (0 = all)")
     p.add_argument("--subgroup", default=None, metavar="GENS",
                    help='also report this subgroup and its conjugates, generators in cycle notation separated by '
                         'commas or semicolons, e.g. "(0 3)(1 4); (1 2)(3 4)"')
-    p.add_argument("--seed", type=int, default=0, help="seed of the row shuffles")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the row shuffles")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-class AnalysisError(Exception):
-    """Bad input, printed as one line."""
+class AnalysisError(GrokscopeError):
+    """Bad input, printed as one line, exit 2."""
 
 
 def open_group_run(path: Path):
@@ -68,7 +65,7 @@ def open_group_run(path: Path):
     from training.groups import get_group
     from training.tasks import GROUP_TASKS
 
-    run = Run(path)
+    run = open_run(path)
     task = run.config.task.task
     if task not in GROUP_TASKS:
         raise AnalysisError(f"{path}: task '{task}' is not a group task (cosets needs one of "
@@ -100,16 +97,7 @@ def parse_subgroup(G, text: str):
         raise AnalysisError(f"--subgroup: {e} in {G.name}") from None
 
 
-def save_fig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def analyse(run: Run, data, G, args) -> dict[str, Any]:
+def analyse(run, data, G, args) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from interp.cosets import coset_partitions, coset_timeline, fit_cosets, group_rows
@@ -126,7 +114,7 @@ def analyse(run: Run, data, G, args) -> dict[str, Any]:
 
     def weights(step):
         try:
-            return run.weights(step)
+            return finite_weights(run, step)
         except RunDirError as e:
             raise AnalysisError(str(e)) from None
 
@@ -216,21 +204,20 @@ def _principal(X: np.ndarray, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
     return Y, share
 
 
-def plot_rows(fits, G, path: Path, title: str) -> None:
+def plot_rows(fits, G, title: str):
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from interp.cosets import coset_partitions
 
     names = list(fits)
-    fig, axes = plt.subplots(len(names), 2, figsize=(10, 4.6 * len(names)), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(10, 4.6 * len(names)), layout="constrained")
+    axes = fig.subplots(len(names), 2, squeeze=False)
     for row, name in enumerate(names):
         fit, _, X = fits[name]
         p = coset_partitions(G)[fit.best]
         Y, share = _principal(X)
-        cmap = plt.get_cmap("tab20" if p.n_cosets <= 20 else "hsv")
+        cmap = matplotlib.colormaps.get_cmap("tab20" if p.n_cosets <= 20 else "hsv")
         colours = cmap((p.labels % 20) / 20 if p.n_cosets <= 20 else p.labels / p.n_cosets)
         verdict = "" if fit.structure else "  (no significant structure)"
         for ax, (i, j) in zip(axes[row], ((0, 1), (2, 3))):
@@ -242,17 +229,15 @@ def plot_rows(fits, G, path: Path, title: str) -> None:
         axes[row, 0].set_ylabel(f"colour: {p.describe()}\norder {p.subgroup.order}, {p.n_cosets} cosets, "
                                 f"ARI {fit.ari[fit.best]:.2f}, score {fit.score[fit.best]:.2f}{verdict}", fontsize=9)
     fig.suptitle(f"{title}: rows coloured by the best coset partition", fontsize=11)
-    save_fig(fig, path)
+    return fig
 
 
-def plot_scores(result, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_scores(result, title: str):
+    from matplotlib.figure import Figure
 
     steps = np.array(result["steps"])
-    fig, ax = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
+    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
+    ax = fig.subplots()
     for name, m in result["matrices"].items():
         t = m["timeline"]
         line, = ax.plot(steps, t["ari"], lw=2, label=f"{name}: {m['best']['side']} cosets of {m['best']['subgroup']}")
@@ -276,19 +261,17 @@ def plot_scores(result, path: Path, title: str) -> None:
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(f"{title}: the last checkpoint's best cosets over training\n(thin: best candidate at each step; "
                  "dotted: shuffle null)", fontsize=10)
-    save_fig(fig, path)
+    return fig
 
 
-def plot_irreps(result, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_irreps(result, title: str):
+    from matplotlib.figure import Figure
 
     ir = result["irreps"]
     names = [n for n in ir["irreps"] if n != "trivial"]
     steps = np.array(result["steps"])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig = Figure(figsize=(13, 4.5))
+    a1, a2 = fig.subplots(1, 2)
     for n in names:
         a1.plot(steps, ir["timeline"]["char_explained"][n], lw=2 if n in ir["key"] else 1, label=n)
     a1.plot(steps, ir["timeline"]["key_char_explained"], "k--", lw=1, label="key irreps together")
@@ -313,7 +296,8 @@ def plot_irreps(result, path: Path, title: str) -> None:
     a2.legend(fontsize=8)
     a2.set_title("last checkpoint", fontsize=10)
     fig.suptitle(f"{title}: irreducible representations (key: {' + '.join(ir['key']) or 'none'})", fontsize=11)
-    save_fig(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 # --- summary --------------------------------------------------------------------------------------------------
@@ -346,25 +330,28 @@ def summary_lines(result) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        if args.every < 1 or args.n_null < 1 or args.timeline_null < 0 or args.pcs < 0:
-            raise AnalysisError("--every and --n-null must be >= 1, --timeline-null and --pcs >= 0")
-        run, data, G = open_group_run(args.run_dir)
-        result, fits, _ = analyse(run, data, G, args)
-    except (AnalysisError, RunDirError, ConfigError) as e:
-        print(f"analyses.cosets: error: {e}", file=sys.stderr)
-        return 2
-    out = run.analyses_dir
+    return main_entry("analyses.cosets", make_parser, run_cosets, argv)
+
+
+def run_cosets(args: argparse.Namespace) -> int:
+    require(0 <= args.min_ari <= 1, f"--min-ari must be in [0, 1], got {args.min_ari}")
+    require(0 < args.alpha < 1, f"--alpha must be in (0, 1), got {args.alpha}")
+    require(0 <= args.key_threshold <= 1, f"--key-threshold must be in [0, 1], got {args.key_threshold}")
+    require(args.n_null <= 100_000 and args.timeline_null <= 100_000, "--n-null and --timeline-null: at most 100000")
+    require_run_dir(args.run_dir)
+    run, data, G = open_group_run(args.run_dir)
+    if args.subgroup:  # a bad --subgroup is one line before any work
+        parse_subgroup(G, args.subgroup)
+    result, fits, _ = analyse(run, data, G, args)
     title = f"{run.dir.name} ({data.structure.get('op')} in {G.name})"
-    atomic_write_json(out / f"{NAME}.json", result)
-    plot_rows(fits, G, out / f"{NAME}_rows.png", title)
-    plot_scores(result, out / f"{NAME}_score.png", title)
+    files = {f"{NAME}.json": result, f"{NAME}_rows.png": plot_rows(fits, G, title),
+             f"{NAME}_score.png": plot_scores(result, title)}
     if "key" in result["irreps"]:
-        plot_irreps(result, out / f"{NAME}_irreps.png", title)
+        files[f"{NAME}_irreps.png"] = plot_irreps(result, title)
+    written = write_outputs(run, files)
     for line in summary_lines(result):
         print(line)
-    print(f"written: {out / (NAME + '.json')} and {NAME}_*.png")
+    print(f"written: {written[0]} and {NAME}_*.png")
     return 0
 
 

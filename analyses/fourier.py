@@ -5,9 +5,10 @@
 
 Derives the key frequencies from the reference checkpoint (the last one unless --ref-step), runs every probe of
 `interp.fourier` over every checkpoint (batches of checkpoints, one thread per core), detects the phases (`interp.phases`) and writes
-RUN_DIR/analyses/fourier.json, fourier_embedding.png, fourier_clusters.png, fourier_progress.png and a "phases"
-entry in RUN_DIR/summary.json. A corrupt checkpoint is reported and skipped; a corrupt reference checkpoint, a
-directory that is not a run, or a run of another task stops with one line on stderr and exit status 2.
+RUN_DIR/analyses/fourier.json (the phases included), fourier_embedding.png, fourier_clusters.png and
+fourier_progress.png; nothing outside RUN_DIR/analyses/. A corrupt checkpoint, or one holding NaN/inf, is reported
+and skipped; such a reference checkpoint, a directory that is not a run, a garbage summary.json or split.json, or a
+run of another task stops with one line on stderr and exit status 2 before anything is written.
 """
 
 from __future__ import annotations
@@ -17,64 +18,49 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from interp import fourier, phases
-from interp.modular import ModularStructure, NotModularError, modular_structure
-from training.config import ConfigError
-from training.models import MLPModel, Transformer, build_model
-from training.rundir import CONFIG, SUMMARY, Run, RunDirError, atomic_write_json
+from analyses.common import finite_weights, open_run, require_run_dir, write_outputs
+from training.cli import Parser, finite_float, json_safe, main_entry, nonneg_int, positive_int, require
+from training.errors import RunDirError
+
+# torch, TransformerLens and the probes are imported where they are used: --help and bad flags answer at once.
 
 NAME = "fourier"
 CHUNK_BYTES = 32 * 2**20  # neuron activations per batch of checkpoints: nanda2023 (26 MB) goes one at a time,
 # small models many at once. Larger batches only add memory traffic and page faults once one checkpoint's
 # activations outgrow the caches (measured: 1 checkpoint per batch is ~10% faster than 8 for nanda2023).
+CLUSTER_THRESHOLD = 0.85  # interp.fourier.CLUSTER_THRESHOLD (a test keeps them equal; importing it needs torch)
 
 
-def auto_chunk(s: ModularStructure, d_mlp: int) -> int:
+def auto_chunk(s, d_mlp: int) -> int:
     return int(min(64, max(1, CHUNK_BYTES // (s.grid_size * d_mlp * 4))))
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 def make_parser() -> Parser:
     p = Parser(prog="python -m analyses.fourier", description=__doc__.splitlines()[0].split(": ", 1)[1],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory written by python -m training.run")
-    p.add_argument("--ref-step", type=int, default=None,
+    p.add_argument("--ref-step", type=nonneg_int, default=None,
                    help="checkpoint the key frequencies and the figures come from (default: the last)")
-    p.add_argument("--threshold", type=float, default=fourier.CLUSTER_THRESHOLD,
+    p.add_argument("--threshold", type=finite_float, default=CLUSTER_THRESHOLD,
                    help="share of a neuron's variance one frequency must explain for the neuron to join its cluster")
-    p.add_argument("--chunk", type=int, default=0, help="checkpoints probed together (0: as many as fit in 32 MB "
-                   "of neuron activations)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="chunks probed at once, one thread each")
+    p.add_argument("--chunk", type=nonneg_int, default=0, help="checkpoints probed together (0: as many as fit in "
+                   "32 MB of neuron activations)")
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                   help="chunks probed at once, one thread each")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    threads = torch.get_num_threads()
-    try:
-        return analyse(args)
-    except (RunDirError, NotModularError, ConfigError) as e:
-        print(f"analyses.fourier: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        torch.set_num_threads(threads)
+    return main_entry("analyses.fourier", make_parser, analyse, argv)
 
 
-def check_weights(run: Run, step: int, weights: dict[str, torch.Tensor], expected: dict[str, torch.Size]) -> None:
+def check_weights(run, step: int, weights: dict, expected: dict) -> None:
     """A checkpoint that parses but does not hold this run's model is as unusable as a truncated one."""
     got = {k: v.shape for k, v in weights.items()}
     if got != expected:
@@ -82,22 +68,28 @@ def check_weights(run: Run, step: int, weights: dict[str, torch.Tensor], expecte
         raise RunDirError(f"{run.checkpoint_path(step)}: weights do not match the run's model ({missing[0]} ...)")
 
 
-def probe_checkpoints(run: Run, model: torch.nn.Module, s: ModularStructure, steps: list[int], key_freqs: list[int],
-                      threshold: float, chunk: int = 1, workers: int = 1, bar: tqdm | None = None
-                      ) -> tuple[fourier.FourierProbes, list[int], list[dict]]:
+def probe_checkpoints(run, model, s, steps: list[int], key_freqs: list[int], threshold: float, chunk: int = 1,
+                      workers: int = 1, bar=None) -> tuple[Any, list[int], list[dict]]:
     """Every probe for every checkpoint in `steps`: chunks of `chunk` checkpoints, `workers` chunks at a time.
 
     Each worker is a thread (torch releases the GIL); with one torch thread per worker they never wait on each
     other, which keeps a shared, busy machine from stalling them. Returns the probes, the steps probed and the
-    skipped ones ({"step", "error"}), reported on stderr as they come.
+    skipped ones ({"step", "error"}), reported on stderr as they come. A checkpoint holding NaN or inf (a
+    diverged run) is skipped like a corrupt one.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from interp import fourier
+
     expected = {k: v.shape for k, v in model.state_dict().items()}
 
     def work(chunk_steps: list[int]):
         states, ok, bad = [], [], []
         for step in chunk_steps:
             try:
-                w = run.weights(step)
+                w = finite_weights(run, step)
                 check_weights(run, step, w, expected)
             except RunDirError as e:
                 bad.append({"step": step, "error": str(e)})
@@ -124,13 +116,50 @@ def probe_checkpoints(run: Run, model: torch.nn.Module, s: ModularStructure, ste
 
 
 def analyse(args: argparse.Namespace) -> int:
-    if not 0 < args.threshold <= 1:
-        raise ConfigError(f"--threshold must be in (0, 1], got {args.threshold}")
-    if args.chunk < 0 or args.workers < 1:
-        raise ConfigError(f"--chunk must be >= 0 and --workers positive, got {args.chunk} and {args.workers}")
+    """Checks every input (flags, the run's files, the reference checkpoint), computes, then writes fourier.json
+    and the figures under RUN_DIR/analyses/ (nothing else: summary.json belongs to the training loop)."""
+    require(0 < args.threshold <= 1, f"--threshold must be in (0, 1], got {args.threshold}")
+    require_run_dir(args.run_dir)
+    import torch
+    from tqdm.auto import tqdm
+
+    from interp import fourier, phases
+
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # parallel over checkpoints instead (see probe_checkpoints)
-    t0 = time.perf_counter()
-    run = Run(args.run_dir)
+    try:
+        t0 = time.perf_counter()
+        run, s, model, ref, ref_weights = open_fourier_run(args.run_dir, args.ref_step)
+        ref_probe = fourier.probe_states(model, [ref_weights], s, None, args.threshold)
+        key_freqs = ref_probe.key_freqs
+        steps = run.steps
+        bar = tqdm(total=len(steps), disable=args.no_progress, desc=f"fourier {run.dir.name}", unit="ckpt",
+                   dynamic_ncols=True)
+        chunk = args.chunk or auto_chunk(s, ref_probe.neuron_share.shape[1])
+        probes, done, skipped = probe_checkpoints(run, model, s, steps, key_freqs, args.threshold, chunk,
+                                                  args.workers, bar)
+        bar.close()
+    finally:
+        torch.set_num_threads(threads)
+    elapsed = time.perf_counter() - t0
+    found = phases.detect_phases(run.metrics, done, probes.test_loss, probes.excluded_loss if key_freqs else None,
+                                 run.data.d_vocab_out)
+    result = build_result(run, s, ref, ref_probe, done, probes, found, skipped, elapsed, args.threshold)
+    from analyses import fourier_plots
+
+    figures = fourier_plots.draw_all(run, s, result, ref_probe, model, ref_weights)
+    written = write_outputs(run, {f"{NAME}.json": result, **figures})
+    print_summary(run, s, result, found, written[1:], elapsed)
+    return 0
+
+
+def open_fourier_run(path: Path, ref_step: int | None):
+    """(run, structure, model, reference step, its weights), or the one-line error naming what is wrong."""
+    from interp.modular import NotModularError, modular_structure
+    from training.models import MLPModel, Transformer, build_model
+    from training.rundir import CONFIG
+
+    run = open_run(path)
     try:
         s = modular_structure(run.data)
     except NotModularError as e:
@@ -139,53 +168,17 @@ def analyse(args: argparse.Namespace) -> int:
     if not isinstance(model, (Transformer, MLPModel)):
         raise NotModularError(f"{run.dir / CONFIG}: the Fourier analysis handles the transformer and the MLP "
                               f"model, not '{run.config.model.model}'")
-    expected = {k: v.shape for k, v in model.state_dict().items()}
     steps = run.steps
-    if not steps:
-        raise RunDirError(f"{run.dir / 'ckpt'}: no checkpoints")
-    ref = steps[-1] if args.ref_step is None else args.ref_step
+    ref = steps[-1] if ref_step is None else ref_step
     if ref not in steps:
         raise RunDirError(f"{run.checkpoint_path(ref)}: no checkpoint at --ref-step {ref}")
     try:
-        ref_weights = run.weights(ref)
-        check_weights(run, ref, ref_weights, expected)
+        ref_weights = finite_weights(run, ref)
+        check_weights(run, ref, ref_weights, {k: v.shape for k, v in model.state_dict().items()})
     except RunDirError as e:
         raise RunDirError(f"{e}; the key frequencies come from this checkpoint (choose another with --ref-step)") \
             from None
-
-    ref_probe = fourier.probe_states(model, [ref_weights], s, None, args.threshold)
-    key_freqs = ref_probe.key_freqs
-
-    bar = tqdm(total=len(steps), disable=args.no_progress, desc=f"fourier {run.dir.name}", unit="ckpt",
-               dynamic_ncols=True)
-    chunk = args.chunk or auto_chunk(s, ref_probe.neuron_share.shape[1])
-    probes, done, skipped = probe_checkpoints(run, model, s, steps, key_freqs, args.threshold, chunk,
-                                              args.workers, bar)
-    bar.close()
-    elapsed = time.perf_counter() - t0
-
-    found = phases.detect_phases(run.metrics, done, probes.test_loss, probes.excluded_loss if key_freqs else None,
-                                 run.data.d_vocab_out)
-    result = build_result(run, s, ref, ref_probe, done, probes, found, skipped, elapsed, args.threshold)
-    out = run.analyses_dir
-    atomic_write_json(out / f"{NAME}.json", result)
-    from analyses import fourier_plots
-
-    figures = fourier_plots.draw_all(out, run, s, result, ref_probe, model, ref_weights)
-    summary = run.summary
-    summary["phases"] = found.to_dict()
-    atomic_write_json(run.dir / SUMMARY, summary)
-    print_summary(run, s, result, found, figures, elapsed)
-    return 0
-
-
-def _finite(x: Any) -> Any:
-    """JSON has no NaN/inf: map them to None, recursively through lists."""
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+    return run, s, model, ref, ref_weights
 
 
 def _num(x: Any, digits: int | None = None) -> float | None:
@@ -194,12 +187,16 @@ def _num(x: Any, digits: int | None = None) -> float | None:
 
 
 def _list(a: np.ndarray, digits: int = 6) -> list:
-    return _finite(np.round(a.astype(np.float64), digits).tolist() if a.dtype.kind == "f" else a.tolist())
+    return json_safe(np.round(a.astype(np.float64), digits).tolist() if a.dtype.kind == "f" else a.tolist())
 
 
-def build_result(run: Run, s: ModularStructure, ref: int, ref_probe: fourier.FourierProbes, steps: list[int],
-                 probes: fourier.FourierProbes, found: phases.Phases, skipped: list[dict], elapsed: float,
+def build_result(run, s, ref: int, ref_probe, steps: list[int], probes, found, skipped: list[dict], elapsed: float,
                  threshold: float) -> dict[str, Any]:
+    """fourier.json: the reference checkpoint's probes, every checkpoint's, and the phases (`interp.phases`)."""
+    import torch
+
+    from interp import fourier
+
     r = ref_probe
     key = r.key_freqs
     d_mlp = r.neuron_freq.shape[1]
@@ -240,8 +237,7 @@ def build_result(run: Run, s: ModularStructure, ref: int, ref_probe: fourier.Fou
     }
 
 
-def print_summary(run: Run, s: ModularStructure, result: dict, found: phases.Phases, figures: list[Path],
-                  elapsed: float) -> None:
+def print_summary(run, s, result: dict, found, figures: list[Path], elapsed: float) -> None:
     key, c = result["key_frequencies"], result["clusters"]
     n = len(result["checkpoints"]["step"])
     print(f"{s.description}")

@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # the Figure API: no pyplot state, no backend switched
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from interp import fourier  # noqa: E402
-from interp.grid import grid_activations  # noqa: E402
-from interp.modular import ModularStructure  # noqa: E402
+from interp import fourier
+from interp.grid import grid_activations
+from interp.modular import ModularStructure
 
 PHASE_COLOURS = ("#f4e3c1", "#d8ead3", "#d5e1f2")  # memorisation, circuit formation, cleanup
 
 
-def save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
-def draw_all(out: Path, run, s: ModularStructure, result: dict[str, Any], ref_probe: fourier.FourierProbes,
-             model: torch.nn.Module, ref_weights: dict[str, torch.Tensor]) -> list[Path]:
+def draw_all(run, s: ModularStructure, result: dict[str, Any], ref_probe: fourier.FourierProbes,
+             model: torch.nn.Module, ref_weights: dict[str, torch.Tensor]) -> dict[str, Figure]:
+    """The three figures by file name; the caller writes them (analyses.common.write_outputs)."""
     title = f"{run.dir.name}: {s.op} mod {s.p}, over {'Z_%d' % s.n}"
     spectra = fourier.neuron_spectra(grid_activations(model, [ref_weights], s).acts, s)[0].numpy()
-    return [embedding_figure(out / "fourier_embedding.png", result, title),
-            clusters_figure(out / "fourier_clusters.png", result, spectra, title),
-            progress_figure(out / "fourier_progress.png", run.metrics, result, title)]
+    return {"fourier_embedding.png": embedding_figure(result, title),
+            "fourier_clusters.png": clusters_figure(result, spectra, title),
+            "fourier_progress.png": progress_figure(run.metrics, result, title)}
 
 
 def _component_bars(ax, norms: list[float], names: list[str], key: list[int], label: str) -> None:
@@ -46,20 +35,21 @@ def _component_bars(ax, norms: list[float], names: list[str], key: list[int], la
     ax.set_title(label, fontsize=10)
 
 
-def embedding_figure(path: Path, result: dict[str, Any], title: str) -> Path:
+def embedding_figure(result: dict[str, Any], title: str) -> Figure:
     f, key = result["final"], result["key_frequencies"]
-    fig, axes = plt.subplots(2, 1, figsize=(11, 6))
+    fig = Figure(figsize=(11, 6))
+    axes = fig.subplots(2, 1)
     _component_bars(axes[0], f["embed_fourier_norms"], f["basis"], key, "W_E in the Fourier basis (norm per component)")
     _component_bars(axes[1], f["unembed_fourier_norms"], f["basis"], key,
                     "W_L = W_U^T W_out in the Fourier basis (over the output), norm per component")
     fig.suptitle(f"{title}, step {result['ref_step']}; key frequencies {key or 'none'} in red")
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
-def clusters_figure(path: Path, result: dict[str, Any], spectra: np.ndarray, title: str) -> Path:
+def clusters_figure(result: dict[str, Any], spectra: np.ndarray, title: str) -> Figure:
     c, key = result["clusters"], result["key_frequencies"]
-    fig = plt.figure(figsize=(13, 4.5))
+    fig = Figure(figsize=(13, 4.5))
     gs = fig.add_gridspec(1, 3, width_ratios=[1.4, 1, 1.2])
     ax = fig.add_subplot(gs[0])
     freq, share = np.array(c["neuron_freq"]), np.array(c["neuron_share"], dtype=float)
@@ -93,7 +83,7 @@ def clusters_figure(path: Path, result: dict[str, Any], spectra: np.ndarray, tit
     ax.legend(fontsize=7, ncol=2)
     fig.suptitle(f"{title}, step {result['ref_step']}")
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def _phase_spans(ax, ph: dict[str, Any], last: int) -> None:
@@ -109,11 +99,12 @@ def _phase_spans(ax, ph: dict[str, Any], last: int) -> None:
             ax.axvline(b, color="gray", ls="--", lw=0.8)
 
 
-def progress_figure(path: Path, metrics: list[dict[str, Any]], result: dict[str, Any], title: str) -> Path:
+def progress_figure(metrics: list[dict[str, Any]], result: dict[str, Any], title: str) -> Figure:
     ck, ph = result["checkpoints"], result["phases"]
     steps = ck["step"]
     last = steps[-1] if steps else 1
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
+    fig = Figure(figsize=(12, 7.5))
+    axes = fig.subplots(2, 2, sharex=True)
     ax = axes[0, 0]
     ms = [r["step"] for r in metrics]
     ax.plot(ms, [r["train_loss"] for r in metrics], color="tab:blue", label="train")
@@ -145,7 +136,7 @@ def progress_figure(path: Path, metrics: list[dict[str, Any]], result: dict[str,
         ax.set_xlabel("step")
     fig.suptitle(f"{title}; phases: {ph['memorisation_end']} / {ph['circuit_formation_end']} / {ph['cleanup_end']}")
     fig.tight_layout()
-    return save(fig, path)
+    return fig
 
 
 def _nan(values: list) -> np.ndarray:

@@ -10,109 +10,78 @@ Both read the same way off a sweep (training.sweep) over one parameter and sever
 - steps to generalise = S_gen, the first evaluation with test accuracy >= 99% (also reported after memorisation,
   S_gen minus the step of the switch at 100% train accuracy, or S_mem where there is no switch);
 - a run that never generalises within its budget (its `steps`) counts as not generalised;
-- the threshold = the smallest swept value from which on (it and every larger value) no run generalised.
+- the threshold = the smallest swept value from which on (it and every larger value) no run generalised; where
+  the smallest values never generalise (a data fraction too small), that lower threshold is reported too.
 
 Writes SWEEP_DIR/analyses/hypotheses.json and hypotheses.png, prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from analyses.sparsity import Parser, save_fig
-from training.rundir import SUMMARY, RunDirError, atomic_write_json
-from training.sweep import INDEX, fmt
+from analyses.sweep import collect as collect_runs
+from analyses.sweep import describe_thresholds, pick_field, point, read_sweep, thresholds
+from training.cli import Parser, json_safe, main_entry, require
+from training.sweep import fmt
 
 NAME = "hypotheses"
 
 
-def read_sweep(sweep_dir: Path) -> dict[str, Any]:
-    path = sweep_dir / INDEX
-    if not sweep_dir.is_dir():
-        raise RunDirError(f"{sweep_dir}: no such sweep directory")
-    if not path.exists():
-        raise RunDirError(f"{sweep_dir}: not a sweep directory (no {INDEX}; make one with python -m training.sweep)")
-    try:
-        index = json.loads(path.read_text())
-        index["spec"]["grid"], index["runs"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise RunDirError(f"{path}: unreadable sweep index ({e})") from None
-    return index
-
-
-def collect(sweep_dir: Path, index: dict[str, Any], param: str) -> list[dict[str, Any]]:
-    """One row per finished run: its parameter value, seed, S_mem, S_gen, switch step and budget, read from the
-    run's own summary.json (the index can lag behind an interrupted sweep)."""
-    rows = []
-    for r in index["runs"]:
-        path = sweep_dir / r["dir"] / SUMMARY
-        if not path.exists():
-            continue
-        try:
-            s = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise RunDirError(f"{path}: corrupt summary") from None
-        rows.append({"value": r["params"][param], "seed": r["seed"], "S_mem": s.get("S_mem"), "S_gen": s.get("S_gen"),
-                     "switch_step": s.get("switch_step"), "budget": r.get("budget", s.get("steps")),
-                     "final_test_acc": s.get("final", {}).get("test_acc")})
-    return rows
+def collect(sweep_dir: Path, index: dict[str, Any], param: str, progress: bool = False) -> list[dict[str, Any]]:
+    """One row per finished run (reached its configured steps): its parameter value, seed, S_mem, S_gen, switch
+    step and budget (analyses.sweep reads them)."""
+    return [{"value": r["params"][param], "seed": r["seed"], "S_mem": r["S_mem"], "S_gen": r["S_gen"],
+             "switch_step": r["switch_step"], "budget": r["budget"], "final_test_acc": r["final_test_acc"]}
+            for r in collect_runs(sweep_dir, index, progress) if r["finished"]]
 
 
 def _median(v: list[float]) -> float | None:
+    import statistics
+
     return float(statistics.median(v)) if v else None
 
 
 def summarise(rows: list[dict[str, Any]], values: list[Any]) -> dict[str, Any]:
-    """Per value: runs, generalised, median/min/max S_gen and S_gen - S_mem; the threshold."""
+    """Per value: runs, generalised, median/min/max S_gen and S_gen - S_mem; the thresholds (analyses.sweep)."""
     points = []
     for v in values:
-        rs = [r for r in rows if r["value"] == v]
-        gen = [r["S_gen"] for r in rs if r["S_gen"] is not None]
+        rs = [{**r, "finished": True} for r in rows if r["value"] == v]
+        p = point(v, rs)
         # steps from memorisation (the wd/lr switch where there is one) to generalisation
         after = [r["S_gen"] - (r["switch_step"] if r["switch_step"] is not None else r["S_mem"])
                  for r in rs if r["S_gen"] is not None and r["S_mem"] is not None]
-        points.append({"value": v, "runs": len(rs), "generalised": len(gen),
-                       "S_mem_median": _median([r["S_mem"] for r in rs if r["S_mem"] is not None]),
-                       "S_gen_median": _median(gen), "S_gen_min": min(gen) if gen else None,
-                       "S_gen_max": max(gen) if gen else None, "after_mem_median": _median(after),
-                       "budget": max((r["budget"] for r in rs), default=None),
-                       "final_test_acc_median": _median([r["final_test_acc"] for r in rs
-                                                         if r.get("final_test_acc") is not None])})
+        points.append({"value": v, "runs": p["runs"], "generalised": p["generalised"],
+                       "S_mem_median": p["S_mem"]["median"], "S_gen_median": p["S_gen"]["median"],
+                       "S_gen_min": p["S_gen"]["min"], "S_gen_max": p["S_gen"]["max"],
+                       "after_mem_median": _median(after), "budget": p["budget"],
+                       "final_test_acc_median": p["final_test_acc_median"]})
+    th = thresholds([{**p, "unfinished": 0} for p in points])
     done = [p for p in points if p["runs"] > 0]
-    # the threshold: the first value of the trailing block of values where no run generalised
-    threshold, last_ok = None, None
-    for p in reversed(done):
-        if p["generalised"] > 0:
-            last_ok = p["value"]
-            break
-        threshold = p["value"]
-    if last_ok is None:
-        threshold = done[0]["value"] if done else None
+    # H1/H2 read the upper threshold; when nothing generalised anywhere it is the first value
+    threshold = done[0]["value"] if th["none_generalised"] else th["above"]
+    last_ok = max((p["value"] for p in done if p["generalised"] > 0), default=None)
     fastest = min((p for p in done if p["S_gen_median"] is not None), key=lambda p: p["S_gen_median"], default=None)
-    return {"points": points, "threshold": threshold, "last_generalising_value": last_ok,
+    return {"points": points, "threshold": threshold, "threshold_below": th["below"], "thresholds": th,
+            "last_generalising_value": last_ok,
             "fastest_value": fastest["value"] if fastest else None,
             "fastest_S_gen_median": fastest["S_gen_median"] if fastest else None}
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    import random
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
 
     rows, points, param = res["rows"], res["points"], res["param"]
     numeric = all(isinstance(p["value"], (int, float)) and not isinstance(p["value"], bool) for p in points)
     xs = {p["value"]: (p["value"] if numeric else i) for i, p in enumerate(points)}
     budget = max((p["budget"] or 0) for p in points) or 1
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    jitter = np.random.default_rng(0)
+    fig = Figure(figsize=(7, 6))
+    ax, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    jitter = random.Random(0)
     for r in rows:
         x = xs[r["value"]]
         if r["S_gen"] is not None:
@@ -130,6 +99,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
         for a in (ax, ax2):
             a.axvspan(xs[res["threshold"]], max(xs.values()), color="tab:red", alpha=0.08)
         ax.axvline(xs[res["threshold"]], color="tab:red", linestyle="--", label=f"threshold {fmt(res['threshold'])}")
+    if res["threshold_below"] is not None and not res["thresholds"]["none_generalised"]:
+        for a in (ax, ax2):
+            a.axvspan(min(xs.values()), xs[res["threshold_below"]], color="tab:red", alpha=0.08)
+        ax.axvline(xs[res["threshold_below"]], color="tab:red", linestyle="--",
+                   label=f"threshold (below) {fmt(res['threshold_below'])}")
     ax.set_ylabel("steps to generalise")
     ax.set_title(f"{res['sweep']}: {param}")
     ax.legend(fontsize=8, loc="best")
@@ -147,13 +121,15 @@ def plot(res: dict[str, Any], path: Path) -> None:
     else:
         ax2.set_xticks(list(xs.values()), [fmt(v) for v in xs])
     fig.tight_layout()
-    save_fig(fig, path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
 
 
 def _bar_width(xs: list[float], numeric: bool):
     if not numeric or len(xs) < 2:
         return 0.6
-    return [max(abs(x) * 0.25, 1e-3) for x in xs] if min(xs) > 0 else min(np.diff(sorted(xs))) * 0.6
+    return [max(abs(x) * 0.25, 1e-3) for x in xs] if min(xs) > 0 else min(b - a for a, b in zip(sorted(xs), sorted(xs)[1:])) * 0.6
 
 
 def table(res: dict[str, Any]) -> str:
@@ -166,48 +142,64 @@ def table(res: dict[str, Any]) -> str:
         lines.append(f"{fmt(p['value']):>22} {p['generalised']:>4}/{p['runs']:<4} {n(p['S_mem_median']):>7} "
                      f"{n(p['S_gen_median']):>10} {rng:>15} {n(p['after_mem_median']):>10} "
                      f"{'-' if p['final_test_acc_median'] is None else format(p['final_test_acc_median'], '.2f'):>10}")
-    budget = max((p["budget"] or 0) for p in res["points"])
-    if res["threshold"] is None:
-        lines.append(f"threshold: not reached (some run generalised within {budget} steps at every value)")
-    else:
-        lines.append(f"threshold: no run generalises within {budget} steps for {res['param']} >= "
-                     f"{fmt(res['threshold'])}" + (f" (last generalising value {fmt(res['last_generalising_value'])})"
-                                                   if res["last_generalising_value"] is not None else ""))
+    lines += threshold_lines(res)
     if res["fastest_value"] is not None:
         lines.append(f"fastest: {res['param']} = {fmt(res['fastest_value'])}, median S_gen "
                      f"{res['fastest_S_gen_median']:.0f}")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m analyses.hypotheses", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def threshold_lines(res: dict[str, Any]) -> list[str]:
+    """The upper threshold (H1, H2) as before, the lower one where the smallest values never generalise."""
+    th, param, points = res["thresholds"], res["param"], res["points"]
+    budget = max((p["budget"] or 0) for p in points)
+    if th["none_generalised"] or th["all_generalised"] or (th["above"] is None and th["below"] is None):
+        return [describe_thresholds(param, points, th)]
+    lines = []
+    if th["above"] is not None:
+        last = res["last_generalising_value"]
+        lines.append(f"threshold: no run generalises within {budget} steps for {param} >= {fmt(th['above'])}"
+                     + (f" (last generalising value {fmt(last)})" if last is not None else ""))
+    if th["below"] is not None:
+        first = min(p["value"] for p in points if p["generalised"] > 0)
+        lines.append(f"threshold: no run generalises within {budget} steps for {param} <= {fmt(th['below'])}"
+                     f" (first generalising value {fmt(first)})")
+    return lines
+
+
+def make_parser() -> Parser:
+    p = Parser(prog="python -m analyses.hypotheses", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR")
     p.add_argument("--param", default=None, help="the swept field to analyse (needed when the grid has several)")
-    args = p.parse_args(argv)
+    return p
+
+
+def body(args) -> int:
+    from training.rundir import atomic_write_json
+
+    index = read_sweep(args.sweep_dir)
+    grid = index["spec"]["grid"]
+    param = pick_field(grid, args.param, "--param")
+    rows = collect(args.sweep_dir, index, param)
+    require(bool(rows), f"{args.sweep_dir}: no finished runs yet")
+    values = grid[param]
     try:
-        index = read_sweep(args.sweep_dir)
-        grid = index["spec"]["grid"]
-        param = args.param or (next(iter(grid)) if len(grid) == 1 else None)
-        if param is None:
-            raise RunDirError(f"the grid sweeps {', '.join(grid)}; choose one with --param")
-        if param not in grid:
-            raise RunDirError(f"--param {param}: not swept here (the grid sweeps {', '.join(grid)})")
-        rows = collect(args.sweep_dir, index, param)
-        if not rows:
-            raise RunDirError(f"{args.sweep_dir}: no finished runs yet")
-    except RunDirError as e:
-        print(f"analyses.hypotheses: error: {e}", file=sys.stderr)
-        return 2
+        values = sorted(values)
+    except TypeError:  # mixed kinds: the order given
+        pass
     res = {"sweep": str(args.sweep_dir), "param": param, "preset": index["spec"].get("preset"),
-           "seeds": index["spec"].get("seeds"), **summarise(rows, sorted(grid[param])), "rows": rows}
+           "seeds": index["spec"].get("seeds"), **summarise(rows, values), "rows": rows}
     out = args.sweep_dir / "analyses"
     out.mkdir(exist_ok=True)
     plot(res, out / f"{NAME}.png")
-    atomic_write_json(out / f"{NAME}.json", res)
+    atomic_write_json(out / f"{NAME}.json", json_safe(res))
     print(table(res))
     print(f"wrote {out / (NAME + '.json')} and {NAME}.png")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_entry("analyses.hypotheses", make_parser, body, argv)
 
 
 if __name__ == "__main__":

@@ -18,31 +18,21 @@ Writes RUN_DIR/analyses/landscape.json and landscape.png.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from analyses.common import check_checkpoints, finite, open_run, require_run_dir, write_outputs
+from training.cli import Parser, main_entry, positive_float, positive_int, regex, require
+from training.errors import ConfigError, RunDirError
 
-from interp.landscape import ReducedLandscape, diagnose, group_names, landscape_slice, norm_trajectory  # noqa: E402
-from training.config import ConfigError  # noqa: E402
-from training.rundir import Run, RunDirError, atomic_write_bytes, atomic_write_json  # noqa: E402
+# torch and matplotlib are imported where they are used: --help and bad flags answer at once.
 
 NAME = "landscape"
 REDUCED = "reduced_landscape.json"
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
 
 
 # --- shared drawing (also used by analyses.reduced_landscape) --------------------------------------------------
@@ -50,14 +40,16 @@ class Parser(argparse.ArgumentParser):
 
 def draw_trajectory(ax, metrics: list[dict[str, Any]], cbar: bool = True) -> None:
     """The run's (weight norm, train/test loss) path, coloured by step on a log scale."""
-    rows = [r for r in metrics if r.get("weight_norm") is not None]
+    import matplotlib.colors
+
+    rows = [r for r in metrics if finite([r.get("weight_norm")])]
     if not rows:
         return
     w = np.array([r["weight_norm"] for r in rows])
     steps = np.maximum(np.array([r["step"] for r in rows]), 1)
     norm = matplotlib.colors.LogNorm(vmin=steps.min(), vmax=max(steps.max(), 2))
     for key, marker in (("train_loss", "o"), ("test_loss", "s")):
-        y = np.array([r[key] for r in rows], dtype=float)
+        y = np.array([r.get(key) if finite([r.get(key)]) else np.nan for r in rows], dtype=float)
         ax.plot(w, y, color="grey", lw=0.6, alpha=0.6, zorder=2)
         sc = ax.scatter(w, y, c=steps, cmap="viridis", norm=norm, s=10, marker=marker, zorder=3,
                         label="the run: o train, s test (colour: step)" if key == "train_loss" else None)
@@ -80,26 +72,6 @@ def draw_norm_panel(ax, traj: dict[str, Any], summary: dict[str, Any], w_c: floa
     ax.legend(fontsize=7)
 
 
-def save_figure(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def finite_json(obj: Any) -> Any:
-    """NaN and infinities (a diverged loss) as null, so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def nearest(steps: list[int], target: int | None) -> int | None:
     return None if target is None or not steps else min(steps, key=lambda s: abs(s - target))
 
@@ -107,7 +79,7 @@ def nearest(steps: list[int], target: int | None) -> int | None:
 # --- the analysis ----------------------------------------------------------------------------------------------
 
 
-def pick_steps(run: Run, spec: str) -> list[int]:
+def pick_steps(run, spec: str) -> list[int]:
     have = run.steps
     if not have:
         raise RunDirError(f"{run.dir}: no checkpoints")
@@ -130,11 +102,15 @@ def pick_steps(run: Run, spec: str) -> list[int]:
     return sorted(set(out))
 
 
-def analyse(run: Run, steps: list[int], group: str | None, n_norms: int, span: float,
+def analyse(run, steps: list[int], group: str | None, n_norms: int, span: float,
             progress: bool = True) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from interp.landscape import ReducedLandscape, diagnose, landscape_slice, norm_trajectory
+
     metrics = run.metrics
     data = run.data
-    visited = [r["weight_norm"] for r in metrics if r.get("weight_norm")]
+    visited = [w for w in finite(r.get("weight_norm") for r in metrics) if w > 0]
     slices = []
     for step in tqdm(steps, desc="landscape slices", disable=not progress):
         model = run.model(step)
@@ -151,12 +127,16 @@ def analyse(run: Run, steps: list[int], group: str | None, n_norms: int, span: f
     if reduced_path.exists():
         try:
             reduced = ReducedLandscape.from_dict(json.loads(reduced_path.read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError) as e:
+        except (TypeError, ValueError, KeyError, AttributeError) as e:  # JSONDecodeError is a ValueError
             raise RunDirError(f"{reduced_path}: unreadable ({e})") from None
+    if reduced is not None and not finite([reduced.w_c]):
+        raise RunDirError(f"{reduced_path}: w_c is not a finite number; run analyses.reduced_landscape again")
     if reduced is not None:
         w_c, source, diag = reduced.w_c, "reduced landscape (fixed-norm training per alpha)", reduced.diagnosis()
     else:
         w_c, source, diag = slices[-1]["w_c"], f"slice through step {slices[-1]['step']}", slices[-1]["diagnosis"]
+    if not finite([w_c]):
+        raise RunDirError(f"{run.dir}: no finite test loss on the norm grid (try a smaller --span)")
     traj = norm_trajectory(metrics, w_c)
     return {"run": str(run.dir), "task": data.name, "loss": data.loss, "group": group or "all", "w_c": w_c,
             "w_c_source": source, "diagnosis": diag, "slices": slices, "trajectory": traj,
@@ -164,9 +144,14 @@ def analyse(run: Run, steps: list[int], group: str | None, n_norms: int, span: f
             "reduced": reduced.to_dict() if reduced is not None else None}
 
 
-def plot(result: dict[str, Any], metrics: list[dict[str, Any]], path: Path, title: str) -> None:
-    fig, (ax, ax_n) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [1.5, 1]})
-    colours = plt.cm.plasma(np.linspace(0.05, 0.85, max(len(result["slices"]), 1)))
+def plot(result: dict[str, Any], metrics: list[dict[str, Any]], title: str):
+    """The landscape figure (a matplotlib Figure, not pyplot's: the caller writes it)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 5))
+    ax, ax_n = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
+    colours = matplotlib.colormaps["plasma"](np.linspace(0.05, 0.85, max(len(result["slices"]), 1)))
     for sl, c in zip(result["slices"], colours):
         x = sl["total_norms"]
         ax.plot(x, sl["train_loss"], color=c, lw=1.5, label=f"slice @ step {sl['step']}: train")
@@ -188,7 +173,7 @@ def plot(result: dict[str, Any], metrics: list[dict[str, Any]], path: Path, titl
     ax_n.set_title("the run's weight norm against w_c", fontsize=9)
     fig.suptitle(title)
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 def describe_trajectory(traj: dict[str, Any], summary: dict[str, Any]) -> str:
@@ -208,9 +193,10 @@ def make_parser() -> Parser:
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--steps", default="auto", help="checkpoints: 'auto', 'all', or a list such as 0,2000,last")
-    p.add_argument("--group", default=None, help="rescale only parameters matching this regex (default: all)")
-    p.add_argument("--n-norms", type=int, default=25, help="points on the norm grid")
-    p.add_argument("--span", type=float, default=6.0,
+    p.add_argument("--group", type=regex, default=None,
+                   help="rescale only parameters matching this regex (default: all)")
+    p.add_argument("--n-norms", type=positive_int, default=25, help="points on the norm grid")
+    p.add_argument("--span", type=positive_float, default=6.0,
                    help="the grid reaches this factor beyond the norms the run visited (with --group: around the "
                         "checkpoint's group norm)")
     p.add_argument("--no-progress", action="store_true")
@@ -218,21 +204,26 @@ def make_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        if args.n_norms < 3 or args.span <= 1:
-            raise ConfigError("need --n-norms >= 3 and --span > 1")
-        run = Run(args.run_dir)
-        steps = pick_steps(run, args.steps)
-        if args.group:  # a bad group is one line before any work
+    return main_entry("analyses.landscape", make_parser, run_landscape, argv)
+
+
+def run_landscape(args: argparse.Namespace) -> int:
+    require(3 <= args.n_norms <= 10_000, f"need 3 <= --n-norms <= 10000, got {args.n_norms}")
+    require(1 < args.span <= 1e6, f"need 1 < --span <= 1e6, got {args.span}")
+    require_run_dir(args.run_dir)
+    from interp.landscape import group_names
+
+    run = open_run(args.run_dir)
+    steps = pick_steps(run, args.steps)
+    check_checkpoints(run, steps)  # missing, corrupt or NaN: one line before any work
+    if args.group:  # a group matching no parameter is one line before any work
+        try:
             group_names([n for n, _ in run.model(steps[0]).named_parameters()], args.group)
-        result = analyse(run, steps, args.group, args.n_norms, args.span, progress=not args.no_progress)
-    except (RunDirError, ConfigError, ValueError) as e:
-        print(f"analyses.landscape: error: {e}", file=sys.stderr)
-        return 2
-    out = run.analyses_dir
-    atomic_write_json(out / f"{NAME}.json", finite_json(result))
-    plot(result, run.metrics, out / f"{NAME}.png", f"{run.dir.name}: {result['task']}")
+        except ValueError as e:
+            raise ConfigError(f"--group: {e}") from None
+    result = analyse(run, steps, args.group, args.n_norms, args.span, progress=not args.no_progress)
+    written = write_outputs(run, {f"{NAME}.json": result,
+                                  f"{NAME}.png": plot(result, run.metrics, f"{run.dir.name}: {result['task']}")})
     print(f"landscape of {run.dir} ({result['task']}, {len(steps)} checkpoint(s), rescaling {result['group']})")
     for sl in result["slices"]:
         d = sl["diagnosis"]
@@ -241,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"w_c = {result['w_c']:.4g}  (from the {result['w_c_source']})")
     print(describe_trajectory(result["trajectory"], result["summary"]))
     print(f"diagnosis: {result['diagnosis']['text']}")
-    print(f"wrote {out / (NAME + '.json')} and {out / (NAME + '.png')}")
+    print(f"wrote {written[0]} and {written[1]}")
     return 0
 
 

@@ -22,37 +22,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
-from tqdm.auto import tqdm
 
-from analyses.landscape import Parser, describe_trajectory, draw_norm_panel, draw_trajectory, finite_json, save_figure
-from interp.landscape import DEFAULT_ALPHAS, ReducedLandscape, norm_trajectory, reduced_landscape
-from training.fixed_norm import train_fixed_norm
-from training.config import ConfigError, RunConfig, parse_value, validate
-from training.loop import pick_device
+from analyses.common import finite, open_run, require_run_dir, require_writable_dir, write_outputs
+from analyses.landscape import describe_trajectory, draw_norm_panel, draw_trajectory
+from training.cli import Parser, main_entry, nonneg_float, nonneg_int, positive_float, positive_float_list, \
+    positive_int, require
+from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, validate
+from training.errors import RunDirError
 from training.presets import get_preset
-from training.rundir import Run, RunDirError, atomic_write_json
-from training.tasks import build_task
+
+# torch and the training loop are imported where they are used: --help and bad flags answer at once.
 
 NAME = "reduced_landscape"
+MAX_ALPHAS = 1000
 
 
 def alphas_from(args: argparse.Namespace) -> list[float]:
-    if args.alphas:
-        try:
-            alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
-        except ValueError:
-            raise ConfigError(f"--alphas: expected comma-separated numbers, got '{args.alphas}'") from None
-    elif (args.n_alphas, args.alpha_min, args.alpha_max) == (11, 0.1, 10.0):
-        alphas = list(DEFAULT_ALPHAS)
-    else:
-        if args.n_alphas < 1 or not 0 < args.alpha_min <= args.alpha_max:
-            raise ConfigError("need --n-alphas >= 1 and 0 < --alpha-min <= --alpha-max")
-        alphas = np.geomspace(args.alpha_min, args.alpha_max, args.n_alphas).tolist()
-    if not alphas or min(alphas) <= 0:
-        raise ConfigError("--alphas must be positive")
-    return alphas
+    """--alphas as given (positive finite numbers, parsed by its type), else --n-alphas between --alpha-min and
+    --alpha-max on a log scale (the default is Omnigrok's 10^linspace(-1, 1, 11))."""
+    require(args.alpha_min <= args.alpha_max, "need --alpha-min <= --alpha-max")
+    n = len(args.alphas) if args.alphas else args.n_alphas
+    require(n <= MAX_ALPHAS, f"at most {MAX_ALPHAS} alphas, got {n}")  # before np.geomspace allocates them
+    return args.alphas or np.geomspace(args.alpha_min, args.alpha_max, args.n_alphas).tolist()
 
 
 def apply_sets(cfg: RunConfig, sets: list[str]) -> RunConfig:
@@ -62,19 +54,22 @@ def apply_sets(cfg: RunConfig, sets: list[str]) -> RunConfig:
             raise ConfigError(f"--set: expected FIELD=VALUE, got '{item}'")
         key, value = item.split("=", 1)
         key = key.strip().replace("-", "_")
-        try:
-            overrides[key] = parse_value(key, value.strip())
-        except KeyError:
-            raise ConfigError(f"--set: unknown config field '{key}'") from None
+        if key not in FIELD_SECTION:
+            raise ConfigError(f"--set: unknown config field '{key}'")
+        overrides[key] = parse_value(key, value.strip())
     cfg = cfg.replace(**overrides) if overrides else cfg
     validate(cfg)
     return cfg
 
 
-def plot(res: ReducedLandscape, diag: dict[str, Any], path: Path, title: str, run: Run | None,
-         traj: dict[str, Any] | None) -> None:
+def plot(res, diag: dict[str, Any], title: str, run, traj: dict[str, Any] | None):
+    """The reduced landscape figure (a matplotlib Figure, not pyplot's: the caller writes it)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
     n_panels = 3 if run is not None else 2
-    fig, axes = plt.subplots(1, n_panels, figsize=(6 * n_panels, 4.8))
+    fig = Figure(figsize=(6 * n_panels, 4.8))
+    axes = fig.subplots(1, n_panels)
     ax = axes[0]
     ax.plot(res.norms, res.best_train_loss, "o-", color="tab:blue", lw=2, label="train (best)")
     ax.plot(res.norms, res.best_test_loss, "s-", color="tab:orange", lw=2, label="test (best)")
@@ -89,7 +84,7 @@ def plot(res: ReducedLandscape, diag: dict[str, Any], path: Path, title: str, ru
     n1 = res.extra["norm_at_alpha_1"]
     ax.secondary_xaxis("top", functions=(lambda w: w / n1, lambda a: a * n1)).set_xlabel("init scale alpha")
     ax = axes[1]
-    colours = plt.cm.viridis(np.linspace(0, 1, len(res.alphas)))
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, len(res.alphas)))
     steps = np.maximum(res.eval_steps, 1)
     for a, c, tr, te in zip(res.alphas, colours, res.train_curves, res.test_curves):
         ax.plot(steps, te, color=c, lw=1.2, label=f"alpha {a:.3g}")
@@ -103,7 +98,7 @@ def plot(res: ReducedLandscape, diag: dict[str, Any], path: Path, title: str, ru
         draw_norm_panel(axes[2], traj, run.summary, res.w_c)
     fig.suptitle(title)
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 def make_parser() -> Parser:
@@ -113,57 +108,73 @@ def make_parser() -> Parser:
     p.add_argument("--preset", default=None, help="sweep a preset's config instead of a run's")
     p.add_argument("--out", type=Path, default=None, help="output folder with --preset "
                                                           "(default: checkpoints/reduced-<preset>)")
-    p.add_argument("--alphas", default="", help="comma-separated init scales (default: 10^linspace(-1, 1, 11))")
-    p.add_argument("--n-alphas", type=int, default=11)
-    p.add_argument("--alpha-min", type=float, default=0.1)
-    p.add_argument("--alpha-max", type=float, default=10.0)
-    p.add_argument("--steps", type=int, default=10_000, help="optimiser steps per alpha (Omnigrok: 1e4)")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: steps/200)")
-    p.add_argument("--wd", type=float, default=0.0, help="weight decay during the fixed-norm training")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--alphas", type=positive_float_list, default=None,
+                   help="comma-separated init scales (default: --n-alphas from --alpha-min to --alpha-max)")
+    p.add_argument("--n-alphas", type=positive_int, default=11)
+    p.add_argument("--alpha-min", type=positive_float, default=0.1)
+    p.add_argument("--alpha-max", type=positive_float, default=10.0)
+    p.add_argument("--steps", type=positive_int, default=10_000, help="optimiser steps per alpha (Omnigrok: 1e4)")
+    p.add_argument("--eval-every", type=nonneg_int, default=0, help="evaluate every N steps (0: steps/200)")
+    p.add_argument("--wd", type=nonneg_float, default=0.0, help="weight decay during the fixed-norm training")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        if (args.run_dir is None) == (args.preset is None):
-            raise ConfigError("give either RUN_DIR or --preset NAME")
-        if args.steps <= 0 or args.eval_every < 0 or args.wd < 0:
-            raise ConfigError("need --steps > 0, --eval-every >= 0 and --wd >= 0")
-        alphas = alphas_from(args)
-        run, data = None, None
-        if args.run_dir is not None:
-            run = Run(args.run_dir)
-            cfg, data = apply_sets(run.config, args.set), None
-            if not args.set:
-                data = run.data
-            out = run.analyses_dir
-        else:
-            cfg = apply_sets(get_preset(args.preset), args.set)
-            out = args.out or Path("checkpoints") / f"reduced-{args.preset}"
-        device = pick_device(args.device)
-        data = data if data is not None else build_task(cfg.task)
-        bar = None if args.no_progress else (lambda it: tqdm(it, desc=f"{len(alphas)} alphas at fixed norm",
-                                                             unit="step", dynamic_ncols=True))
-        res = reduced_landscape(train_fixed_norm(cfg, data, alphas, steps=args.steps,
-                                                 eval_every=args.eval_every or None, wd=args.wd, device=device,
-                                                 progress=bar))
-    except (RunDirError, ConfigError, ValueError) as e:
-        print(f"analyses.reduced_landscape: error: {e}", file=sys.stderr)
-        return 2
+    return main_entry("analyses.reduced_landscape", make_parser, run_reduced, argv)
+
+
+def config_from(args: argparse.Namespace):
+    """(config, run or None, output folder): every flag and the config checked, nothing read beyond config.json."""
+    require((args.run_dir is None) != (args.preset is None), "give either RUN_DIR or --preset NAME")
+    require(args.out is None or args.preset is not None, "--out goes with --preset (a run's go to RUN_DIR/analyses)")
+    if args.run_dir is not None:
+        require_run_dir(args.run_dir)
+        run = open_run(args.run_dir, need_checkpoints=False)
+        return apply_sets(run.config, args.set), run, None
+    cfg = apply_sets(get_preset(args.preset), args.set)
+    out = args.out or Path("checkpoints") / f"reduced-{args.preset}"
+    require_writable_dir(out)
+    return cfg, None, out
+
+
+def run_reduced(args: argparse.Namespace) -> int:
+    alphas = alphas_from(args)
+    if args.preset is not None:  # a preset's config needs no torch to check
+        config_from(args)
+    from tqdm.auto import tqdm
+
+    from interp.landscape import norm_trajectory, reduced_landscape
+    from training.fixed_norm import train_fixed_norm
+    from training.loop import pick_device
+    from training.tasks import build_task
+
+    cfg, run, out = config_from(args)
+    device = pick_device(args.device)
+    data = run.data if run is not None and not args.set else build_task(cfg.task)
+    bar = None if args.no_progress else (lambda it: tqdm(it, desc=f"{len(alphas)} alphas at fixed norm",
+                                                         unit="step", dynamic_ncols=True))
+    res = reduced_landscape(train_fixed_norm(cfg, data, alphas, steps=args.steps, eval_every=args.eval_every or None,
+                                             wd=args.wd, device=device, progress=bar))
+    if not finite([res.w_c]):
+        raise RunDirError(f"no alpha reached a finite test loss (alphas {', '.join(f'{a:g}' for a in alphas)}); "
+                          "nothing written")
     diag = res.diagnosis()
     traj = norm_trajectory(run.metrics, res.w_c) if run is not None else None
-    out.mkdir(parents=True, exist_ok=True)
     result = {**res.to_dict(), "diagnosis": diag, "trajectory": traj, "config": cfg.to_dict(),
               "source": str(run.dir) if run is not None else f"preset {args.preset}", "loss": data.loss}
-    atomic_write_json(out / f"{NAME}.json", finite_json(result))
-    plot(res, diag, out / f"{NAME}.png", f"reduced landscape: {data.name}, {cfg.model.model} "
-         f"({res.optimizer} lr {res.lr:g}, {res.steps} steps per alpha, norm fixed)", run, traj)
+    fig = plot(res, diag, f"reduced landscape: {data.name}, {cfg.model.model} "
+               f"({res.optimizer} lr {res.lr:g}, {res.steps} steps per alpha, norm fixed)", run, traj)
+    written = write_outputs(run if run is not None else out, {f"{NAME}.json": result, f"{NAME}.png": fig})
+    print_result(res, diag, traj, result["source"], data, run)
+    print(f"wrote {written[0]} and {written[1]}")
+    return 0
 
-    print(f"reduced landscape of {result['source']} ({data.name}; {res.steps} fixed-norm steps per alpha, "
+
+def print_result(res, diag: dict[str, Any], traj, source: str, data, run) -> None:
+    print(f"reduced landscape of {source} ({data.name}; {res.steps} fixed-norm steps per alpha, "
           f"{res.optimizer} lr {res.lr:g}, wd {res.wd:g}; loss {data.loss})")
     acc = res.best_test_acc is not None
     print(f"  {'alpha':>7} {'norm':>9} {'train':>10} {'test':>10}" + (f" {'test acc':>8}" if acc else ""))
@@ -175,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"diagnosis: {diag['text']}")
     if traj is not None:
         print(describe_trajectory(traj, run.summary))
-    print(f"wrote {out / (NAME + '.json')} and {out / (NAME + '.png')}")
-    return 0
 
 
 if __name__ == "__main__":

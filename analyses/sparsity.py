@@ -16,41 +16,23 @@ Writes RUN_DIR/analyses/sparsity.json, sparsity.png, sparsity_kde.png, sparsity_
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from interp import sparsity as sp
-from training.config import ConfigError
-from training.models import build_model
-from training.rundir import Run, RunDirError, atomic_write_json
+from analyses.common import check_checkpoints, open_run, require_run_dir, write_outputs
+from training.cli import Parser, main_entry, nonneg_int, positive_int, require
+from training.errors import GrokscopeError
+
+# torch and the probes are imported where they are used: --help and bad flags answer at once.
 
 NAME = "sparsity"
 
 
-class BadInput(Exception):
+class BadInput(GrokscopeError):
     """Input the analysis cannot work with; printed as one line, exit 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def save_fig(fig, path: Path) -> None:
-    """Write a matplotlib figure atomically (temporary file + rename)."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def nearest(steps: list[int], target: int | None) -> int | None:
@@ -72,6 +54,8 @@ def chosen_steps(steps: list[int], s_mem: int | None, s_gen: int | None) -> list
 
 def classes_for(data) -> tuple[np.ndarray, list[str]]:
     """Colour classes for the hidden representations: the k relevant bits (parity), else the label."""
+    from interp import sparsity as sp
+
     if data.structure.get("kind") == "parity":
         bits = data.structure["bits"]
         cls = sp.bit_classes(data.inputs, bits)
@@ -80,10 +64,17 @@ def classes_for(data) -> tuple[np.ndarray, list[str]]:
     return data.labels.numpy(), []
 
 
-def analyse(run: Run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] | None = None,
+def analyse(run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] | None = None,
             tsne_points: int = 1000, sep_points: int = 500, do_tsne: bool = True,
             progress: bool = True) -> dict[str, Any]:
     """All probes over the run's checkpoints; returns the JSON-ready result."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from interp import sparsity as sp
+    from training.models import build_model
+    from training.rundir import RunDirError
+
     data = run.data
     if data.labels.dtype != torch.long:
         raise BadInput(f"{run.dir}: task '{data.name}' is a regression; sparsity probes need class labels")
@@ -110,6 +101,7 @@ def analyse(run: Run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] 
     missing = [s for s in picks if s not in steps]
     if missing:
         raise BadInput(f"--tsne-steps: no checkpoint at step(s) {', '.join(map(str, missing))} in {run.dir}")
+    check_checkpoints(run, steps)  # corrupt or NaN (a diverged run): one line before any work
 
     rows: dict[str, list] = {k: [] for k in (
         "effective_sparsity", "full_train_acc", "faithfulness", "random_faithfulness", "subnetwork_test_acc",
@@ -171,15 +163,14 @@ def _mark(ax, res: dict[str, Any]) -> None:
             ax.axvline(res[key], color="grey", linestyle=style, label=label)
 
 
-def plot_progress(res: dict[str, Any], path: Path) -> None:
+def plot_progress(res: dict[str, Any]):
     """Effective sparsity, faithfulness, spectral norms and neuron norms against step."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     steps = np.array(res["steps"])
-    fig, axes = plt.subplots(4, 1, figsize=(8, 11), sharex=True)
+    fig = Figure(figsize=(8, 11))
+    axes = fig.subplots(4, 1, sharex=True)
     ax = axes[0]
     ax.plot(steps, res["effective_sparsity"], color="tab:purple", marker=".", label="effective sparsity")
     ax.set_yscale("symlog", linthresh=1)  # 0 neurons (an untrained net at chance) stays on the plot
@@ -217,19 +208,18 @@ def plot_progress(res: dict[str, Any], path: Path) -> None:
         _mark(ax, res)
         ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
-    save_fig(fig, path)
+    return fig
 
 
-def plot_kde(res: dict[str, Any], path: Path) -> None:
+def plot_kde(res: dict[str, Any]):
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     grid = np.array(res["kde"]["grid"])
     dens = res["kde"]["density"]
-    colours = plt.cm.viridis(np.linspace(0, 0.9, len(dens)))
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(dens)))
     for c, (step, d) in zip(colours, dens.items()):
         ax.plot(grid, d, color=c, label=f"step {step}")
     ax.set_yscale("log")
@@ -240,24 +230,23 @@ def plot_kde(res: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{res['run']}: hidden-layer weights")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    save_fig(fig, path)
+    return fig
 
 
-def plot_tsne(res: dict[str, Any], path: Path) -> None:
+def plot_tsne(res: dict[str, Any]):
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     panels = res["tsne"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     names = res["class_names"]
     for ax, (step, p) in zip(axes[0], panels.items()):
         xy, cls = np.array(p["xy"]), np.array(p["classes"])
         if names:
             for c, name in enumerate(names):
                 sel = cls == c
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=plt.cm.tab10(c % 10), label=name)
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=matplotlib.colormaps["tab10"](c % 10), label=name)
         else:
             ax.scatter(xy[:, 0], xy[:, 1], s=5, c=cls, cmap="hsv")
         i = res["steps"].index(int(step))
@@ -269,7 +258,7 @@ def plot_tsne(res: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"t-SNE of {res['hook']}" + (" coloured by the relevant bits" if names else " coloured by label"),
                  fontsize=10)
     fig.tight_layout()
-    save_fig(fig, path)
+    return fig
 
 
 # --- summary --------------------------------------------------------------------------------------------------
@@ -332,49 +321,41 @@ def describe(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> Parser:
     p = Parser(prog="python -m analyses.sparsity", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--layer", type=int, default=0, help="hidden layer (MLP) or block (transformer) to probe")
-    p.add_argument("--n-random", type=int, default=20, help="random subnetworks per checkpoint for the baseline")
-    p.add_argument("--tsne-steps", type=int, nargs="+", default=None, metavar="STEP",
+    p.add_argument("--layer", type=nonneg_int, default=0, help="hidden layer (MLP) or block (transformer) to probe")
+    p.add_argument("--n-random", type=positive_int, default=20,
+                   help="random subnetworks per checkpoint for the baseline")
+    p.add_argument("--tsne-steps", type=nonneg_int, nargs="+", default=None, metavar="STEP",
                    help="checkpoints for the KDE and t-SNE panels (default: init, S_mem, midway, S_gen, last)")
-    p.add_argument("--tsne-points", type=int, default=1000, help="inputs embedded by t-SNE (a seeded subsample)")
+    p.add_argument("--tsne-points", type=positive_int, default=1000,
+                   help="inputs embedded by t-SNE (a seeded subsample)")
     p.add_argument("--no-tsne", action="store_true", help="skip t-SNE (the slowest part)")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    if args.n_random < 1 or args.tsne_points < 10:
-        p.error("--n-random must be >= 1 and --tsne-points >= 10")
-    try:
-        run = Run(args.run_dir)
-        res = analyse(run, layer=args.layer, n_random=args.n_random, tsne_steps=args.tsne_steps,
-                      tsne_points=args.tsne_points, do_tsne=not args.no_tsne, progress=not args.no_progress)
-    except (RunDirError, ConfigError, BadInput) as e:
-        print(f"analyses.sparsity: error: {e}", file=sys.stderr)
-        return 2
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_entry("analyses.sparsity", make_parser, run_sparsity, argv)
+
+
+def run_sparsity(args: argparse.Namespace) -> int:
+    require(args.n_random <= 10_000, f"--n-random must be <= 10000, got {args.n_random}")
+    require(10 <= args.tsne_points <= 100_000, f"--tsne-points must be in [10, 100000], got {args.tsne_points}")
+    require_run_dir(args.run_dir)
+    run = open_run(args.run_dir)
+    res = analyse(run, layer=args.layer, n_random=args.n_random, tsne_steps=args.tsne_steps,
+                  tsne_points=args.tsne_points, do_tsne=not args.no_tsne, progress=not args.no_progress)
     res["headline"] = headline(res)
-    out = run.analyses_dir
-    plot_progress(res, out / "sparsity.png")
-    plot_kde(res, out / "sparsity_kde.png")
+    files = {f"{NAME}.json": res, "sparsity.png": plot_progress(res), "sparsity_kde.png": plot_kde(res)}
     if res["tsne"]:
-        plot_tsne(res, out / "sparsity_tsne.png")
-    atomic_write_json(out / f"{NAME}.json", _finite(res))
+        files["sparsity_tsne.png"] = plot_tsne(res)
+    written = write_outputs(run, files)
     print("\n".join(describe(res)))
-    figs = "sparsity.png, sparsity_kde.png" + (", sparsity_tsne.png" if res["tsne"] else "")
-    print(f"wrote {out / (NAME + '.json')} and {figs}")
+    print(f"wrote {written[0]} and {', '.join(p.name for p in written[1:])}")
     return 0
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, float):
-        return None if math.isnan(obj) or math.isinf(obj) else obj
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 if __name__ == "__main__":

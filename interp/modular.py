@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from training.errors import GrokscopeError
 from training.tasks import TaskData, is_prime
 
 
-class NotModularError(ValueError):
+class NotModularError(GrokscopeError, ValueError):
     """The run is not a binary modular-arithmetic task the Fourier analysis can lay out on a cyclic group."""
 
 

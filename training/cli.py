@@ -23,6 +23,9 @@ from training.errors import ConfigError, GrokscopeError
 # Exit statuses, the same for every command (docs/reliability.md).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 MAX_INT = 2**63 - 1
+# OSErrors that a different path or a freed disk fixes: exit 2 like any bad input; other OSErrors exit 1.
+INPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                errno.ENAMETOOLONG, errno.EEXIST, errno.ENOENT, errno.EINVAL, errno.ELOOP}
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,8 +34,13 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # one line (argparse would print the usage block too), exit 2
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(one_line(f"{self.prog}: error: {message}"), file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def one_line(message: str) -> str:
+    """A message with its control characters escaped: a value holding a newline must not make a second line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def run_main(prog: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -40,7 +48,7 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int], args: argpars
     try:
         return body(args)
     except GrokscopeError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(one_line(f"{prog}: error: {e}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -48,13 +56,10 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int], args: argpars
     except MemoryError:
         print(f"{prog}: error: out of memory", file=sys.stderr)
         return EXIT_USAGE
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
-                       errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST, errno.ENOENT, errno.EINVAL):
-            where = f" ({e.filename})" if e.filename else ""
-            print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+    except OSError as e:  # a full disk, a refused write, a path under a file: one line naming the path
+        where = f" ({e.filename})" if e.filename else ""
+        print(one_line(f"{prog}: error: {e.strerror or e}{where}"), file=sys.stderr)
+        return EXIT_USAGE if e.errno in INPUT_ERRNOS else EXIT_FAILED
 
 
 def main_entry(prog: str, make_parser: Callable[[], Parser], body: Callable[[argparse.Namespace], int],
@@ -123,6 +128,25 @@ def positive_int(text: str) -> int:
     if x <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
     return x
+
+
+def regex(text: str) -> str:
+    """A regular expression that compiles (a bad one is the one-line error, not re.error)."""
+    import re
+
+    try:
+        re.compile(text)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise argparse.ArgumentTypeError(f"not a regular expression: '{text}' ({e})") from None
+    return text
+
+
+def positive_float_list(text: str) -> list[float]:
+    """Comma-separated positive finite numbers, e.g. '0.5,1,2'."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got '{text}'")
+    return [positive_float(t) for t in items]
 
 
 def require(ok: bool, message: str) -> None:

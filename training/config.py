@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -212,64 +213,132 @@ def field_type(name: str) -> type:
     return type(default)
 
 
+MAX_INT = 2**63 - 1  # seeds, sizes and steps must fit torch's int64
+MAX_LAYERS = 1000
+MAX_INIT_SCALE = 1e6
+MAX_CKPT_FLOOR = 100_000
+
+
 def parse_value(name: str, text: str) -> Any:
+    """A command-line value for field `name`: ints also as 1e4, floats finite, bools as true/false/1/0/yes/no."""
     kind = field_type(name)
+    flag = f"--{name.replace('_', '-')}"
+    if kind is str:
+        return text
+    if kind is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{flag}: expected true or false, got '{text}'")
     try:
-        if kind is bool:
-            low = text.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            return int(float(text)) if "e" in text.lower() else int(text)
-        return kind(text)
+        x = float(text)  # "1e400" is inf here, not an OverflowError from int(float(...)) later
     except ValueError:
-        raise ConfigError(f"--{name.replace('_', '-')}: expected {kind.__name__}, got '{text}'") from None
+        raise ConfigError(f"{flag}: expected {kind.__name__}, got '{text}'") from None
+    if not math.isfinite(x):
+        raise ConfigError(f"{flag}: expected a finite number, got '{text}'")
+    if kind is float:
+        return x
+    try:
+        value = int(text)  # exact for long integers, which a float would round
+    except ValueError:
+        if x != int(x):
+            raise ConfigError(f"{flag}: expected an integer, got '{text}'") from None
+        value = int(x)
+    if abs(value) > MAX_INT:
+        raise ConfigError(f"{flag}: {text} is out of range (at most {MAX_INT})")
+    return value
+
+
+def _check_types(cfg: RunConfig) -> None:
+    """Field types as declared, so a config.json or a Python caller cannot pass "abc" as --p or a bool as a size."""
+    for name, value in cfg.flat().items():
+        kind, flag = field_type(name), f"--{name.replace('_', '-')}"
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"{flag}: expected {kind.__name__}, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"{flag}: expected a finite number, got {value}")
+        if kind is int and abs(value) > MAX_INT:
+            raise ConfigError(f"{flag}: {value} is out of range (at most {MAX_INT})")
+        if kind is str and "\0" in value:
+            raise ConfigError(f"{flag}: contains a NUL character")
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
 
 
 def validate(cfg: RunConfig) -> None:
-    """Checks that need no task or model code; the task/model registries check their own names."""
-    t, m, o, tr, c = cfg.task, cfg.model, cfg.optim, cfg.train, cfg.ckpt
-    if not 0.0 < t.frac < 1.0:
-        raise ConfigError(f"--frac must be in (0, 1), got {t.frac}")
-    if t.p < 2:
-        raise ConfigError(f"--p must be >= 2, got {t.p}")
-    if tr.steps <= 0:
-        raise ConfigError(f"--steps must be positive, got {tr.steps}")
-    if tr.eval_every <= 0:
-        raise ConfigError(f"--eval-every must be positive, got {tr.eval_every}")
-    if o.lr <= 0:
-        raise ConfigError(f"--lr must be positive, got {o.lr}")
-    if o.wd < 0:
-        raise ConfigError(f"--wd must be >= 0, got {o.wd}")
-    if o.batch_size < 0:
-        raise ConfigError(f"--batch-size must be >= 0 (0 = full batch), got {o.batch_size}")
-    if o.warmup_steps < 0:
-        raise ConfigError(f"--warmup-steps must be >= 0, got {o.warmup_steps}")
-    if o.optimizer not in ("adamw", "adam", "sgd"):
-        raise ConfigError(f"--optimizer must be adamw, adam or sgd, got '{o.optimizer}'")
-    if m.act_fn not in ("relu", "gelu", "tanh"):
-        raise ConfigError(f"--act-fn must be relu, gelu or tanh, got '{m.act_fn}'")
-    if m.normalization_type not in ("none", "LN"):
-        raise ConfigError(f"--normalization-type must be none or LN, got '{m.normalization_type}'")
-    if not 0.0 <= m.dropout < 1.0:
-        raise ConfigError(f"--dropout must be in [0, 1), got {m.dropout}")
-    if m.init_scale <= 0:
-        raise ConfigError(f"--init-scale must be positive, got {m.init_scale}")
-    if min(m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp) <= 0:
-        raise ConfigError("model sizes (--n-layers, --d-model, --n-heads, --d-head, --d-mlp) must be positive")
-    if tr.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got '{tr.device}'")
-    if c.ckpt_floor < 2 or c.ckpt_max < c.ckpt_floor:
-        raise ConfigError("need 2 <= --ckpt-floor <= --ckpt-max")
-    if t.n_train < 0 or t.n_test < 0:
-        raise ConfigError("--n-train and --n-test must be >= 0 (0 = the task's default)")
-    if o.constrain_norm < 0:
-        raise ConfigError(f"--constrain-norm must be >= 0 (0 = off), got {o.constrain_norm}")
-    if o.wd_after_memorisation < 0 and o.wd_after_memorisation != -1:
-        raise ConfigError(f"--wd-after-memorisation must be >= 0 (or -1 = off), got {o.wd_after_memorisation}")
-    if o.lr_after_memorisation <= 0 and o.lr_after_memorisation != -1:
-        raise ConfigError(f"--lr-after-memorisation must be positive (or -1 = off), got {o.lr_after_memorisation}")
+    """Every check on a config that needs no tensor: types and ranges here, then the task's own constraints and
+    the memory estimate (training.taskshape, training.memory). The one place: training.run, the sweeps, the
+    analyses that train and `training.loop.train` all call it, and none of it imports torch."""
+    _check_types(cfg)
+    _check_task_ranges(cfg.task)
+    _check_model_ranges(cfg.model)
+    _check_optim_ranges(cfg.optim)
+    _check_train_ranges(cfg.train, cfg.ckpt)
+    from training.memory import check_memory
+    from training.taskshape import task_shape
 
+    shape = task_shape(cfg.task)
+    _need(shape.d_vocab > 0 or cfg.model.model == "mlp", f"task '{shape.name}' has vector inputs; use --model mlp")
+    check_memory(cfg, shape)
+
+
+def _check_task_ranges(t: TaskConfig) -> None:
+    _need(0.0 < t.frac < 1.0, f"--frac must be in (0, 1), got {t.frac}")
+    _need(t.p >= 2, f"--p must be >= 2, got {t.p}")
+    _need(t.k >= 1, f"--k must be >= 1, got {t.k}")
+    _need(t.split_seed >= 0, f"--split-seed must be >= 0, got {t.split_seed}")
+    _need(t.n_train >= 0 and t.n_test >= 0, "--n-train and --n-test must be >= 0 (0 = the task's default)")
+    _need(t.n_bits >= 1, f"--n-bits must be >= 1, got {t.n_bits}")
+    _need(0.0 <= t.label_noise <= 0.5, f"--label-noise must be in [0, 0.5], got {t.label_noise}")
+
+
+def _check_model_ranges(m: ModelConfig) -> None:
+    _need(m.model in ("transformer", "mlp", "lstm"), f"--model must be transformer, mlp or lstm, got '{m.model}'")
+    _need(m.act_fn in ("relu", "gelu", "tanh"), f"--act-fn must be relu, gelu or tanh, got '{m.act_fn}'")
+    _need(m.normalization_type in ("none", "LN"),
+          f"--normalization-type must be none or LN, got '{m.normalization_type}'")
+    _need(0.0 <= m.dropout < 1.0, f"--dropout must be in [0, 1), got {m.dropout}")
+    # float32 weights times a larger alpha overflow to inf at initialisation (Omnigrok's alphas stay below 1e2)
+    _need(0 < m.init_scale <= MAX_INIT_SCALE, f"--init-scale must be in (0, {MAX_INIT_SCALE:g}], got {m.init_scale}")
+    _need(min(m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp) > 0,
+          "model sizes (--n-layers, --d-model, --n-heads, --d-head, --d-mlp) must be positive")
+    # each layer is a Python module: a million tiny ones fit in memory but take hours to build
+    _need(m.n_layers <= MAX_LAYERS, f"--n-layers must be <= {MAX_LAYERS}, got {m.n_layers}")
+
+
+def _check_optim_ranges(o: OptimConfig) -> None:
+    _need(o.optimizer in ("adamw", "adam", "sgd"), f"--optimizer must be adamw, adam or sgd, got '{o.optimizer}'")
+    _need(o.lr > 0, f"--lr must be positive, got {o.lr}")
+    _need(o.wd >= 0, f"--wd must be >= 0, got {o.wd}")
+    _need(0.0 <= o.beta1 < 1.0, f"--beta1 must be in [0, 1), got {o.beta1}")
+    _need(0.0 <= o.beta2 < 1.0, f"--beta2 must be in [0, 1), got {o.beta2}")
+    _need(0.0 <= o.momentum < 1.0, f"--momentum must be in [0, 1), got {o.momentum}")
+    _need(o.batch_size >= 0, f"--batch-size must be >= 0 (0 = full batch), got {o.batch_size}")
+    _need(o.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {o.warmup_steps}")
+    _need(o.constrain_norm >= 0, f"--constrain-norm must be >= 0 (0 = off), got {o.constrain_norm}")
+    _need(o.wd_after_memorisation >= 0 or o.wd_after_memorisation == -1,
+          f"--wd-after-memorisation must be >= 0 (or -1 = off), got {o.wd_after_memorisation}")
+    _need(o.lr_after_memorisation > 0 or o.lr_after_memorisation == -1,
+          f"--lr-after-memorisation must be positive (or -1 = off), got {o.lr_after_memorisation}")
+
+
+def _check_train_ranges(tr: TrainConfig, c: CheckpointConfig) -> None:
+    _need(tr.steps > 0, f"--steps must be positive, got {tr.steps}")
+    _need(tr.eval_every > 0, f"--eval-every must be positive, got {tr.eval_every}")
+    _need(tr.seed >= 0 and tr.batch_seed >= 0, f"--seed and --batch-seed must be >= 0, got {tr.seed}, {tr.batch_seed}")
+    _need(tr.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got '{tr.device}'")
+    _need(tr.stop_after_gen >= -1, f"--stop-after-gen must be >= 0 (or -1 = never), got {tr.stop_after_gen}")
+    _need(2 <= c.ckpt_floor <= c.ckpt_max, "need 2 <= --ckpt-floor <= --ckpt-max")
+    # the floor is laid out as an array of that many steps before training starts
+    _need(c.ckpt_floor <= MAX_CKPT_FLOOR, f"--ckpt-floor must be <= {MAX_CKPT_FLOOR}, got {c.ckpt_floor}")
+    _need(c.ckpt_acc_delta >= 0 and c.ckpt_loss_delta >= 0,
+          f"--ckpt-acc-delta and --ckpt-loss-delta must be >= 0, got {c.ckpt_acc_delta}, {c.ckpt_loss_delta}")
+    _need(c.ckpt_max_mb > 0, f"--ckpt-max-mb must be positive, got {c.ckpt_max_mb}")

@@ -167,20 +167,32 @@ def dihedral(n: int) -> Group:
 FAMILIES = {"S": (symmetric, 2), "A": (alternating, 3), "C": (cyclic, 2), "D": (dihedral, 3)}
 
 
-@lru_cache(maxsize=16)
-def get_group(name: str) -> Group:
-    """The group named "S5", "A5", "D59", "C113", ... (ConfigError for an unknown or too large one)."""
-    m = re.fullmatch(r"\s*([SACD])(\d+)\s*", name or "")
+def group_order(name: str) -> int:
+    """The order of the group named "S5", "A5", "D59", "C113", ... without building it (ConfigError for an
+    unknown or too large one). Cheap for any input: a hostile "S999999999" is refused without a factorial."""
+    m = re.fullmatch(r"\s*([SACD])([0-9]{1,18})\s*", name or "")
     if not m:
         raise ConfigError(f"unknown group '{name}' (use S<n>, A<n>, D<n> or C<n>, e.g. S5, A5, D59, C113)")
     family, n = m.group(1), int(m.group(2))
-    build, smallest = FAMILIES[family]
+    smallest = FAMILIES[family][1]
     if n < smallest:
         raise ConfigError(f"group '{name}': {family}<n> needs n >= {smallest}")
-    order = {"S": math.factorial(n), "A": math.factorial(n) // 2, "C": n, "D": 2 * n}[family]
+    if family in "SA" and n > 20:  # 21! is far beyond MAX_ORDER; no need to compute it
+        order = math.inf
+    else:
+        order = {"S": math.factorial(n), "A": math.factorial(n) // 2, "C": n, "D": 2 * n}[family]
     if order > MAX_ORDER:
-        raise ConfigError(f"group '{name}' has order {order}; the group tasks take groups of order <= {MAX_ORDER}")
-    return build(n)
+        shown = order if order != math.inf else f"{n}!" + ("/2" if family == "A" else "")
+        raise ConfigError(f"group '{name}' has order {shown}; the group tasks take groups of order <= {MAX_ORDER}")
+    return int(order)
+
+
+@lru_cache(maxsize=16)
+def get_group(name: str) -> Group:
+    """The group named "S5", "A5", "D59", "C113", ... (ConfigError for an unknown or too large one)."""
+    group_order(name)
+    m = re.fullmatch(r"\s*([SACD])([0-9]+)\s*", name)
+    return FAMILIES[m.group(1)][0](int(m.group(2)))
 
 
 # --- the binary operations of the group tasks (Power et al. 2022) ---------------------------------------------

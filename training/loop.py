@@ -7,6 +7,9 @@ evaluation cadence, the checkpoint policy, the run directory, signals, progress,
 Determinism: `torch.use_deterministic_algorithms(True)` (the embedding backward is otherwise nondeterministic
 on CPU) plus the saved RNG and optimiser state make a resumed run bit-identical to an uninterrupted one.
 Ctrl-C (SIGINT) and SIGTERM finish the current step, save the resume state and return.
+A loss that stops being finite (a member's step loss, or its evaluated train loss) ends that run at that step:
+state, checkpoint and a summary with "diverged_at" are written (training.run exits with status 3); the other
+members of an ensemble go on.
 """
 
 from __future__ import annotations
@@ -29,15 +32,14 @@ from training.config import ConfigError, RunConfig, validate
 from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen
 from training.plots import plot_curves
-from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunWriter, _metadata, checkpoint_steps,
-                             read_metrics)
+from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, _metadata,
+                             checkpoint_steps, read_metrics)
 from training.schedule import lr_at  # noqa: F401  (re-exported)
 from training.tasks import TaskData, build_task
 from training.trainer import Trainer
 from training.transforms import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
 
 STATE_EVERY_S = 10.0  # save resume state at least this often (and at every checkpoint)
-KILL_AT_STEP_ENV = "GROKSCOPE_TEST_SIGKILL_AT_STEP"  # tests only: SIGKILL this process after that step
 HEADLINE = ("train_loss", "test_loss", "train_acc", "test_acc", "weight_norm")
 
 
@@ -97,6 +99,7 @@ class Member:
         self.start, self.elapsed, self.train_time, self.overhead_time = 0, 0.0, 0.0, 0.0
         self.saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         self.stopped_early = False
+        self.diverged_at: int | None = None
         self.summary: dict[str, Any] | None = None
         self.stopped_at = 0
 
@@ -105,14 +108,13 @@ class Member:
         self.saved = self.writer.load_state() if resume else None
         if self.saved is not None:
             meta = self.saved[1]
-            self.policy.load_state_dict(meta["policy"])
             self.start, self.elapsed = meta["step"], meta["elapsed"]
             self.train_time, self.overhead_time = meta["train_time"], meta["overhead_time"]
             self.writer.truncate_after(self.start)
         else:
             self.writer.truncate_after(-1)
-            self.writer.write_config(self.cfg, {"preset": self.preset, "versions": package_versions()})
             self.writer.write_split(self.data.split_dict())
+            self.writer.write_config(self.cfg, {"preset": self.preset, "versions": package_versions()})  # last: marks a whole run
         self.metrics = read_metrics(self.dir / METRICS)
         self.gen_step = s_gen(self.metrics)
         self.t0 = time.perf_counter() - self.elapsed
@@ -142,7 +144,11 @@ class Member:
         return False
 
     def done(self, step: int) -> bool:
-        """Reached its steps, or stopped `stop_after_gen` steps after S_gen."""
+        """Reached its steps, diverged, or stopped `stop_after_gen` steps after S_gen."""
+        if self.diverged_at is None and not math.isfinite(self.metrics[-1]["train_loss"]):
+            self.diverged_at = step
+        if self.diverged_at is not None:
+            return True
         after = self.cfg.train.stop_after_gen
         if after >= 0 and self.gen_step is not None and step >= self.gen_step + after:
             self.stopped_early = True
@@ -158,6 +164,8 @@ class Member:
         summary = summarise(self.metrics, checkpoint_steps(self.dir), self.policy, step, time.perf_counter() - self.t0,
                             self.train_time, self.overhead_time, self.stopped_early)
         summary.update(trainer.switches[k].summary())
+        if self.diverged_at is not None:
+            summary["diverged_at"] = self.diverged_at
         self.writer.write_summary(summary)
         title = f"{self.dir.name}: {self.data.structure.get('op', self.data.name)}"
         plot_curves(self.metrics, summary, self.dir / CURVES, title=title)
@@ -204,7 +212,11 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], batched=batched)
     for k, m in enumerate(members):
         if m.saved is not None:
-            trainer.load_member_state(k, *m.saved)
+            try:  # training.run checked the state first (rundir.check_resume); this covers other callers
+                trainer.load_member_state(k, *m.saved)
+                m.policy.load_state_dict(m.saved[1]["policy"])
+            except (KeyError, ValueError, TypeError, RuntimeError) as e:
+                raise RunDirError(f"{m.dir}/state: does not fit this run ({e})") from None
     stop = Stop()
     handlers = {s: signal.signal(s, lambda signum, frame: setattr(stop, "signal", signum))
                 for s in (signal.SIGINT, signal.SIGTERM)}
@@ -236,11 +248,18 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
         for m in members:
             m.overhead_time += time.perf_counter() - t
     active = _retire(trainer, members, active, list(range(len(active))), step)
-    kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "-1"))
+    writer = members[0].writer  # test-only kill point (GROKSCOPE_KILL_AT_STEP), the same for every member
     t_seg = time.perf_counter()
-    last_state = -math.inf  # the first checkpoint of a session saves the resume state too
+    last_state = time.perf_counter()
     while active and stop.signal is None:
-        trainer.step()
+        losses = trainer.backward()
+        diverged = [i for i, loss in enumerate(losses.tolist()) if not math.isfinite(loss)]
+        for i in diverged:  # stopped before the update: its weights stay as they were at `step`
+            members[active[i]].diverged_at = step
+        active = _retire(trainer, members, active, diverged, step)
+        if not active:
+            break
+        trainer.apply()
         step += 1
         due = [i for i, k in enumerate(active) if step % members[k].cfg.train.eval_every == 0
                or step == members[k].cfg.train.steps]
@@ -255,6 +274,10 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
         for i, row in zip(due, trainer.evaluate(due)):
             ckpt |= members[active[i]].record(trainer, i, step, row)
         _progress(bar, members, active, due, step)
+        if step == writer.kill_at and writer.kill_during in ("", "state"):  # tests: die after this step's writes
+            for i, k in enumerate(active):
+                members[k].save_state(trainer, i, step)
+            os.kill(os.getpid(), signal.SIGKILL)
         active = _retire(trainer, members, active, due, step)
         since = time.perf_counter() - last_state
         if active and ((ckpt and since > 1.0) or since > STATE_EVERY_S):
@@ -263,8 +286,6 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
             last_state = time.perf_counter()
         for k in active:
             members[k].overhead_time += time.perf_counter() - t
-        if step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
         t_seg = time.perf_counter()
     for k in active:
         members[k].train_time += time.perf_counter() - t_seg

@@ -7,37 +7,28 @@
     python -m training.run --seeds 0-7 --out sweeps/default  # 8 init seeds as one ensemble: sweeps/default/seed=<s>/
     python -m training.run --resume sweeps/default          # continue all of them
 
-Bad input exits with status 2 and one line on stderr, before anything is written.
+Bad input exits with status 2 and one line on stderr, before anything is written; the flags are parsed and the
+config validated (training.config.validate: ranges, the task's constraints, the memory estimate) before torch
+is imported, so `--help` and every such error answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
+from training.cli import Parser, main_entry
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
-from training.models import build_model
+from training.errors import RunDirError
 from training.presets import PRESETS, get_preset
-from training.ensemble import seed_dirs
-from training.rundir import CONFIG, RunDirError, RunLock, is_run_dir
-from training.tasks import build_task
 
 DEFAULT_ROOT = Path("checkpoints")
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse prints the usage block too)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def make_parser() -> Parser:
-    p = Parser(prog="python -m training.run", description="Train a grokking run into a run directory.",
-               )
+    p = Parser(prog="python -m training.run", description="Train a grokking run into a run directory.")
     p.add_argument("--preset", default="default", help=f"named config: {', '.join(PRESETS)}")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: checkpoints/<preset>, numbered if taken)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run")
@@ -68,8 +59,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
 
 
 def check(cfg: RunConfig):
-    """Everything that can be wrong with a config, found before the run directory is touched."""
+    """Everything that can be wrong with a config, found before the run directory is touched: `validate` first
+    (no torch), then the task and the model are built (which reads --data-path files, for instance)."""
     validate(cfg)
+    from training.models import build_model
+    from training.tasks import build_task
+
     data = build_task(cfg.task)
     build_model(cfg.model, data)
     return data
@@ -83,60 +78,57 @@ def free_dir(root: Path, name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except (ConfigError, RunDirError) as e:
-        print(f"training.run: error: {e}", file=sys.stderr)
-        return 2
+    return main_entry("training.run", make_parser, _checked_main, argv)
+
+
+def _checked_main(args: argparse.Namespace) -> int:
+    """Every flag value parsed, and a new run's config validated, before `_main` imports torch."""
+    cfg, _ = config_from_args(args)
+    if args.resume is None:
+        validate(cfg)
+    if args.seeds is not None:
+        parse_seeds(args.seeds)
+    if args.seeds is not None or (args.resume is not None and seed_dirs(args.resume)):
+        return _main_seeds(args)
+    return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:
-    from training.loop import train  # after argument parsing: --help stays quick
+    # after argument parsing: --help stays quick
+    from training.cli import EXIT_DIVERGED
+    from training.loop import pick_device, train
+    from training.rundir import RunLock, check_resume, create_run_dir, read_config, set_steps
 
-    if args.seeds is not None or (args.resume is not None and not is_run_dir(args.resume)
-                                  and args.resume.is_dir() and seed_dirs(args.resume)):
-        return _main_seeds(args)
     if args.resume is not None:
         run_dir = args.resume
-        if not run_dir.is_dir() or not is_run_dir(run_dir):
-            raise RunDirError(f"--resume {run_dir}: no run directory there (no {CONFIG})")
-        import json
-
-        raw = json.loads((run_dir / CONFIG).read_text())
-        preset, versions = raw.pop("preset", ""), raw.pop("versions", {})
-        cfg = RunConfig.from_dict(raw)
+        # the run continues as it was configured: any other flag would be silently ignored or change its shapes
         _, overrides = config_from_args(args)
-        extra = set(overrides) - {"steps"}
-        if extra:
-            raise ConfigError(f"--resume keeps the run's config; cannot change {', '.join(sorted(extra))}")
-        if "steps" in overrides:
-            cfg = cfg.replace(steps=overrides["steps"])
+        given = [flag for flag, on in (("--preset", args.preset != "default"), ("--out", args.out is not None),
+                                       ("--overwrite", args.overwrite)) if on]
+        changed = sorted(set(overrides) - {"steps"})
+        if given or changed:
+            raise ConfigError(f"--resume keeps the run's config; cannot change {', '.join(changed + given)} "
+                              "(only --steps, to extend it)")
+        cfg, extras = read_config(run_dir)
+        steps_changed = "steps" in overrides and overrides["steps"] != cfg.train.steps
+        cfg = cfg.replace(steps=overrides.get("steps", cfg.train.steps))
         data = check(cfg)
+        pick_device(cfg.train.device)  # before the lock: nothing is written for a config that cannot run here
         lock = RunLock(run_dir).acquire()
-        if "steps" in overrides:
-            from training.rundir import atomic_write_json
-
-            atomic_write_json(run_dir / CONFIG, {**cfg.to_dict(), "preset": preset, "versions": versions})
+        preset = extras.get("preset", "")
     else:
         cfg, _ = config_from_args(args)
         data = check(cfg)
+        pick_device(cfg.train.device)
         run_dir = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset)
-        if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()):
-            if not args.overwrite:
-                raise RunDirError(f"{run_dir} already exists; pass --resume {run_dir} to continue it or --overwrite "
-                                  "to replace it")
-            if not is_run_dir(run_dir):
-                raise RunDirError(f"{run_dir} is not a run directory; refusing to overwrite it")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(run_dir).acquire()
-        if args.overwrite:
-            for p in run_dir.iterdir():
-                if p.name != ".lock":
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        lock = create_run_dir(run_dir, overwrite=args.overwrite)
         preset = args.preset
 
     try:
+        if args.resume is not None:
+            check_resume(run_dir, cfg, data)  # everything checked before config.json may change
+            if steps_changed:
+                set_steps(run_dir, cfg.train.steps)
         t0 = time.perf_counter()
         summary = train(cfg, run_dir, resume=args.resume is not None, progress=not args.no_progress,
                         preset=preset, data=data)
@@ -144,6 +136,10 @@ def _main(args: argparse.Namespace) -> int:
         lock.release()
     if summary.get("interrupted"):
         return 130
+    if summary.get("diverged_at") is not None:
+        print(f"training.run: diverged at step {summary['diverged_at']} (the loss is no longer finite); state, "
+              f"last weights and summary saved in {run_dir}", file=sys.stderr)
+        return EXIT_DIVERGED
     ratio = f" ({summary['gen_over_mem']}x)" if summary["gen_over_mem"] else ""
     fin = summary["final"]
     acc = (f"train acc {fin['train_acc']:.3f}, test acc {fin['test_acc']:.3f}" if fin["test_acc"] is not None
@@ -154,43 +150,66 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- several init seeds of one config as one ensemble ------------------------------------------------------------
+
+SEED_DIR = "seed={}"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0-7" -> [0, ..., 7]; "0,1,5" -> [0, 1, 5]; "0-3,9" -> [0, 1, 2, 3, 9]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected seeds like 0-7 or 0,1,5, got '{text}'") from None
+    if not seeds or len(set(seeds)) != len(seeds) or len(seeds) > 4096:
+        raise ConfigError(f"--seeds: expected up to 4096 distinct seeds like 0-7 or 0,1,5, got '{text}'")
+    return seeds
+
+
+def seed_dirs(parent: Path) -> list[Path]:
+    """The run directories `<parent>/seed=<s>/` of a seeds ensemble, by seed (none when parent is a run itself)."""
+    if not Path(parent).is_dir() or (Path(parent) / "config.json").exists():
+        return []
+    found = [p for p in Path(parent).glob(SEED_DIR.format("*")) if p.name[5:].isdigit() and (p / "config.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
 def _main_seeds(args: argparse.Namespace) -> int:
-    """Several init seeds of one config as one ensemble, each into <out>/seed=<s>/ (training.ensemble)."""
-    from training.ensemble import SEED_DIR, parse_seeds, train_ensemble
+    """Several init seeds of one config as one ensemble (training.ensemble), each into <out>/seed=<s>/, an
+    ordinary run directory; `--resume <out>` continues all of them."""
+    from training.ensemble import train_ensemble
+    from training.loop import pick_device
+    from training.rundir import RunLock, check_resume, create_run_dir, read_config
 
     if args.resume is not None:
-        if args.seeds is not None:
-            raise ConfigError("--resume of a seeds directory takes its seeds from there; drop --seeds")
+        _, overrides = config_from_args(args)
+        if overrides or args.seeds is not None or args.out is not None or args.overwrite:
+            raise ConfigError("--resume of a seeds directory keeps its runs' configs; give no other flag")
         dirs = seed_dirs(args.resume)
-        raws = [json.loads((d / CONFIG).read_text()) for d in dirs]
-        preset = raws[0].get("preset", "")
-        cfgs = [RunConfig.from_dict({k: v for k, v in r.items() if k not in ("preset", "versions")}) for r in raws]
-        if any(getattr(args, name) is not None for name in FIELD_SECTION):
-            raise ConfigError("--resume keeps the runs' configs; cannot change them")
-        for c in cfgs:
-            check(c)
+        cfgs, presets = zip(*((cfg, extras.get("preset", "")) for cfg, extras in map(read_config, dirs)))
+        datas = [check(c) for c in cfgs]
+        pick_device(cfgs[0].train.device)
+        locks = [RunLock(d).acquire() for d in dirs]
+        preset = presets[0]
     else:
-        seeds = parse_seeds(args.seeds)
         base, _ = config_from_args(args)
-        cfgs = [base.replace(seed=s) for s in seeds]
-        check(base)
+        seeds = parse_seeds(args.seeds)
+        cfgs, datas = [base.replace(seed=s) for s in seeds], [check(base)] * len(seeds)
+        pick_device(base.train.device)
         parent = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset)
-        dirs = [parent / SEED_DIR.format(s) for s in seeds]
-        taken = [d for d in dirs if d.exists() and any(p.name != ".lock" for p in d.iterdir())]
-        if taken and not args.overwrite:
-            raise RunDirError(f"{taken[0]} already exists; pass --resume {parent} to continue or --overwrite")
-        preset = args.preset
-    locks = []
+        dirs, locks, preset = [parent / SEED_DIR.format(s) for s in seeds], [], args.preset
     try:
-        for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
-            locks.append(RunLock(d).acquire())
-            if args.resume is None and args.overwrite:
-                for p in d.iterdir():
-                    if p.name != ".lock":
-                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if args.resume is not None:
+            for d, c, data in zip(dirs, cfgs, datas):
+                check_resume(d, c, data)
+        else:
+            for d in dirs:
+                locks.append(create_run_dir(d, overwrite=args.overwrite))
         t0 = time.perf_counter()
-        out = train_ensemble(cfgs, dirs, resume=args.resume is not None, progress=not args.no_progress,
+        out = train_ensemble(list(cfgs), dirs, resume=args.resume is not None, progress=not args.no_progress,
                              preset=preset)
     finally:
         for lock in locks:
@@ -199,9 +218,10 @@ def _main_seeds(args: argparse.Namespace) -> int:
         print(f"continue with: python -m training.run --resume {dirs[0].parent}")
         return 130
     for d, s in zip(dirs, out):
-        print(f"{d.name}: S_mem {s['S_mem']}, S_gen {s['S_gen']}; {s['steps']} steps")
+        print(f"{d.name}: S_mem {s['S_mem']}, S_gen {s['S_gen']}; {s['steps']} steps"
+              + (f"; diverged at step {s['diverged_at']}" if s.get("diverged_at") is not None else ""))
     print(f"{len(dirs)} runs in {time.perf_counter() - t0:.1f} s under {dirs[0].parent}")
-    return 0
+    return 3 if any(s.get("diverged_at") is not None for s in out) else 0
 
 
 if __name__ == "__main__":

@@ -1,74 +1,363 @@
 """The run directory: the one owner of its format, writer and reader side by side.
 
 ```
-<run>/config.json            resolved RunConfig + package versions
+<run>/config.json            "format": "grokscope-run/1", "run_id", the resolved RunConfig, preset, package versions
 <run>/split.json             train indices (test = the rest) + sha256 of the split
 <run>/metrics.jsonl          one JSON object per evaluation
 <run>/ckpt/step_<N>.safetensors  weights; step + headline metrics in the metadata
-<run>/state/state.safetensors    what --resume needs: weights, optimiser, RNG; counters in the metadata
-<run>/summary.json           S_mem, S_gen, final metrics, timings
+<run>/state/state.safetensors    what --resume needs: weights, optimiser, RNG; counters and run_id in the metadata
+<run>/summary.json           S_mem, S_gen, final metrics, timings (diverged_at when the loss stopped being finite)
 <run>/curves.png             loss and accuracy against step
 <run>/analyses/              written by the analyses
 ```
 
-Every file is written to a temporary name and renamed, so a reader never sees half a file; metrics.jsonl is
-append-only and a torn last line (a kill mid-write) is ignored. Nothing here unpickles anything.
+Every file is written to a temporary name (`.NAME.tmpPID`) and renamed, so a reader never sees half a file; a
+failed write removes its temporary, and the temporaries of a killed writer are removed the next time the run is
+opened for writing. metrics.jsonl is append-only: a torn last line (a kill mid-write) is dropped, any other bad line
+is an error naming the file and line. Nothing here unpickles anything. docs/reliability.md lists the promises.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
+import shutil
+import signal
+import uuid
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import load_file, save
 
-from training.config import RunConfig
+from training.cli import json_safe
+from training.config import SECTIONS, ConfigError, RunConfig
+from training.errors import RunDirError  # noqa: F401  (re-exported)
 
 CONFIG, SPLIT, METRICS, SUMMARY, CURVES = "config.json", "split.json", "metrics.jsonl", "summary.json", "curves.png"
 CKPT_DIR, STATE_DIR, ANALYSES_DIR, LOCK = "ckpt", "state", "analyses", ".lock"
 STATE_FILE = "state.safetensors"
 CKPT_RE = re.compile(r"^step_(\d+)\.safetensors$")
+FORMAT = "grokscope-run/1"  # with a run_id, marks a directory as one this project wrote (what --overwrite may replace)
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TEMP_RE = re.compile(r"^\..+\.tmp\d+$")  # atomic_write_bytes's temporaries
+MAX_HEADER = 100 * 2**20  # safetensors refuses larger headers too; a bigger length field means a corrupt file
+METRIC_KEYS = ("step", "train_loss", "test_loss", "train_acc", "test_acc")
+# Test-only hooks that make a training process kill itself at a known point (docs/reliability.md).
+KILL_AT_STEP, KILL_DURING = "GROKSCOPE_KILL_AT_STEP", "GROKSCOPE_KILL_DURING"
 
 
-from training.errors import RunDirError  # noqa: F401,E402  (re-exported)
+# --- atomic writes -------------------------------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, kill_before_rename: bool = False) -> None:
+    """Write to `.NAME.tmpPID`, then rename over `path`. A failed write (a full disk) removes the temporary and
+    raises RunDirError naming `path`; the old file, if any, is untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        _write_file(tmp, data)
+        if kill_before_rename:
+            _kill_self()
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:  # Ctrl-C mid-write: no temporary left behind either
+        _unlink_quietly(tmp)
+        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Temporaries left by a killed writer. Only called by the holder of the run's lock, so none is live; analyses/
+    is left alone (an analysis may be writing there while the run trains)."""
+    removed = []
+    for d in (Path(run_dir), Path(run_dir) / CKPT_DIR, Path(run_dir) / STATE_DIR):
+        if d.is_dir():
+            for p in d.iterdir():
+                if TEMP_RE.match(p.name) and p.is_file() and not p.is_symlink():
+                    _unlink_quietly(p)
+                    removed.append(p)
+    return removed
+
+
 def ckpt_name(step: int) -> str:
     return f"step_{step}.safetensors"
 
 
+# --- metrics.jsonl -------------------------------------------------------------------------------------------
+
+
+def _row_problem(line: bytes, prev_step: int) -> str | dict[str, Any]:
+    """The row on `line`, or what is wrong with it."""
+    try:
+        row = json.loads(line.decode())
+    except (UnicodeDecodeError, ValueError):
+        return "not JSON"
+    if not isinstance(row, dict) or any(k not in row for k in METRIC_KEYS):
+        return f"not a metrics row (needs {', '.join(METRIC_KEYS)})"
+    if not isinstance(row["step"], int) or isinstance(row["step"], bool) or row["step"] < 0:
+        return f"step {row['step']!r} is not a step number"
+    if row["step"] <= prev_step:
+        return f"step {row['step']} does not follow step {prev_step}"
+    bad = [k for k in METRIC_KEYS[1:] if row[k] is not None and (isinstance(row[k], bool)
+                                                                   or not isinstance(row[k], (int, float)))]
+    return f"{', '.join(bad)} not a number" if bad else row
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn last line from a killed writer
+    """The rows of metrics.jsonl. A row counts once its newline is written, so a last line without one is a write
+    cut short (a kill, a full disk) and is dropped; any other bad line raises RunDirError naming file:line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise RunDirError(f"cannot read {path}: {e.strerror or e}") from None
+    rows: list[dict[str, Any]] = []
+    for n, line in enumerate(raw.split(b"\n")[:-1], 1):  # [:-1]: the torn tail, or "" after the last newline
+        row = _row_problem(line, rows[-1]["step"] if rows else -1)
+        if isinstance(row, str):
+            raise RunDirError(f"{path}:{n}: {row}; refusing to guess (fix or remove that line)")
+        rows.append(row)
     return rows
+
+
+# --- config.json and split.json ------------------------------------------------------------------------------
+
+
+def _load_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, numbers too large
+        raise RunDirError(f"{path}: unreadable {what} ({e})") from None
+
+
+def _field_problem(value: Any, default: Any) -> str | None:
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "a boolean"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "a finite number"
+    return None if isinstance(value, str) else "a string"
+
+
+def config_from_json(raw: Any, path: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """RunConfig + the extras beside it (format, run_id, preset, versions), every field type-checked."""
+    if not isinstance(raw, dict):
+        raise RunDirError(f"{path}: not a run config (expected a JSON object)")
+    raw = dict(raw)
+    extras = {k: raw.pop(k) for k in ("format", "run_id", "preset", "versions") if k in raw}
+    if extras.get("format", FORMAT) != FORMAT:
+        raise RunDirError(f"{path}: format {extras['format']!r}, this grokscope reads {FORMAT!r}")
+    for name, sub in SECTIONS.items():
+        values = raw.get(name, {})
+        if not isinstance(values, dict):
+            raise RunDirError(f"{path}: '{name}' must be a JSON object")
+        defaults = sub()
+        for key, value in values.items():
+            problem = hasattr(defaults, key) and _field_problem(value, getattr(defaults, key))
+            if problem:
+                raise RunDirError(f"{path}: {name}.{key} must be {problem}, got {value!r}")
+    try:
+        return RunConfig.from_dict(raw), extras
+    except (ConfigError, TypeError, ValueError) as e:
+        raise RunDirError(f"{path}: not a run config ({e})") from None
+
+
+def read_config(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise RunDirError(f"{run_dir}: no run directory there (no {CONFIG})")
+    return config_from_json(_load_json(run_dir / CONFIG, "config"), run_dir / CONFIG)
+
+
+def set_steps(run_dir: Path, steps: int) -> None:
+    """--resume --steps N: change only train.steps, keeping every other key (run_id, versions) as written."""
+    raw = _load_json(Path(run_dir) / CONFIG, "config")
+    raw.setdefault("train", {})["steps"] = steps
+    atomic_write_json(Path(run_dir) / CONFIG, raw)
+
+
+def check_split(path: Path, data) -> None:
+    """split.json must describe exactly the split rebuilt from the config (its sha256 and its train indices)."""
+    from training.tasks import split_digest
+
+    split = _load_json(path, "split")
+    if not isinstance(split, dict):
+        raise RunDirError(f"{path}: not a split (expected a JSON object)")
+    if split.get("sha256") != split_digest(data.train_idx, data.test_idx):
+        raise RunDirError(f"{path}: sha256 does not match the split rebuilt from config.json")
+    if "train_idx" in split and split["train_idx"] != data.train_idx.tolist():
+        raise RunDirError(f"{path}: train_idx does not match the split rebuilt from config.json")
+
+
+# --- safetensors files ---------------------------------------------------------------------------------------
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (8 bytes of length, then JSON), read without trusting the length."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n > min(size - 8, MAX_HEADER):
+                raise RunDirError(f"{path}: not a safetensors file (a {n}-byte header in a {size}-byte file)")
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing") from None
+    except OSError as e:
+        raise RunDirError(f"cannot read {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RunDirError(f"{path}: not a safetensors file ({e})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__") or {}, dict):
+        raise RunDirError(f"{path}: not a safetensors file (bad header)")
+    return header
+
+
+def metadata(path: Path) -> dict[str, str]:
+    return read_header(path).get("__metadata__") or {}
+
+
+def _metadata(raw: bytes, path: Path) -> dict[str, str]:
+    """The __metadata__ of a safetensors file already read into `raw` (same checks as `read_header`)."""
+    n = int.from_bytes(raw[:8], "little")
+    if len(raw) < 8 or n > min(len(raw) - 8, MAX_HEADER):
+        raise RunDirError(f"{path}: not a safetensors file (a {n}-byte header in {len(raw)} bytes)")
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RunDirError(f"{path}: not a safetensors file ({e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    read_header(path)  # refuses a lying length field before safetensors allocates anything
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError, OverflowError, MemoryError) as e:
+        raise RunDirError(f"{path}: corrupt safetensors file ({e})") from None
+
+
+# the counters every resume state carries (the optimiser's own layout is checked by check_state_fits)
+STATE_META = {"step": int, "elapsed": (int, float), "train_time": (int, float), "overhead_time": (int, float),
+              "policy": dict}
+
+
+def load_state(run_dir: Path, run_id: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The resume state, checked to be whole and to belong to the run whose config.json holds `run_id` (None for
+    a run written before run ids: then the state must carry none either). None when there is no state yet."""
+    path = Path(run_dir) / STATE_DIR / STATE_FILE
+    if not path.exists():
+        return None
+    meta = metadata(path)
+    if meta.get("run_id") != run_id:
+        raise RunDirError(f"{path}: written by another run (run_id {meta.get('run_id')}, config.json has {run_id}); "
+                          "refusing to continue with its weights")
+    try:
+        state = json.loads(meta["state"])
+    except (KeyError, TypeError, ValueError):
+        raise RunDirError(f"{path}: no resume counters in its metadata") from None
+    bad = [k for k, kind in STATE_META.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
+    if bad:
+        raise RunDirError(f"{path}: resume counters missing or malformed ({', '.join(bad)})")
+    return load_tensors(path), state
+
+
+def check_state_fits(tensors: dict[str, torch.Tensor], state: dict[str, Any], model: torch.nn.Module,
+                     path: Path) -> None:
+    """The state's tensors fit this config: every parameter of its model (`model.<name>`, same shape and dtype),
+    both RNG states, and optimiser buffers `opt.<i>.<name>` shaped like parameter i. Other tensors (a transform's
+    buffers) are left to their owner."""
+    want = {f"model.{k}": v for k, v in model.named_parameters()}
+    want["rng.batch"], want["rng.torch"] = torch.Generator().get_state(), torch.get_rng_state()
+    params = list(model.parameters())
+    problems = [k for k, v in want.items() if k not in tensors or tensors[k].shape != v.shape
+                or tensors[k].dtype != v.dtype]
+    for k, t in tensors.items():
+        m = re.match(r"^opt\.(\d+)\.(\w+)$", k)
+        idx = int(m.group(1)) if m else 0
+        if m and (idx >= len(params) or (m.group(2) != "step" and t.shape != params[idx].shape)):
+            problems.append(k)
+    groups = state.get("param_groups")
+    if groups is not None and (not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict)
+                               or len(groups[0].get("params", [])) != len(params)):
+        problems.append("param_groups")
+    if problems:
+        raise RunDirError(f"{path}: does not fit this run's model and optimiser ({', '.join(problems[:4])}"
+                          f"{', ...' if len(problems) > 4 else ''})")
+
+
+def check_resume(run_dir: Path, cfg: RunConfig, data) -> int:
+    """Everything --resume relies on, checked before anything in the run is written: split.json against the
+    rebuilt split, every metrics row, the state's run id and shapes, and that --steps is not below the step the
+    run has reached. Returns that step (0 without a state)."""
+    from training.models import build_model
+
+    run_dir = Path(run_dir)
+    _, extras = read_config(run_dir)
+    for d in (run_dir / CKPT_DIR, run_dir / STATE_DIR):
+        if d.exists() and not d.is_dir():
+            raise RunDirError(f"{d}: not a directory")
+    check_split(run_dir / SPLIT, data)
+    read_metrics(run_dir / METRICS)
+    saved = load_state(run_dir, extras.get("run_id"))
+    if saved is None:
+        return 0
+    tensors, state = saved
+    model = build_model(cfg.model, data, seed=cfg.train.seed)
+    check_state_fits(tensors, state, model, run_dir / STATE_DIR / STATE_FILE)
+    if cfg.train.steps < state["step"]:
+        raise ConfigError(f"--steps {cfg.train.steps} is below step {state['step']}, which {run_dir} has already "
+                          "reached; a run is only ever extended")
+    return state["step"]
+
+
+# --- the lock, and making or replacing a run directory -------------------------------------------------------
+
+
+def _holder(lock_path: Path) -> str:
+    """' (pid N)' when the lock file names a live process, else '' (never a guess like 'pid ?')."""
+    try:
+        text = lock_path.read_text().strip()
+        pid = int(text)
+        os.kill(pid, 0)
+    except PermissionError:
+        return f" (pid {pid})"
+    except (OSError, ValueError):
+        return ""
+    return f" (pid {pid})"
 
 
 class RunLock:
@@ -79,16 +368,19 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot lock {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
             self.fd = None
-            other = self.path.read_text().strip() or "?"
-            raise RunDirError(f"{self.path.parent} is being written by another process (pid {other})") from None
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, str(os.getpid()).encode())
+            raise RunDirError(f"{self.path.parent} is being written by another process"
+                              f"{_holder(self.path)}") from None
+        # one fixed-width write, no truncation first: a refused process reads the old pid or ours, never nothing
+        os.pwrite(self.fd, f"{os.getpid():<20}\n".encode(), 0)
         return self
 
     def release(self) -> None:
@@ -98,27 +390,127 @@ class RunLock:
             self.fd = None
 
 
+def run_marker(path: Path) -> str | None:
+    """The run_id when `path` is a run directory this project wrote (format marker and run id in config.json,
+    split.json and metrics.jsonl beside it), else None. Only such a directory may be replaced by --overwrite."""
+    path = Path(path)
+    if path.is_symlink() or not all((path / f).is_file() for f in (CONFIG, SPLIT, METRICS)):
+        return None
+    try:
+        raw = json.loads((path / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    ok = isinstance(raw, dict) and raw.get("format") == FORMAT and isinstance(raw.get("run_id"), str)
+    return raw["run_id"] if ok and RUN_ID_RE.match(raw["run_id"]) else None
+
+
+def _make_dirs(path: Path) -> None:
+    """mkdir -p that removes what it made when a deeper level fails, so a refused path leaves nothing behind."""
+    made = []
+    try:
+        for d in reversed([path, *path.parents]):
+            if not d.exists():
+                d.mkdir()
+                made.append(d)
+    except OSError as e:
+        for d in reversed(made):
+            d.rmdir()
+        raise RunDirError(f"cannot create {path}: {e.strerror or e}") from None
+
+
+def create_run_dir(path: Path, overwrite: bool = False) -> RunLock:
+    """Make (or, with `overwrite`, replace) the run directory `path` and return its acquired lock.
+
+    Replacing renames the old run aside to a hidden sibling first and only then deletes it (never following a
+    symlink), so `path` never holds a half-deleted run; only a directory `run_marker` recognises is replaced."""
+    path = Path(path)
+    if path.is_symlink():  # replacing it would act on the link, not on the run it points to
+        raise RunDirError(f"--out {path}: is a symbolic link; give the directory it points to")
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path}: exists and is not a directory")
+    if not path.exists():
+        _make_dirs(path)
+        return RunLock(path).acquire()
+    if not any(p.name != LOCK for p in path.iterdir()):  # empty (or a lock left by a run killed at its start)
+        return RunLock(path).acquire()
+    if not overwrite:
+        raise RunDirError(f"{path} already exists; pass --resume {path} to continue it or --overwrite to replace it")
+    if run_marker(path) is None:
+        raise RunDirError(f"{path} is not a run directory written by grokscope (no {FORMAT!r} run id in {CONFIG}, "
+                          f"or no {SPLIT}/{METRICS}); refusing to overwrite it")
+    cwd = Path.cwd()
+    if path.resolve() in (cwd, *cwd.parents):  # renaming it would move this process's own folder away
+        raise RunDirError(f"--out {path}: is the current folder (or holds it); refusing to overwrite it")
+    old_lock = RunLock(path).acquire()  # refused while another process writes the old run
+    path = path.resolve()  # a real name for the sibling even when --out ends in ".."
+    aside = path.with_name(f".{path.name}.replaced-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, aside)
+    except OSError as e:
+        old_lock.release()
+        raise RunDirError(f"cannot move {path} aside to replace it: {e.strerror or e}") from None
+    old_lock.release()
+    _make_dirs(path)
+    lock = RunLock(path).acquire()
+    try:
+        shutil.rmtree(aside)  # unlinks symlinks inside, never follows them
+    except OSError as e:
+        lock.release()
+        raise RunDirError(f"the old run was moved to {aside} but could not be deleted ({e.strerror or e})") from None
+    return lock
+
+
+# --- the writer ----------------------------------------------------------------------------------------------
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _env_step(name: str) -> int | None:
+    text = os.environ.get(name, "")
+    return int(text) if text.isdigit() else None
+
+
 class RunWriter:
-    """Writes one run directory; the training loop is its only user."""
+    """Writes one run directory; the training loop is its only user, and it holds the run's lock."""
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
-        (self.dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
-        (self.dir / STATE_DIR).mkdir(exist_ok=True)
+        for d in (CKPT_DIR, STATE_DIR):
+            try:
+                (self.dir / d).mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # e.g. a file named ckpt or state
+                raise RunDirError(f"cannot create {self.dir / d}: {e.strerror or e}") from None
+        remove_stale_temps(self.dir)
+        self.run_id: str | None = None  # set by write_config (a new run) or load_state (resume)
+        # test-only: die at a known point instead of after a guessed sleep (tests/training/test_cli.py)
+        self.kill_at, self.kill_during = _env_step(KILL_AT_STEP), os.environ.get(KILL_DURING, "")
 
     def write_config(self, cfg: RunConfig, extra: dict[str, Any]) -> None:
-        atomic_write_json(self.dir / CONFIG, {**cfg.to_dict(), **extra})
+        """A new run: a new run id. Written after split.json and metrics.jsonl, so a marked config implies both."""
+        self.run_id = uuid.uuid4().hex
+        atomic_write_json(self.dir / CONFIG, {"format": FORMAT, "run_id": self.run_id, **cfg.to_dict(), **extra})
 
     def write_split(self, split: dict[str, Any]) -> None:
         atomic_write_json(self.dir / SPLIT, split)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        with open(self.dir / METRICS, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        path = self.dir / METRICS
+        line = (json.dumps(row) + "\n").encode()
+        try:
+            with open(path, "ab") as f:
+                if self.kill_during == "metrics" and row["step"] == self.kill_at:
+                    f.write(line[: len(line) // 2])
+                    f.flush()
+                    _kill_self()
+                f.write(line)
+        except OSError as e:  # a partial line is a torn tail: dropped on the next read
+            raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
 
     def truncate_after(self, step: int) -> None:
         """Forget everything past `step` (resume): metrics rows and checkpoints written after the saved state."""
-        rows = [r for r in read_metrics(self.dir / METRICS) if r["step"] <= step]
+        rows = [r for r in read_metrics(self.dir / METRICS) if r["step"] <= step] if step >= 0 else []
         atomic_write_bytes(self.dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows).encode())
         for s in checkpoint_steps(self.dir):
             if s > step:
@@ -127,31 +519,30 @@ class RunWriter:
     def save_checkpoint(self, step: int, weights: dict[str, torch.Tensor], metrics: dict[str, Any]) -> int:
         meta = {"step": str(step), "metrics": json.dumps(metrics)}
         data = save({k: v.detach().cpu().contiguous() for k, v in weights.items()}, metadata=meta)
-        atomic_write_bytes(self.dir / CKPT_DIR / ckpt_name(step), data)
+        kill = self.kill_during == "ckpt" and self.kill_at is not None and step >= self.kill_at
+        atomic_write_bytes(self.dir / CKPT_DIR / ckpt_name(step), data, kill_before_rename=kill)
         return len(data)
 
     def save_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata={"state": json.dumps(meta)})
-        atomic_write_bytes(self.dir / STATE_DIR / STATE_FILE, data)
+        tags = {"state": json.dumps(meta), **({"run_id": self.run_id} if self.run_id else {})}
+        data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=tags)
+        kill = self.kill_during == "state" and meta["step"] == self.kill_at
+        atomic_write_bytes(self.dir / STATE_DIR / STATE_FILE, data, kill_before_rename=kill)
 
     def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        path = self.dir / STATE_DIR / STATE_FILE
-        if not path.exists():
-            return None
-        raw = path.read_bytes()
-        return st_load(raw), json.loads(_metadata(raw, path)["state"])
+        """Resume: the run id comes from config.json, and every later state is tagged with it."""
+        self.run_id = read_config(self.dir)[1].get("run_id")
+        return load_state(self.dir, self.run_id)
+
+    def kill_point(self, step: int, save_state: Callable[[int], None]) -> None:
+        """Test-only (GROKSCOPE_KILL_AT_STEP=K): at step K, after its evaluation and checkpoint, save the state and
+        SIGKILL this process (GROKSCOPE_KILL_DURING=state: between the state's temporary file and its rename)."""
+        if step == self.kill_at and self.kill_during in ("", "state"):
+            save_state(step)
+            _kill_self()
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.dir / SUMMARY, summary)
-
-
-def _metadata(raw: bytes, path: Path) -> dict[str, str]:
-    """The safetensors header's __metadata__ (the header is 8 bytes of length, then JSON)."""
-    try:
-        n = int.from_bytes(raw[:8], "little")
-        return json.loads(raw[8 : 8 + n]).get("__metadata__", {}) or {}
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path}: not a safetensors file ({e})") from None
+        atomic_write_json(self.dir / SUMMARY, json_safe(summary))  # a diverged run's NaN losses as null
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
@@ -162,12 +553,14 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 
 def is_run_dir(path: Path) -> bool:
+    """Readable as a run (a config.json): older runs without the format marker included. See `run_marker`."""
     return (Path(path) / CONFIG).is_file()
 
 
 def run_finished(path: Path) -> bool:
     """Finished = the training loop wrote its summary after reaching the configured steps (or stopping early by
-    design). Only the loop writes summary.json; a run extended with --resume --steps is unfinished again."""
+    design, or diverging). Only the loop writes summary.json; a run extended with --resume --steps is unfinished
+    again."""
     try:
         summary = json.loads((Path(path) / SUMMARY).read_text())
         steps = json.loads((Path(path) / CONFIG).read_text())["train"]["steps"]
@@ -178,7 +571,8 @@ def run_finished(path: Path) -> bool:
 
 
 class Run:
-    """Read side of a run directory, for analyses and notebooks.
+    """Read side of a run directory, for analyses and notebooks. Anything wrong with a file raises RunDirError
+    naming it.
 
     >>> run = Run("checkpoints/default")
     >>> run.config.task.p, run.steps[-1], run.metrics[-1]["test_acc"]
@@ -193,13 +587,10 @@ class Run:
             raise RunDirError(f"{self.dir}: no such run directory")
         if not is_run_dir(self.dir):
             raise RunDirError(f"{self.dir}: not a run directory (no {CONFIG})")
-        try:
-            raw = json.loads((self.dir / CONFIG).read_text())
-            self.versions = raw.pop("versions", {})
-            self.preset = raw.pop("preset", "")  # written by the loop beside the config sections
-            self.config = RunConfig.from_dict(raw)
-        except (json.JSONDecodeError, ValueError, TypeError) as e:
-            raise RunDirError(f"{self.dir / CONFIG}: unreadable config ({e})") from None
+        self.config, extras = read_config(self.dir)
+        self.versions = extras.get("versions", {})
+        self.preset = extras.get("preset", "")  # written by the loop beside the config sections
+        self.run_id: str | None = extras.get("run_id")  # None for a run written before run ids
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r}, task={self.config.task.task}, {len(self.steps)} checkpoints)"
@@ -215,40 +606,49 @@ class Run:
     @property
     def summary(self) -> dict[str, Any]:
         path = self.dir / SUMMARY
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        summary = _load_json(path, "summary")
+        if not isinstance(summary, dict):
+            raise RunDirError(f"{path}: not a summary (expected a JSON object)")
+        return summary
+
+    @property
+    def finished(self) -> bool:
+        return run_finished(self.dir)
 
     @cached_property
     def data(self):
         """The task's TaskData, rebuilt from the config and checked against split.json."""
-        from training.tasks import build_task, split_digest
+        from training.tasks import build_task
 
         data = build_task(self.config.task)
-        split_path = self.dir / SPLIT
-        if split_path.exists():
-            split = json.loads(split_path.read_text())
-            if split.get("sha256") != split_digest(data.train_idx, data.test_idx):
-                raise RunDirError(f"{split_path}: the rebuilt split does not match the recorded one")
+        if (self.dir / SPLIT).exists():
+            check_split(self.dir / SPLIT, data)
         return data
 
     def checkpoint_path(self, step: int) -> Path:
         return self.dir / CKPT_DIR / ckpt_name(step)
 
-    def weights(self, step: int) -> dict[str, torch.Tensor]:
+    def _existing_checkpoint(self, step: int) -> Path:
         path = self.checkpoint_path(step)
         if not path.exists():
-            raise RunDirError(f"{path}: no checkpoint at step {step} (have {len(self.steps)})")
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise RunDirError(f"{path}: corrupt checkpoint ({e})") from None
+            raise RunDirError(f"{path}: no checkpoint at step {step} (have {len(self.steps)}: "
+                              f"{', '.join(map(str, self.steps[-5:]))}{' ...' if len(self.steps) > 5 else ''})")
+        return path
+
+    def weights(self, step: int) -> dict[str, torch.Tensor]:
+        return load_tensors(self._existing_checkpoint(step))
 
     def checkpoint_metrics(self, step: int) -> dict[str, Any]:
-        path = self.checkpoint_path(step)
-        with open(path, "rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little")
-            raw = head + f.read(n)
-        return json.loads(_metadata(raw, path).get("metrics", "{}"))
+        path = self._existing_checkpoint(step)
+        try:
+            found = json.loads(metadata(path).get("metrics", "{}"))
+        except (TypeError, ValueError):
+            found = None
+        if not isinstance(found, dict):
+            raise RunDirError(f"{path}: unreadable metrics in its metadata")
+        return found
 
     def iter_weights(self, steps: list[int] | None = None) -> Iterator[tuple[int, dict[str, torch.Tensor] | RunDirError]]:
         """(step, weights) for each checkpoint; a corrupt one yields (step, RunDirError) instead of raising."""
@@ -262,7 +662,11 @@ class Run:
         from training.models import build_model
 
         model = build_model(self.config.model, self.data, seed=self.config.train.seed)
-        model.load_state_dict(self.weights(step))
+        try:
+            model.load_state_dict(self.weights(step))
+        except RuntimeError as e:  # missing, unexpected or wrong-shaped tensors
+            first = str(e).strip().splitlines()[-1].strip()
+            raise RunDirError(f"{self.checkpoint_path(step)}: does not fit this run's model ({first})") from None
         return model.to(device).eval()
 
     def bridge(self, step: int):

@@ -1,18 +1,24 @@
-"""`python -m training.sweep`: a grid of configs over several seeds, in parallel local processes.
+"""`python -m training.sweep`: a grid of configs over several seeds, on local worker processes or on Ray.
 
-    python -m training.sweep --sweep h1 --out checkpoints/h1                      # a named sweep (SWEEPS below)
+    python -m training.sweep --sweep frac --out checkpoints/frac                  # a named sweep (SWEEPS below)
     python -m training.sweep --preset parity-blog --grid wd_after_memorisation=0.01,0.1,1 \\
         --seeds 0 1 2 --steps 4000 --stop-after-gen 0 --out checkpoints/wd       # any grid; config flags as in training.run
+    python -m training.sweep --sweep frac --backend ray --address auto             # on a running Ray cluster
 
 Every run is a normal run directory under the sweep directory, named after its grid point and seed
 (`wd_after_memorisation=0.1_seed=2/`), so every analysis works on it. `sweep.json` indexes them: the spec (preset,
 overrides, grid, seeds) and one entry per run with its status and headline numbers, rewritten as runs finish.
-Running the command again on the same --out continues the sweep: finished runs are kept, interrupted ones
-resumed from their saved state; it may add grid values or seeds (they join those already there). Ctrl-C stops every worker cleanly (each saves its resume state).
 
+Running the command again on the same --out continues the sweep: runs that reached their configured steps
+(`rundir.run_finished`) are kept, interrupted ones resumed from their saved state; it may add grid values or seeds
+(they join those already there). Ctrl-C (or SIGTERM) drains: no queued run starts, running runs save their resume
+state, the index is written, exit 130; a second Ctrl-C changes nothing. A run that fails does not stop the others;
+failed runs are listed at the end with their reason and the exit status is 1.
+
+The runs are grouped into *chunks* (`plan_chunks`), each trained by one worker (`training.sweep_exec`).
 A seed s sets every field in --seed-fields (default: the init seed and the minibatch seed) to s.
-Each worker process runs one run at a time on --threads torch threads (default 1: on a small CPU, one thread per
-process beats several processes fighting over cores).
+Each worker runs on --threads torch threads (default 1: on a small CPU, one thread per process beats several
+processes fighting over cores).
 """
 
 from __future__ import annotations
@@ -20,21 +26,22 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import multiprocessing
-import os
+import math
 import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value
+from training.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, MAX_INT, Parser, main_entry, nonneg_int,
+                          positive_int, require)
+from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, validate
+from training.errors import RunDirError
 from training.presets import PRESETS, get_preset
-from training.rundir import CONFIG, SUMMARY, RunDirError, atomic_write_json, is_run_dir
 
 INDEX = "sweep.json"
+STOP_FILE = ".drain"  # written by a draining driver, watched by every chunk executor (training.sweep_exec)
 STATE = Path("state") / "state.safetensors"
 
 
@@ -62,16 +69,15 @@ SWEEPS: dict[str, SweepSpec] = {
     "h2": SweepSpec("parity-blog", {"label_noise": [0.0, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2]},
                     overrides={"steps": 10000, "stop_after_gen": 0, "eval_every": 10, **_SWEEP_CKPT},
                     doc="H2: fraction of flipped training labels (parity-blog)"),
+    # Steps to generalise against the training fraction (Power et al. 2022, fig. 1 right): the `default` preset,
+    # 3 seeds; each run stops at S_gen, so only the fractions that do not generalise use the whole budget.
+    "frac": SweepSpec("default", {"frac": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]},
+                      overrides={"steps": 3000, "stop_after_gen": 0, **_SWEEP_CKPT},
+                      doc="S_gen against the training fraction (default preset)"),
 }
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-# --- the plan: one RunConfig per (grid point, seed) ----------------------------------------------------------
+# --- the plan: one RunConfig per (grid point, seed), grouped into chunks --------------------------------------
 
 
 def fmt(v: Any) -> str:
@@ -100,7 +106,13 @@ def plan(spec: SweepSpec, seed_fields: list[str]) -> list[PlannedRun]:
 
 
 def check_all(runs: list[PlannedRun]) -> None:
-    """Every config is valid, before anything is written (as training.run does for one)."""
+    """Every config is valid, before anything is written (as training.run does for one): the cheap checks on
+    every run first, so a bad value answers before torch is imported; then the task and model of each."""
+    for r in runs:
+        try:
+            validate(r.config)
+        except ConfigError as e:
+            raise ConfigError(f"{r.name}: {e}") from None
     from training.run import check
 
     for r in runs:
@@ -110,36 +122,10 @@ def check_all(runs: list[PlannedRun]) -> None:
             raise ConfigError(f"{r.name}: {e}") from None
 
 
-# --- the worker (one per process) ----------------------------------------------------------------------------
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    # A Ctrl-C reaches every process in the group; between runs a worker ignores it (the main process stops the
-    # pool), during one the training loop's own handler saves the state and returns.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)
-
-
-def _run_one(config: dict[str, Any], run_dir: str, resume: bool, preset: str) -> dict[str, Any]:
-    from training.loop import train
-    from training.rundir import RunLock
-
-    path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    lock = RunLock(path).acquire()
-    try:
-        summary = train(RunConfig.from_dict(config), path, resume=resume, progress=False, preset=preset,
-                        log=lambda s: None)
-    finally:
-        lock.release()
-    return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def plan_chunks(configs: list[RunConfig]) -> list[list[int]]:
+    """Indices of `configs` grouped into chunks, each trained by one worker. Today every run is its own chunk;
+    with ensembles: `from training.ensemble import plan_chunks` (shape-compatible runs, grouped where it pays)."""
+    return [[i] for i in range(len(configs))]
 
 
 # --- the sweep directory -------------------------------------------------------------------------------------
@@ -150,15 +136,21 @@ def spec_dict(spec: SweepSpec, seed_fields: list[str]) -> dict[str, Any]:
             "seed_fields": seed_fields}
 
 
-def run_entry(r: PlannedRun, status: str, summary: dict[str, Any] | None = None, error: str = "") -> dict[str, Any]:
+def run_entry(r: PlannedRun, status: str, summary: dict[str, Any] | None = None, error: str = "",
+              seconds: float | None = None) -> dict[str, Any]:
     s = summary or {}
     entry = {"name": r.name, "dir": r.name, "params": r.params, "seed": r.seed, "status": status,
              "budget": r.config.train.steps}
-    for k in ("S_mem", "S_gen", "steps", "switch_step", "seconds"):
+    for k in ("S_mem", "S_gen", "steps"):  # None kept: S_gen null = did not generalise
         if k in s:
             entry[k] = s[k]
-    if "final" in s:
-        entry["final_train_acc"], entry["final_test_acc"] = s["final"]["train_acc"], s["final"]["test_acc"]
+    for k in ("switch_step", "diverged_at"):
+        if s.get(k) is not None:
+            entry[k] = s[k]
+    if seconds is not None:
+        entry["seconds"] = seconds
+    if isinstance(s.get("final"), dict):
+        entry["final_train_acc"], entry["final_test_acc"] = s["final"].get("train_acc"), s["final"].get("test_acc")
     if error:
         entry["error"] = error
     return entry
@@ -182,134 +174,191 @@ def merged(spec: SweepSpec, old: dict[str, Any], seed_fields: list[str]) -> Swee
     return SweepSpec(spec.preset, grid, seeds, spec.overrides, spec.doc)
 
 
+# What a killed run can leave before its first config write: the lock and the (empty) folders the writer makes.
+_STARTUP_DEBRIS = {".lock", "ckpt", "state"}
+
+
 def existing_status(r: PlannedRun, path: Path) -> tuple[str, dict[str, Any] | None]:
-    """'done' (with its summary), 'resume' (state saved), or 'new' (nothing usable there)."""
+    """'done' (with its summary), 'resume' (state saved, not finished) or 'new' (nothing usable there).
+    Done means reached its configured steps (`run_finished`): a summary.json alone is not enough."""
+    from training.rundir import Run, is_run_dir, run_finished
+
     if not path.exists():
         return "new", None
-    if is_run_dir(path):
-        try:
-            raw = json.loads((path / CONFIG).read_text())
-            raw.pop("versions", None), raw.pop("preset", None)
-            cfg = RunConfig.from_dict(raw)
-        except (json.JSONDecodeError, ConfigError, TypeError) as e:
-            raise RunDirError(f"{path / CONFIG}: unreadable config ({e})") from None
-        if cfg != r.config:
-            raise RunDirError(f"{path} holds a run with a different config; remove it or pick another --out")
-        if (path / SUMMARY).exists():
-            return "done", json.loads((path / SUMMARY).read_text())
-        if (path / STATE).exists():
-            return "resume", None
-    return "new", None
+    if not is_run_dir(path):
+        if path.is_dir() and all(p.name in _STARTUP_DEBRIS for p in path.iterdir()):
+            return "new", None
+        raise RunDirError(f"{path} exists and is not a run directory; refusing to write into it")
+    if Run(path).config != r.config:
+        raise RunDirError(f"{path} holds a run with a different config; remove it or pick another --out")
+    if run_finished(path):
+        return "done", Run(path).summary
+    return ("resume" if (path / STATE).exists() else "new"), None
 
 
-def sweep(spec: SweepSpec, out: Path, *, workers: int = 2, threads: int = 1,
-          seed_fields: tuple[str, ...] = ("seed", "batch_seed"), progress: bool = True,
-          log=print) -> dict[str, Any]:
-    """Run (or continue) the sweep into `out`; returns the index written to out/sweep.json."""
-    from tqdm.auto import tqdm
-
+def open_sweep(spec: SweepSpec, out: Path, seed_fields: list[str]) -> tuple[SweepSpec, list[PlannedRun]]:
+    """The spec (joined with the one already in `out`) and its checked runs. Reads only: nothing is written."""
     index_path = out / INDEX
     if index_path.exists():
         try:
             old = json.loads(index_path.read_text())["spec"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            joined = merged(spec, old, seed_fields)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise RunDirError(f"{index_path}: unreadable sweep index ({e})") from None
-        spec = merged(spec, old, list(seed_fields))
-        if spec is None:
+        if joined is None:
             raise RunDirError(f"{out} holds a different sweep (same preset, fixed fields and grid fields needed; "
                               "only grid values or seeds can be added); pick another --out")
-    elif out.exists() and any(out.iterdir()):
+        spec = joined
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"{out} exists and is not a sweep directory (no {INDEX}); refusing to write into it")
-    runs = plan(spec, list(seed_fields))
+    runs = plan(spec, seed_fields)
     check_all(runs)
-    spec_d = spec_dict(spec, list(seed_fields))
-    out.mkdir(parents=True, exist_ok=True)
+    return spec, runs
 
-    entries: dict[str, dict[str, Any]] = {}
-    todo: list[tuple[PlannedRun, bool]] = []
-    for r in runs:
-        status, summary = existing_status(r, out / r.name)
-        if status == "done":
-            entries[r.name] = run_entry(r, "done", summary)
-        else:
-            entries[r.name] = run_entry(r, "pending")
-            todo.append((r, status == "resume"))
 
-    def write_index() -> dict[str, Any]:
-        index = {"spec": spec_d, "runs": [entries[r.name] for r in runs]}
-        atomic_write_json(index_path, index)
+# --- running it: chunks on a backend, the index kept current, Ctrl-C drains ---------------------------------
+
+
+class Progress:
+    """The sweep's index (sweep.json) and its one progress bar, updated as chunks start and finish."""
+
+    def __init__(self, out: Path, spec_d: dict[str, Any], runs: list[PlannedRun], entries: dict[str, dict[str, Any]],
+                 progress: bool):
+        from tqdm.auto import tqdm
+
+        self.out, self.spec_d, self.runs, self.entries = out, spec_d, runs, entries
+        self.running, self.failed = 0, 0
+        done = sum(e["status"] == "done" for e in entries.values())
+        self.bar = tqdm(total=len(runs), initial=done, desc=out.name, unit="run", disable=not progress,
+                        dynamic_ncols=True)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix(running=self.running, failed=self.failed, refresh=True)
+
+    def write(self) -> dict[str, Any]:
+        from training.rundir import atomic_write_json
+
+        index = {"spec": self.spec_d, "runs": [self.entries[r.name] for r in self.runs]}
+        atomic_write_json(self.out / INDEX, index)
         return index
 
-    write_index()
-    if todo:
-        log(f"{len(todo)} of {len(runs)} runs to go ({len(runs) - len(todo)} already done), {workers} workers")
-    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc=out.name, unit="run", disable=not progress,
-               dynamic_ncols=True)
-    ctx = multiprocessing.get_context("spawn")
-    n_workers = max(1, min(workers, len(todo) or 1))
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
-    futures: dict[Future, PlannedRun] = {}
-    interrupted = False
-    # Ctrl-C / SIGTERM: cancel what has not started, let the running workers save their state, record it all
-    handlers = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    queue = iter(todo)
+    def started(self, chunk: list[PlannedRun]) -> None:
+        for r in chunk:
+            self.entries[r.name] = run_entry(r, "running")
+        self.running += len(chunk)
+        self._postfix()
+        self.write()
 
-    def submit_next() -> Future | None:
-        # one run per worker at a time: nothing waits in the pool's queue, so an interrupt leaves no run half-started
-        for r, resume in queue:
-            f = pool.submit(_run_one, r.config.to_dict(), str(out / r.name), resume, spec.preset)
-            futures[f] = r
-            return f
-        return None
+    def finished(self, chunk: list[PlannedRun], results: list[dict[str, Any]]) -> None:
+        self.running -= len(chunk)
+        for r, res in zip(chunk, results):
+            status = {"not_started": "pending"}.get(res["status"], res["status"])
+            self.entries[r.name] = run_entry(r, status, res.get("summary"), res.get("error", ""), res.get("seconds"))
+            if status == "failed":
+                self.failed += 1
+                self.bar.write(f"{r.name}: failed ({res['error']})")
+            elif status == "done":
+                s = res["summary"]
+                self.bar.write(f"{r.name}: S_mem {s.get('S_mem')}, S_gen {s.get('S_gen')} ({res['seconds']:.0f} s)")
+            if status in ("done", "failed"):
+                self.bar.update(1)
+        self._postfix()
+        self.write()
 
+
+def drive(backend, chunks: list[list[PlannedRun]], items_of, stop_file: Path, progress: Progress,
+          stop: dict[str, Any]) -> None:
+    """Keep at most `backend.capacity()` chunks in flight (nothing waits in a queue that a drain would have to
+    empty); once `stop["signal"]` is set, start nothing more, write the stop file and wait for the running chunks
+    to save their state and return."""
+    queue, in_flight = list(reversed(chunks)), {}
     try:
-        pending = {f for f in (submit_next() for _ in range(n_workers)) if f is not None}
-        while pending:
-            try:
-                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            except KeyboardInterrupt:
-                interrupted = True
-                for s in handlers:  # a second signal must not cut the clean-up short
-                    signal.signal(s, signal.SIG_IGN)
-                for f in pending:
-                    f.cancel()
-                for pid in list(getattr(pool, "_processes", {}) or {}):
-                    try:
-                        os.kill(pid, signal.SIGINT)
-                    except ProcessLookupError:
-                        pass
-                done, pending = wait(pending).done, set()
-            for f in done:
-                r = futures[f]
-                if f.cancelled():
-                    entries[r.name] = run_entry(r, "pending")
-                    continue
+        while queue or in_flight:
+            while queue and stop["signal"] is None and len(in_flight) < backend.capacity():
+                chunk = queue.pop()
+                in_flight[backend.submit(items_of(chunk), str(stop_file))] = chunk
+                progress.started(chunk)
+            if stop["signal"] is not None:
+                queue.clear()
+                if not stop_file.exists():
+                    stop_file.write_text("drain\n")
+            for handle in backend.wait(list(in_flight), timeout=0.5) if in_flight else []:
+                chunk = in_flight.pop(handle)
                 try:
-                    summary = f.result()
-                except Exception as e:  # noqa: BLE001  (one failed run does not stop the sweep)
-                    entries[r.name] = run_entry(r, "failed", error=f"{type(e).__name__}: {e}")
-                    bar.write(f"{r.name}: failed ({type(e).__name__}: {e})")
-                else:
-                    status = "interrupted" if summary.get("interrupted") else "done"
-                    entries[r.name] = run_entry(r, status, summary)
-                    if status == "done":
-                        bar.write(f"{r.name}: S_mem {summary['S_mem']}, S_gen {summary['S_gen']} "
-                                  f"({summary['seconds']:.0f} s)")
-                bar.update(1)
-                write_index()
-                if not interrupted and (nxt := submit_next()) is not None:
-                    pending.add(nxt)
+                    results = backend.result(handle)
+                except Exception as e:  # noqa: BLE001  (the worker died: every run of its chunk failed)
+                    from training.sweep_exec import one_line
+
+                    results = [{"status": "failed", "error": one_line(e)}] * len(chunk)
+                progress.finished(chunk, results)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if in_flight:  # an error in the driver itself: the workers still drain and save their state
+            stop_file.write_text("drain\n")
+            backend.close()
+
+
+def sweep(spec: SweepSpec, out: Path, *, backend: Any = "local", workers: int | None = None, threads: int = 1,
+          address: str | None = None, seed_fields: tuple[str, ...] = ("seed", "batch_seed"), progress: bool = True,
+          log=print) -> dict[str, Any]:
+    """Run (or continue) the sweep into `out`; returns the index written to out/sweep.json, with "interrupted".
+    `backend` is "local", "ray" or an opened backend object (training.sweep_exec)."""
+    spec, runs = open_sweep(spec, out, list(seed_fields))  # a bad value answers here, before torch is imported
+    from training.rundir import RunLock
+    from training.sweep_exec import make_backend
+
+    status = {r.name: existing_status(r, out / r.name) for r in runs}
+    if isinstance(backend, str):  # opened (Ray: connected) before anything is created
+        backend = make_backend(backend, workers=workers, threads=threads, address=address)
+    stop: dict[str, Any] = {"signal": None}
+    # From here a signal only asks for a drain: a second one cannot cut the clean-up short.
+    handlers = {s: signal.signal(s, lambda signum, frame: stop.update(signal=signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    lock = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out).acquire()  # one driver per sweep directory
+        stop_file = out / STOP_FILE
+        stop_file.unlink(missing_ok=True)  # left by a driver that was killed while draining
+        entries = {r.name: run_entry(r, "done", s) if st == "done" else run_entry(r, "pending")
+                   for r, (st, s) in ((r, status[r.name]) for r in runs)}
+        todo = [r for r in runs if status[r.name][0] != "done"]
+        if todo:
+            log(f"{len(todo)} of {len(runs)} runs to go ({len(runs) - len(todo)} already done) on "
+                f"{backend.name} with {backend.capacity()} workers")
+        prog = Progress(out, spec_dict(spec, list(seed_fields)), runs, entries, progress)
+        prog.write()
+        chunks = [[todo[i] for i in c] for c in plan_chunks([r.config for r in todo])]
+
+        def items_of(chunk: list[PlannedRun]) -> list[dict[str, Any]]:
+            return [{"name": r.name, "config": r.config.to_dict(), "dir": str(out / r.name),
+                     "resume": status[r.name][0] == "resume", "preset": spec.preset} for r in chunk]
+
+        try:
+            drive(backend, chunks, items_of, stop_file, prog, stop)
+        finally:
+            prog.bar.close()
+            stop_file.unlink(missing_ok=True)
+        index = prog.write()
+    finally:
+        backend.close()
+        if lock is not None:
+            lock.release()
         for s, h in handlers.items():
             signal.signal(s, h)
-        bar.close()
-    index = write_index()
-    index["interrupted"] = interrupted
+    index["interrupted"] = stop["signal"] is not None
     return index
 
 
 # --- command line --------------------------------------------------------------------------------------------
+
+
+def parse_field_value(name: str, text: str, flag: str) -> Any:
+    """A config field's value from the command line: its type, and a finite number that fits 64 bits."""
+    v = parse_value(name, text.strip())
+    if isinstance(v, float) and not math.isfinite(v) or isinstance(v, int) and abs(v) > MAX_INT:
+        raise ConfigError(f"{flag}: {name} must be a finite number, got '{text.strip()}'")
+    return v
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -321,7 +370,13 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         name = name.strip().lstrip("-").replace("-", "_")
         if name not in FIELD_SECTION:
             raise ConfigError(f"--grid: unknown config field '{name}'")
-        vals = [parse_value(name, v.strip()) for v in values.split(",") if v.strip()]
+        if name in grid:
+            raise ConfigError(f"--grid {name} given twice")
+        vals: list[Any] = []
+        for text in (v for v in values.split(",") if v.strip()):
+            v = parse_field_value(name, text, "--grid")
+            if v not in vals:  # a value twice would name two runs alike
+                vals.append(v)
         if not vals:
             raise ConfigError(f"--grid {name}: no values")
         grid[name] = vals
@@ -329,73 +384,70 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
 
 
 def make_parser() -> Parser:
-    p = Parser(prog="python -m training.sweep", description="Run a grid of configs over several seeds in parallel.",
-               formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = Parser(prog="python -m training.sweep", description="Run a grid of configs over several seeds.",
                epilog="Named sweeps: " + "; ".join(f"{k} = {v.doc}" for k, v in SWEEPS.items()))
     p.add_argument("--sweep", default=None, help=f"a named sweep: {', '.join(SWEEPS)}")
     p.add_argument("--preset", default=None, help=f"base config: {', '.join(PRESETS)} (default: the sweep's, or 'default')")
     p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="a config field and its values (repeat for a product grid)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the sweep's, or 0 1 2)")
+    p.add_argument("--seeds", type=nonneg_int, nargs="+", default=None, help="seeds (default: the sweep's, or 0 1 2)")
     p.add_argument("--seed-fields", default="seed,batch_seed", help="config fields a seed sets")
     p.add_argument("--out", type=Path, default=None, help="sweep directory (default: checkpoints/sweep-<name>)")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local worker processes, or Ray (pip install -e .[ray]; shared filesystem)")
+    p.add_argument("--address", default=None, help="Ray: auto or HOST:PORT of a running cluster (default: start "
+                   "a local Ray instance)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="chunks trained at once (default: 2 local; Ray: the cluster's CPUs / --threads)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker")
     p.add_argument("--no-progress", action="store_true")
     for name in FIELD_SECTION:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="V", help=argparse.SUPPRESS)
     return p
 
 
-def spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, str]:
-    if args.sweep is not None and args.sweep not in SWEEPS:
-        raise ConfigError(f"unknown sweep '{args.sweep}' (choose from {', '.join(SWEEPS)})")
+def spec_from_args(args) -> tuple[SweepSpec, str]:
+    require(args.sweep is None or args.sweep in SWEEPS,
+            f"unknown sweep '{args.sweep}' (choose from {', '.join(SWEEPS)})")
     base = SWEEPS[args.sweep] if args.sweep else SweepSpec(args.preset or "default", {})
     preset = args.preset or base.preset
     get_preset(preset)
     grid = {**base.grid, **parse_grid(args.grid)}
-    if not grid:
-        raise ConfigError("nothing to sweep: give --sweep NAME or --grid NAME=V1,V2,...")
-    overrides = {**base.overrides, **{n: parse_value(n, getattr(args, n)) for n in FIELD_SECTION
-                                      if getattr(args, n) is not None}}
+    require(bool(grid), "nothing to sweep: give --sweep NAME or --grid NAME=V1,V2,...")
+    overrides = {**base.overrides, **{n: parse_field_value(n, getattr(args, n), f"--{n.replace('_', '-')}")
+                                      for n in FIELD_SECTION if getattr(args, n) is not None}}
     clash = set(overrides) & set(grid)
-    if clash:
-        raise ConfigError(f"{', '.join(sorted(clash))} is both swept and fixed")
+    require(not clash, f"{', '.join(sorted(clash))} is both swept and fixed")
     seeds = args.seeds if args.seeds is not None else base.seeds
-    if not seeds:
-        raise ConfigError("--seeds: need at least one seed")
+    require(bool(seeds), "--seeds: need at least one seed")
     name = args.sweep or "-".join(grid)
-    return SweepSpec(preset, grid, list(seeds), overrides, base.doc), name
+    return SweepSpec(preset, grid, sorted(set(seeds)), overrides, base.doc), name
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        spec, name = spec_from_args(args)
-        seed_fields = [f.strip() for f in args.seed_fields.split(",") if f.strip()]
-        bad = [f for f in seed_fields if f not in FIELD_SECTION]
-        if bad:
-            raise ConfigError(f"--seed-fields: unknown config field(s) {', '.join(bad)}")
-        if args.workers < 1 or args.threads < 1:
-            raise ConfigError("--workers and --threads must be >= 1")
-        out = args.out if args.out is not None else Path("checkpoints") / f"sweep-{name}"
-        t0 = time.perf_counter()
-        index = sweep(spec, out, workers=args.workers, threads=args.threads, seed_fields=tuple(seed_fields),
-                      progress=not args.no_progress)
-    except (ConfigError, RunDirError) as e:
-        print(f"training.sweep: error: {e}", file=sys.stderr)
-        return 2
+def body(args) -> int:
+    spec, name = spec_from_args(args)
+    seed_fields = [f.strip() for f in args.seed_fields.split(",") if f.strip()]
+    bad = [f for f in seed_fields if f not in FIELD_SECTION]
+    require(not bad, f"--seed-fields: unknown config field(s) {', '.join(bad)}")
+    require(args.address is None or args.backend == "ray", "--address is for --backend ray")
+    out = args.out if args.out is not None else Path("checkpoints") / f"sweep-{name}"
+    t0 = time.perf_counter()
+    index = sweep(spec, out, backend=args.backend, workers=args.workers, threads=args.threads, address=args.address,
+                  seed_fields=tuple(seed_fields), progress=not args.no_progress)
     print(table(index))
     runs = index["runs"]
     n_done = sum(r["status"] == "done" for r in runs)
     print(f"{n_done}/{len(runs)} runs done in {time.perf_counter() - t0:.0f} s: {out / INDEX}")
+    failed = [r for r in runs if r["status"] == "failed"]
+    if failed:
+        print(f"{len(failed)} failed:\n" + "\n".join(f"  {r['name']}: {r.get('error', '?')}" for r in failed))
     if index.get("interrupted"):
         print("interrupted; run the same command again to continue")
-        return 130
-    if any(r["status"] == "failed" for r in runs):
-        return 1
-    print(f"analyse: python -m analyses.hypotheses {out}")
-    return 0
+        return EXIT_INTERRUPTED
+    if failed:
+        return EXIT_FAILED
+    print(f"analyse: python -m analyses.sweep {out}")
+    return EXIT_OK
 
 
 def _median(v: list[int]) -> str:
@@ -405,7 +457,7 @@ def _median(v: list[int]) -> str:
 
 
 def table(index: dict[str, Any]) -> str:
-    """Per grid point: runs done, how many generalised, median S_mem and S_gen."""
+    """Per grid point: runs done, how many generalised, median S_mem and S_gen (analyses.sweep says more)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in index["runs"]:
         groups.setdefault(", ".join(f"{k}={fmt(v)}" for k, v in r["params"].items()), []).append(r)
@@ -416,6 +468,10 @@ def table(index: dict[str, Any]) -> str:
         mem = [r["S_mem"] for r in done if r.get("S_mem") is not None]
         lines.append(f"{point:<36} {len(done):>2}/{len(rs):<2} {len(gen):>5} {_median(mem):>8} {_median(gen):>8}")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_entry("training.sweep", make_parser, body, argv)
 
 
 if __name__ == "__main__":

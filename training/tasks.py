@@ -22,6 +22,9 @@ import numpy as np
 import torch
 
 from training.config import ConfigError, TaskConfig
+# The tables of the modular tasks and the shape checks live in training.taskshape, which needs no torch.
+from training.taskshape import (ALIASES, GROUP_TASKS, MOD_OPS, TASK_NAMES, TEACHER_WIDTHS, ModOp,  # noqa: F401
+                                is_prime, task_shape)
 
 
 @dataclass
@@ -74,45 +77,6 @@ def random_split(n: int, frac: float, seed: int) -> tuple[torch.Tensor, torch.Te
     return perm[:n_train].sort().values, perm[n_train:].sort().values
 
 
-def is_prime(n: int) -> bool:
-    return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
-
-
-# --- binary operations mod p -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModOp:
-    """c = fn(x, y) mod p on numpy int64 arrays; `prime` when the operation needs a field (division)."""
-
-    expr: str
-    fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
-    prime: bool = False
-    nonzero_y: bool = False
-
-
-def _inv(y: np.ndarray, p: int) -> np.ndarray:
-    return np.array([pow(int(v), -1, p) for v in y.ravel()], dtype=np.int64).reshape(y.shape)
-
-
-MOD_OPS: dict[str, ModOp] = {
-    "add": ModOp("x+y", lambda x, y, p: (x + y) % p),
-    "sub": ModOp("x-y", lambda x, y, p: (x - y) % p),
-    "mul": ModOp("x*y", lambda x, y, p: (x * y) % p),
-    "div": ModOp("x/y", lambda x, y, p: (x * _inv(y, p)) % p, prime=True, nonzero_y=True),
-    "div_odd_sub": ModOp("x/y if y odd else x-y",
-                         lambda x, y, p: np.where(y % 2 == 1, (x * _inv(np.maximum(y, 1), p)) % p, (x - y) % p),
-                         prime=True),
-    "sq_sum": ModOp("x^2+y^2", lambda x, y, p: (x * x + y * y) % p),
-    "quad": ModOp("x^2+xy+y^2", lambda x, y, p: (x * x + x * y + y * y) % p),
-    "quad_x": ModOp("x^2+xy+y^2+x", lambda x, y, p: (x * x + x * y + y * y + x) % p),
-    "cubic": ModOp("x^3+xy", lambda x, y, p: (x * x % p * x + x * y) % p),
-    "cubic_y": ModOp("x^3+xy^2+y", lambda x, y, p: (x * x % p * x + x * (y * y % p) + y) % p),
-}
-# The expressions work as task names too: --task "x/y".
-ALIASES = {op.expr: name for name, op in MOD_OPS.items()}
-
-
 def modular_task(name: str) -> Callable[[TaskConfig], TaskData]:
     op = MOD_OPS[name]
 
@@ -136,8 +100,7 @@ def kadd(cfg: TaskConfig) -> TaskData:
     p, k = cfg.p, cfg.k
     if k < 2:
         raise ConfigError(f"--k must be >= 2 for kadd, got {k}")
-    if p**k > 5_000_000:
-        raise ConfigError(f"kadd with p={p}, k={k} has {p**k} tuples; keep p^k <= 5e6")
+    task_shape(cfg)  # p**k is checked there without computing it
     tuples = np.array(list(itertools.product(range(p), repeat=k)), dtype=np.int64)
     inputs = torch.from_numpy(np.concatenate([tuples, np.full((len(tuples), 1), p)], axis=1))
     train_idx, test_idx = random_split(len(inputs), cfg.frac, cfg.split_seed)
@@ -176,26 +139,19 @@ def group_task(name: str, expr: str) -> Callable[[TaskConfig], TaskData]:
     return build
 
 
-GROUP_TASKS = {"group_mul": "x*y", "group_conj": "x*y*x^-1", "group_xyx": "x*y*x"}
 for _name, _expr in GROUP_TASKS.items():
     TASKS[_name] = group_task(_name, _expr)
 
 
 def build_task(cfg: TaskConfig) -> TaskData:
-    name = ALIASES.get(cfg.task, cfg.task)
-    if name not in TASKS:
-        raise ConfigError(f"unknown task '{cfg.task}' (choose from {', '.join(TASKS)}; or an expression such as "
-                          f"'x/y')")
-    return TASKS[name](cfg)
+    """The task's full table; every constraint of `training.taskshape.task_shape` is checked first."""
+    return TASKS[task_shape(cfg).name](cfg)
 
 
 # --- vector tasks (Omnigrok): teacher-student regression and image classification -----------------------------
 #
 # Each keeps its samples in one table: the training samples first, then the test samples, so train_idx is
 # 0..n_train-1 and test_idx the rest. The sampled inputs and the teacher are drawn from `split_seed`.
-
-TEACHER_WIDTHS = (5, 100, 100, 5)
-
 
 def teacher_net(seed: int, widths: tuple[int, ...] = TEACHER_WIDTHS) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A tanh MLP teacher at alpha 1: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as nn.Linear
@@ -357,3 +313,4 @@ def parity(cfg: TaskConfig) -> TaskData:
 
 
 TASKS["parity"] = parity
+assert set(TASKS) == set(TASK_NAMES), "training.taskshape.TASK_NAMES must list every task"

@@ -117,6 +117,10 @@ def test_bad_input(s4_run, tmp_path, capsys):
     one_line_error(cosets_main(capsys, s4_run, "--bogus"), "unrecognized arguments")
     one_line_error(cosets_main(capsys, s4_run, "--subgroup", "(0 7)"), "--subgroup")
     one_line_error(cosets_main(capsys, s4_run, "--subgroup", "banana"), "--subgroup")
+    one_line_error(cosets_main(capsys, s4_run, "--alpha", "nan"), "--alpha")
+    one_line_error(cosets_main(capsys, s4_run, "--min-ari", "2"), "--min-ari")
+    one_line_error(cosets_main(capsys, s4_run, "--seed", "-1"), "--seed")
+    one_line_error(cosets_main(capsys, s4_run, "--n-nul", "5"), "unrecognized arguments")
     one_line_error(cosets_cli(modular), "not a group task")  # the same from the shell
 
 

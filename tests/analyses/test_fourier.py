@@ -23,8 +23,16 @@ def run_analysis(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_analysis_writes_json_figures_and_phases(grokked_run):
-    before = json.loads((grokked_run / "summary.json").read_text())
-    r = run_analysis(grokked_run)
+    """Also: an analysis of a run that is still training (its writer holds the lock) neither waits for the lock
+    nor touches any file the training loop owns."""
+    from training.rundir import RunLock
+
+    lock = RunLock(grokked_run).acquire()  # as the training loop holds it while it runs
+    owned_by_training = {p: p.read_bytes() for p in grokked_run.rglob("*") if p.is_file()}
+    try:
+        r = run_analysis(grokked_run)
+    finally:
+        lock.release()
     assert r.returncode == 0, r.stderr
     out = grokked_run / "analyses"
     result = json.loads((out / "fourier.json").read_text())
@@ -47,11 +55,14 @@ def test_analysis_writes_json_figures_and_phases(grokked_run):
         assert loss == pytest.approx(logged[t]["test_loss"], rel=1e-3, abs=1e-6)
     for name in ("fourier_embedding.png", "fourier_clusters.png", "fourier_progress.png"):
         assert (out / name).stat().st_size > 10_000, name
-    summary = json.loads((grokked_run / "summary.json").read_text())
-    assert {k: summary[k] for k in before} == before  # the training summary is kept, phases added
-    ph = summary["phases"]
-    assert ph == result["phases"]
+    # the phases go into fourier.json; every file the training loop owns (summary.json included) is untouched
+    ph = result["phases"]
     assert ph["memorisation_end"] < ph["circuit_formation_end"] < ph["cleanup_end"]
+    assert {p: p.read_bytes() for p in owned_by_training} == owned_by_training
+    new = {p.relative_to(grokked_run).parts[0] for p in grokked_run.rglob("*") if p.is_file()} - \
+        {p.relative_to(grokked_run).parts[0] for p in owned_by_training}
+    assert new == {"analyses"}
+    assert "phases" not in json.loads((grokked_run / "summary.json").read_text())
     assert not list(grokked_run.rglob("*.tmp*"))
 
 
@@ -117,3 +128,56 @@ def test_bad_options(grokked_run, capsys):
     assert "--threshold" in capsys.readouterr().err
     r = run_analysis(grokked_run, "--bogus")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unrecognized" in r.stderr
+
+
+def _nan_checkpoint(run_dir, step):
+    from safetensors.torch import load_file, save_file
+
+    path = Run(run_dir).checkpoint_path(step)
+    w = load_file(path)
+    w[next(iter(w))][:] = float("nan")
+    save_file(w, path)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("summary_list", "summary.json"),
+    ("summary_garbage", "summary.json"),
+    ("split_garbage", "split.json"),
+    ("split_list", "split.json"),
+    ("metrics_row", "metrics.jsonl"),
+    ("nan_reference", "NaN"),
+])
+def test_damaged_run_is_one_line_and_writes_nothing(grokked_run, damage, words, capsys):
+    """Every input is checked before anything is written: no analyses/ folder appears, nothing else changes."""
+    if damage == "summary_list":
+        (grokked_run / "summary.json").write_text("[1, 2]")
+    elif damage == "summary_garbage":
+        (grokked_run / "summary.json").write_text('{"S_mem": ')
+    elif damage == "split_garbage":
+        (grokked_run / "split.json").write_bytes(b"\x00garbage")
+    elif damage == "split_list":
+        (grokked_run / "split.json").write_text("[1, 2, 3]")
+    elif damage == "metrics_row":
+        (grokked_run / "metrics.jsonl").write_text('{"foo": 1}\n')
+    else:
+        _nan_checkpoint(grokked_run, Run(grokked_run).steps[-1])
+    before = {p: p.read_bytes() for p in grokked_run.rglob("*") if p.is_file()}
+    assert cli.main([str(grokked_run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not (grokked_run / "analyses").exists()
+    assert {p: p.read_bytes() for p in grokked_run.rglob("*") if p.is_file()} == before
+
+
+def test_checkpoint_with_nan_among_good_ones_is_skipped(grokked_run, capsys):
+    run = Run(grokked_run)
+    bad = run.steps[len(run.steps) // 2]
+    _nan_checkpoint(grokked_run, bad)
+    assert cli.main([str(grokked_run), "--no-progress"]) == 0
+    assert "NaN" in capsys.readouterr().err
+    result = json.loads((grokked_run / "analyses" / "fourier.json").read_text())
+    assert result["skipped"][0]["step"] == bad
+
+
+def test_threshold_default_is_the_probes(grokked_run):
+    assert cli.CLUSTER_THRESHOLD == fourier.CLUSTER_THRESHOLD

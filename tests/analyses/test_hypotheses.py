@@ -15,6 +15,8 @@ def fake_sweep(path, grid, outcomes, budget=1000):
         for seed, (s_mem, s_gen) in enumerate(outcomes[v]):
             d = f"{name}={v}_seed={seed}"
             (path / d).mkdir(parents=True)
+            # finished = summary at the configured steps (rundir.run_finished reads both files)
+            (path / d / "config.json").write_text(json.dumps({"train": {"steps": budget}}))
             (path / d / "summary.json").write_text(json.dumps({"S_mem": s_mem, "S_gen": s_gen, "steps": budget,
                                                                "final": {"test_acc": 1.0 if s_gen else 0.6}}))
             runs.append({"name": d, "dir": d, "params": {name: v}, "seed": seed, "status": "done", "budget": budget})
@@ -45,6 +47,30 @@ def test_threshold_is_the_start_of_the_trailing_block_that_never_generalises(gen
     rows = [{"value": v, "S_mem": 10, "S_gen": 50 if g else None, "switch_step": None, "budget": 100}
             for v, g in zip([1, 2, 3], gen)]
     assert summarise(rows, [1, 2, 3])["threshold"] == threshold
+
+
+def test_a_sweep_whose_smallest_value_never_generalises_reports_the_lower_threshold(tmp_path, capsys):
+    # the frac=0.3,0.5,0.7 sweep of `default`: neither 0.3 run generalised within 1500 steps. This printed
+    # "threshold: not reached (some run generalised within 1500 steps at every value)".
+    outcomes = {0.3: [(80, None), (90, None)], 0.5: [(70, 900), (75, 1000)], 0.7: [(60, 500), (60, 550)]}
+    fake_sweep(tmp_path, {"frac": [0.3, 0.5, 0.7]}, outcomes, budget=1500)
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "not reached" not in out
+    assert "no run generalises within 1500 steps for frac <= 0.3 (first generalising value 0.5)" in out
+    res = json.loads((tmp_path / "analyses" / "hypotheses.json").read_text())
+    assert res["threshold"] is None and res["threshold_below"] == 0.3
+
+
+def test_an_unfinished_run_with_a_summary_is_not_counted(tmp_path):
+    # an analysis may write summary.json into a run still training: only a run at its configured steps counts
+    fake_sweep(tmp_path, {"label_noise": [0.0, 0.1, 0.2, 0.3]}, OUTCOMES)
+    d = tmp_path / "label_noise=0.3_seed=0"
+    (d / "summary.json").write_text(json.dumps({"S_mem": 5, "S_gen": 7, "steps": 400}))
+    assert main([str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "analyses" / "hypotheses.json").read_text())
+    p = {q["value"]: q for q in res["points"]}
+    assert p[0.3]["runs"] == 1 and p[0.3]["generalised"] == 0 and res["threshold"] == 0.2
 
 
 def test_bad_input(tmp_path, capsys):

@@ -64,16 +64,49 @@ def test_landscape_of_a_parameter_group(teacher_run, capsys):
     (reduced_landscape, ["--preset", "nope"], "unknown preset"),
     (reduced_landscape, ["{run}", "--alphas", "1,x"], "--alphas"),
     (reduced_landscape, ["{run}", "--set", "bogus=1"], "unknown config field"),
+    (reduced_landscape, ["{run}", "--alphas", "nan"], "--alphas"),
+    (reduced_landscape, ["{run}", "--alphas", "1,inf"], "--alphas"),
+    (reduced_landscape, ["{run}", "--set", "lr=nan"], "--lr"),
+    (reduced_landscape, ["{run}", "--set", "p=1e400"], "--p"),
+    (reduced_landscape, ["{run}", "--steps", "1e400"], "--steps"),
+    (reduced_landscape, ["{run}", "--ste", "5"], "unrecognized"),
+    (reduced_landscape, ["--preset", "omnigrok-teacher", "--out", "/dev/null/x"], "not a directory"),
+    (landscape, ["{run}", "--span", "nan"], "--span"),
+    (landscape, ["{run}", "--span", "1"], "--span"),
+    (landscape, ["{run}", "--group", "["], "not a regular expression"),
+    (landscape, ["{run}", "--n-norms", "1e400"], "--n-norms"),
+    (landscape, ["{run}", "--n-norm", "5"], "unrecognized"),
 ])
 def test_bad_input_is_one_line_and_keeps_earlier_results(teacher_run, tmp_path, capsys, module, args, words):
     out_dir = teacher_run / "analyses"
     before = {p.name: p.read_bytes() for p in out_dir.iterdir()} if out_dir.exists() else {}
     argv = [a.format(tmp=tmp_path, run=teacher_run) for a in args]
-    assert module.main(argv) == 2
+    try:
+        code = module.main(argv)
+    except SystemExit as e:  # argparse's errors exit from inside parse_args
+        code = e.code
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
     after = {p.name: p.read_bytes() for p in out_dir.iterdir()} if out_dir.exists() else {}
     assert after == before
+
+
+def test_checkpoint_with_nan_weights_is_one_line_and_writes_nothing(teacher_run, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = shutil.copytree(teacher_run, tmp_path / "run")
+    shutil.rmtree(run / "analyses", ignore_errors=True)
+    last = max((run / "ckpt").iterdir(), key=lambda p: int(p.stem.split("_")[1]))
+    w = load_file(last)
+    w[next(iter(w))][:] = float("nan")
+    save_file(w, last)
+    assert landscape.main([str(run), "--steps", "last", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN" in err[0] and str(last) in err[0]
+    assert not (run / "analyses").exists()
 
 
 def test_command_line_error_has_no_traceback(tmp_path):

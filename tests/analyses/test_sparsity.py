@@ -1,6 +1,7 @@
 """`python -m analyses.sparsity RUN_DIR` on a tiny parity run and a tiny transformer run; bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,23 @@ def test_corrupt_checkpoint_exits_2_and_keeps_earlier_results(tmp_path, capsys):
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     _one_line_exit_2(capsys, [str(path), "--no-progress", "--no-tsne"], ckpt.name)
     assert (path / "analyses" / "sparsity.json").read_bytes() == before
+
+
+def test_nan_weights_and_garbage_files_exit_2_and_write_nothing(tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    good = tmp_path / "good"
+    train(tiny_parity(steps=20, stop_after_gen=-1), good, progress=False)
+    for damage, words in (("nan", "NaN"), ("summary", "summary.json"), ("split", "split.json")):
+        path = Path(shutil.copytree(good, tmp_path / damage))
+        if damage == "nan":
+            ckpt = sorted((path / "ckpt").iterdir())[-1]
+            w = load_file(ckpt)
+            w[next(iter(w))][:] = float("nan")
+            save_file(w, ckpt)
+        else:
+            (path / f"{damage}.json").write_text("{")
+        _one_line_exit_2(capsys, [str(path), "--no-progress", "--no-tsne"], words)
+        assert not (path / "analyses").exists()

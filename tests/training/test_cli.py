@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -94,56 +93,101 @@ def _metrics_without_time(path):
     return [{k: v for k, v in r.items() if k != "time"} for r in rows]
 
 
-def _start(args, out):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _start(args, out, env=()):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **dict(env)}
     return subprocess.Popen([sys.executable, "-m", "training.run", "--no-progress", *args, "--out", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_state(out, proc, timeout=120):
-    t = time.time()
-    while not (out / "state" / "state.safetensors").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() - t < timeout
-        time.sleep(0.05)
-
-
 RESUMABLE = ["--p", "23", "--frac", "0.5", "--d-model", "32", "--n-heads", "4", "--d-head", "8", "--d-mlp", "64",
-             "--steps", "1200", "--eval-every", "10", "--device", "cpu", "--lr", "3e-3"]
+             "--steps", "300", "--eval-every", "10", "--device", "cpu", "--lr", "3e-3"]
+MINIBATCH = ["--batch-size", "64", "--dropout", "0.1"]
+KILL_AT = 150  # memorised by step 140, so the run is mid-transition
+
+
+@pytest.fixture(scope="module")
+def reference_runs(tmp_path_factory):
+    """Uninterrupted runs to compare against, one per batch mode, made on first use."""
+    made = {}
+
+    def get(extra):
+        key = tuple(extra)
+        if key not in made:
+            made[key] = tmp_path_factory.mktemp("ref") / "run"
+            r = run_cli(*RESUMABLE, *extra, "--out", str(made[key]))
+            assert r.returncode == 0, r.stderr
+        return made[key]
+
+    return get
+
+
+def _state_step(run_dir):
+    from training.rundir import metadata
+
+    path = run_dir / "state" / "state.safetensors"
+    return json.loads(metadata(path)["state"])["step"] if path.exists() else None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["--batch-size", "64", "--dropout", "0.1"]], ids=["full-batch", "minibatch-dropout"])
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, extra):
-    args = RESUMABLE + extra
-    ref, cut = tmp_path / "ref", tmp_path / "cut"
-    assert run_cli(*args, "--out", str(ref)).returncode == 0
-
-    proc = _start(args, cut)
-    _wait_for_state(cut, proc)
-    time.sleep(random.uniform(0.2, 1.5))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (cut / "summary.json").exists(), "the run finished before the kill; make it longer"
+@pytest.mark.parametrize("extra, during",
+                         [([], ""), (MINIBATCH, ""), ([], "metrics"), (MINIBATCH, "ckpt"), ([], "state")],
+                         ids=["full-batch", "minibatch-dropout", "full-batch-mid-metrics-append",
+                              "minibatch-dropout-mid-checkpoint-write", "full-batch-mid-state-write"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference_runs, extra, during):
+    """The loop SIGKILLs itself at step 150 (GROKSCOPE_KILL_AT_STEP), after that step's writes or in the middle of
+    one (GROKSCOPE_KILL_DURING); --resume then ends bit-identical to a run never killed. No sleeps, no timing."""
+    ref, cut = reference_runs(extra), tmp_path / "cut"
+    proc = _start(RESUMABLE + extra, cut, {"GROKSCOPE_KILL_AT_STEP": str(KILL_AT), "GROKSCOPE_KILL_DURING": during})
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, stderr
+    assert not (cut / "summary.json").exists()
+    temps = [p for p in cut.rglob(".*.tmp*")]
+    if during == "":
+        assert _state_step(cut) == KILL_AT and _metrics_without_time(cut / "metrics.jsonl")[-1]["step"] == KILL_AT
+    elif during == "metrics":  # half a row, no newline: the torn tail that resume drops
+        assert not (cut / "metrics.jsonl").read_text().endswith("\n") and _state_step(cut) in (None, *range(KILL_AT))
+    else:  # the temporary was written, the rename never happened
+        assert [p.parent.name for p in temps] == ["ckpt" if during == "ckpt" else "state"]
+        assert during != "state" or _state_step(cut) in (None, *range(KILL_AT))
 
     r = run_cli("--resume", str(cut))
     assert r.returncode == 0, r.stderr
+    assert not list(cut.rglob(".*.tmp*"))  # stale temporaries removed when the run was opened again
     assert _metrics_without_time(cut / "metrics.jsonl") == _metrics_without_time(ref / "metrics.jsonl")
-    a, b = load_file(ref / "ckpt" / "step_1200.safetensors"), load_file(cut / "ckpt" / "step_1200.safetensors")
+    a, b = load_file(ref / "ckpt" / "step_300.safetensors"), load_file(cut / "ckpt" / "step_300.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert sorted(os.listdir(ref / "ckpt")) == sorted(os.listdir(cut / "ckpt"))
+
+
+def _wait_for_metrics_step(out, proc, step):
+    """Until metrics.jsonl has a row at `step` or later; the run is far too long to finish first."""
+    hang_guard = time.time() + 900  # not a speed check: only so that a hung process cannot hang the suite
+    while time.time() < hang_guard:
+        assert proc.poll() is None, proc.communicate()
+        rows = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+        if any(line.endswith("}") and json.loads(line)["step"] >= step for line in rows):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no metrics row at step {step} after 15 minutes: the run hangs")
 
 
 @pytest.mark.slow
 def test_ctrl_c_saves_and_exits_cleanly_and_a_second_writer_is_refused(tmp_path):
     out = tmp_path / "run"
-    proc = _start(RESUMABLE, out)
-    _wait_for_state(out, proc)
-    r = run_cli("--resume", str(out))  # the first process still holds the run
-    assert r.returncode == 2 and "another process" in r.stderr
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    long_run = [*RESUMABLE, "--steps", "1000000"]  # the later --steps wins; a million steps: never done first
+    proc = _start(long_run, out)
+    try:
+        _wait_for_metrics_step(out, proc, 20)
+        r = run_cli("--resume", str(out))  # the first process still holds the run
+        assert r.returncode == 2 and f"another process (pid {proc.pid})" in r.stderr
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted at step" in stdout
-    r = run_cli("--resume", str(out))
+    reached = _state_step(out)
+    steps = (reached // 10 + 2) * 10
+    r = run_cli("--resume", str(out), "--steps", str(steps))
     assert r.returncode == 0, r.stderr
-    assert json.loads((out / "summary.json").read_text())["steps"] == 1200
+    assert json.loads((out / "summary.json").read_text())["steps"] == steps
+    assert [r["step"] for r in _metrics_without_time(out / "metrics.jsonl")] == list(range(0, steps + 1, 10))

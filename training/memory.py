@@ -1,0 +1,108 @@
+"""How much memory a config asks for, estimated from the config alone, and the limit it must fit in.
+
+`training.config.validate` refuses a config whose estimate is over the limit, so `--p 100000` (a table of 1e10
+examples) ends in one line naming the estimate and the limit instead of a MemoryError or the OOM killer, before
+anything is allocated or written. The estimate is rough on purpose (within a small factor of the peak resident
+memory): the task table with the copies made while building it, the parameters with their gradients, optimiser
+moments and a checkpoint copy, the activations of one training batch forward and backward, and the evaluation's
+outputs over the whole table.
+
+The limit is 80% of physical memory; `GROKSCOPE_MEMORY_LIMIT` overrides it (bytes, or with a unit: 512M, 16G,
+1.5T; "none" switches the check off).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from training.errors import ConfigError
+
+LIMIT_ENV = "GROKSCOPE_MEMORY_LIMIT"
+PHYSICAL_SHARE = 0.8
+EVAL_CHUNK = 16384  # examples per evaluation forward pass (training.loop.EVAL_CHUNK)
+UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every platform names these
+        return None
+
+
+def memory_limit() -> tuple[int | None, str]:
+    """(limit in bytes or None for no limit, where it comes from)."""
+    text = os.environ.get(LIMIT_ENV, "").strip()
+    if text:
+        if text.lower() == "none":
+            return None, f"{LIMIT_ENV}=none"
+        m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?", text, re.IGNORECASE)
+        if not m:
+            raise ConfigError(f"{LIMIT_ENV}='{text}': expected a size such as 16G, 512M or 1000000000, or 'none'")
+        return int(float(m.group(1)) * UNITS[m.group(2).upper()]), f"{LIMIT_ENV}={text}"
+    phys = physical_memory()
+    if phys is None:
+        return None, "physical memory unknown"
+    return int(PHYSICAL_SHARE * phys), f"{PHYSICAL_SHARE:.0%} of {fmt_bytes(phys)} physical memory"
+
+
+def fmt_bytes(n: int | float) -> str:
+    x = float(min(n, 2**1000))  # hostile sizes make integers too large for a float
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if x < 1024:
+            return f"{x:.3g} {unit}"
+        x /= 1024
+    return f"{x:.3g} PiB"
+
+
+def n_params(m, s) -> int:
+    """Parameters of `training.models.build_model(m, data)` for a task of shape `s` (TaskShape)."""
+    if m.model == "transformer":
+        ln = 2 * m.d_model if m.normalization_type == "LN" else 0  # weight and bias of one LayerNorm
+        block = 4 * m.n_heads * m.d_head * m.d_model + 2 * m.d_model * m.d_mlp + m.d_mlp + m.d_model + 2 * ln
+        return (s.d_vocab + s.n_ctx) * m.d_model + m.n_layers * block + m.d_model * s.d_vocab_out + ln
+    if m.model == "lstm":
+        return s.d_vocab * m.d_model + m.n_layers * 8 * m.d_model * (m.d_model + 1) + m.d_model * s.d_vocab_out
+    n_ops = max(s.n_ctx - 1, 1)
+    d_in = n_ops * m.d_model if s.d_vocab else s.d_in
+    widths = [d_in] + [m.d_mlp] * m.n_layers
+    hidden = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    return n_ops * s.d_vocab * m.d_model * (s.d_vocab > 0) + hidden + (widths[-1] + 1) * s.d_vocab_out
+
+
+def activations_per_example(m, s) -> int:
+    """Floats one example keeps for the backward pass (forward outputs of every layer, logits in float64)."""
+    out = 3 * s.d_vocab_out
+    if m.model == "transformer":
+        attn = 4 * m.n_heads * m.d_head + 2 * m.n_heads * s.n_ctx
+        return s.n_ctx * (2 * m.d_model + m.n_layers * (attn + 4 * m.d_model + 2 * m.d_mlp)) + out
+    if m.model == "lstm":
+        return s.n_ctx * m.d_model * (1 + 8 * m.n_layers) + out
+    return (s.d_in or max(s.n_ctx - 1, 1) * m.d_model) + 3 * m.n_layers * m.d_mlp + out
+
+
+def estimate(cfg, shape) -> dict[str, int]:
+    """Bytes by part for `cfg` (a RunConfig) and its task's `shape` (training.taskshape.TaskShape)."""
+    m, s = cfg.model, shape
+    if s.d_vocab:  # token table [n, n_ctx] and labels [n], int64, built through ~3 numpy/torch copies
+        data = 3 * s.n * (s.n_ctx + 1) * 8
+    else:  # float32 inputs [n, d_in] (+ a normalised copy) and labels or targets
+        data = 2 * s.n * s.d_in * 4 + s.n * max(s.d_vocab_out, 1) * 8
+    params = n_params(m, s) * 4 * 5  # weights, gradients, two Adam moments, one checkpoint/state copy
+    batch = s.n_train if cfg.optim.batch_size == 0 else min(cfg.optim.batch_size, s.n_train)
+    per_example = activations_per_example(m, s) * 4
+    train = 2 * batch * per_example  # forward activations and their gradients
+    evaluate = min(s.n, EVAL_CHUNK) * per_example + s.n * s.d_vocab_out * 4 * 3  # all outputs kept, float64 loss
+    return {"data": data, "model and optimiser": params, "activations": max(train, evaluate)}
+
+
+def check_memory(cfg, shape) -> None:
+    """ConfigError naming the estimate and the limit when `cfg` would not fit."""
+    parts = estimate(cfg, shape)
+    total = sum(parts.values())
+    limit, source = memory_limit()
+    if limit is not None and total > limit:
+        detail = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in parts.items())
+        raise ConfigError(f"this config needs about {fmt_bytes(total)} of memory ({detail}) but the limit is "
+                          f"{fmt_bytes(limit)} ({source}; set {LIMIT_ENV} to change it)")

@@ -1,0 +1,164 @@
+"""What a task config asks for, worked out without building anything (and without importing torch).
+
+`task_shape(cfg)` checks the task's own constraints (name, prime modulus, group, k, sizes) and returns the sizes
+the task will have; `training.config.validate` uses it to refuse a bad config, and to estimate the memory a run
+needs, before any tensor is allocated. `training.tasks` builds the tasks from the same tables (`MOD_OPS`, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from training.errors import ConfigError
+
+# --- binary operations mod p (their builders live in training.tasks) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModOp:
+    """c = fn(x, y) mod p on numpy int64 arrays; `prime` when the operation needs a field (division)."""
+
+    expr: str
+    fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+    prime: bool = False
+    nonzero_y: bool = False
+
+
+def _inv(y: np.ndarray, p: int) -> np.ndarray:
+    return np.array([pow(int(v), -1, p) for v in y.ravel()], dtype=np.int64).reshape(y.shape)
+
+
+MOD_OPS: dict[str, ModOp] = {
+    "add": ModOp("x+y", lambda x, y, p: (x + y) % p),
+    "sub": ModOp("x-y", lambda x, y, p: (x - y) % p),
+    "mul": ModOp("x*y", lambda x, y, p: (x * y) % p),
+    "div": ModOp("x/y", lambda x, y, p: (x * _inv(y, p)) % p, prime=True, nonzero_y=True),
+    "div_odd_sub": ModOp("x/y if y odd else x-y",
+                         lambda x, y, p: np.where(y % 2 == 1, (x * _inv(np.maximum(y, 1), p)) % p, (x - y) % p),
+                         prime=True),
+    "sq_sum": ModOp("x^2+y^2", lambda x, y, p: (x * x + y * y) % p),
+    "quad": ModOp("x^2+xy+y^2", lambda x, y, p: (x * x + x * y + y * y) % p),
+    "quad_x": ModOp("x^2+xy+y^2+x", lambda x, y, p: (x * x + x * y + y * y + x) % p),
+    "cubic": ModOp("x^3+xy", lambda x, y, p: (x * x % p * x + x * y) % p),
+    "cubic_y": ModOp("x^3+xy^2+y", lambda x, y, p: (x * x % p * x + x * (y * y % p) + y) % p),
+}
+# The expressions work as task names too: --task "x/y".
+ALIASES = {op.expr: name for name, op in MOD_OPS.items()}
+GROUP_TASKS = {"group_mul": "x*y", "group_conj": "x*y*x^-1", "group_xyx": "x*y*x"}
+VECTOR_TASKS = ("teacher", "digits", "mnist", "parity")
+TASK_NAMES = (*MOD_OPS, "kadd", *GROUP_TASKS, *VECTOR_TASKS)  # training.tasks.TASKS has exactly these keys
+KADD_MAX_TUPLES = 5_000_000
+TEACHER_WIDTHS = (5, 100, 100, 5)
+DIGITS_IMAGES = 1797  # scikit-learn's 8x8 digits
+MNIST_TRAIN, MNIST_TEST = 60_000, 10_000  # the standard IDX files (the real count is checked when they are read)
+
+
+def is_prime(n: int) -> bool:
+    """Deterministic Miller-Rabin: exact below 3.3e24, instant for any 64-bit --p (trial division up to
+    sqrt(2^63) would take hours)."""
+    if n < 2:
+        return False
+    bases = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+    if n in bases:
+        return True
+    if any(n % b == 0 for b in bases):
+        return False
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in bases:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """Sizes of a task's table: n examples (n_train of them for training), n_ctx tokens (or d_in features)."""
+
+    name: str
+    n: int
+    n_train: int
+    n_ctx: int
+    d_vocab: int
+    d_vocab_out: int
+    d_in: int = 0
+
+
+def canonical_task(task: str) -> str:
+    name = ALIASES.get(task, task)
+    if name not in TASK_NAMES:
+        raise ConfigError(f"unknown task '{task}' (choose from {', '.join(TASK_NAMES)}; or an expression such as "
+                          f"'x/y')")
+    return name
+
+
+def task_shape(cfg) -> TaskShape:
+    """The sizes `training.tasks.build_task(cfg)` will produce, or ConfigError for a config it would refuse.
+
+    `cfg` is a `TaskConfig` whose values have passed `training.config.validate`'s range checks."""
+    name = canonical_task(cfg.task)
+    if name in MOD_OPS:
+        op, p = MOD_OPS[name], cfg.p
+        n = p * (p - 1 if op.nonzero_y else p)
+        if op.prime and not is_prime(p):
+            raise ConfigError(f"task '{name}' ({op.expr}) needs a prime modulus; --p {p} is not prime")
+        return TaskShape(name, n, _n_train(cfg.frac, n), 3, p + 1, p)
+    if name == "kadd":
+        if cfg.k < 2:
+            raise ConfigError(f"--k must be >= 2 for kadd, got {cfg.k}")
+        if cfg.k * math.log(cfg.p) > math.log(KADD_MAX_TUPLES):  # p**k itself could be astronomically large
+            raise ConfigError(f"kadd with p={cfg.p}, k={cfg.k} has p^k tuples; keep p^k <= {KADD_MAX_TUPLES:.0e}")
+        n = cfg.p**cfg.k
+        return TaskShape(name, n, _n_train(cfg.frac, n), cfg.k + 1, cfg.p + 1, cfg.p)
+    if name in GROUP_TASKS:
+        from training.groups import group_order
+
+        order = group_order(cfg.group)
+        n = order * order
+        return TaskShape(name, n, _n_train(cfg.frac, n), 3, order + 1, order)
+    return _vector_shape(name, cfg)
+
+
+def _n_train(frac: float, n: int) -> int:
+    """As training.tasks.random_split splits the table: the first floor(frac * n) of a permutation."""
+    n_train = int(frac * n)
+    if n_train == 0 or n_train == n:
+        raise ConfigError(f"--frac {frac} leaves an empty train or test set ({n} examples)")
+    return n_train
+
+
+def _vector_shape(name: str, cfg) -> TaskShape:
+    if name == "teacher":
+        n_train, n_test = cfg.n_train or 100, cfg.n_test or 100
+        return TaskShape(name, n_train + n_test, n_train, 1, 0, TEACHER_WIDTHS[-1], TEACHER_WIDTHS[0])
+    if name == "digits":
+        n_train = cfg.n_train or 1000
+        n_test = cfg.n_test or max(DIGITS_IMAGES - n_train, 0)
+        if n_train + n_test > DIGITS_IMAGES or n_test <= 0:
+            raise ConfigError(f"digits has {DIGITS_IMAGES} images; --n-train {n_train} + --n-test {n_test} must "
+                              "fit in it")
+        return TaskShape(name, DIGITS_IMAGES, n_train, 1, 0, 10, 64)  # the whole table, split by index
+    if name == "mnist":
+        if not cfg.data_path:
+            raise ConfigError("task 'mnist' needs --data-path DIR holding the MNIST IDX files")
+        n_train, n_test = cfg.n_train or 1000, cfg.n_test or MNIST_TEST
+        return TaskShape(name, n_train + n_test, n_train, 1, 0, 10, 784)
+    # parity
+    if not 1 <= cfg.k <= cfg.n_bits:
+        raise ConfigError(f"parity needs 1 <= --k <= --n-bits, got k={cfg.k}, n_bits={cfg.n_bits}")
+    if not 0.0 <= cfg.label_noise <= 0.5:
+        raise ConfigError(f"--label-noise must be in [0, 0.5], got {cfg.label_noise}")
+    n_train, n_test = cfg.n_train or 1000, cfg.n_test or 1000
+    return TaskShape(name, n_train + n_test, n_train, 1, 0, 1, cfg.n_bits)
