@@ -130,29 +130,3 @@ def plan_chunks(configs: list[RunConfig], max_members: int = 64, min_gain: float
                    for j in range(n)]
     return chunks
 
-
-# --- several seeds of one config: python -m training.run ... --seeds 0-7 ----------------------------------------
-
-SEED_DIR = "seed={}"
-
-
-def parse_seeds(text: str) -> list[int]:
-    """"0-7" -> [0, ..., 7]; "0,1,5" -> [0, 1, 5]; "0-3,9" -> [0, 1, 2, 3, 9]."""
-    from training.errors import ConfigError
-
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    except ValueError:
-        raise ConfigError(f"--seeds: expected seeds like 0-7 or 0,1,5, got '{text}'") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"--seeds: expected distinct non-negative seeds like 0-7 or 0,1,5, got '{text}'")
-    return seeds
-
-
-def seed_dirs(parent: Path) -> list[Path]:
-    """The run directories `<parent>/seed=<s>/` of a seeds ensemble, by seed."""
-    found = [p for p in Path(parent).glob(SEED_DIR.format("*")) if (p / "config.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("=", 1)[1]) if p.name.split("=", 1)[1].isdigit() else -1)

@@ -107,6 +107,7 @@ class Trainer:
             self.transforms.insert(0, NormConstraint(targets))
             self.transforms[0].on_params(self.plist)
         self._full_batch: tuple | None = None
+        self._grads: list[torch.Tensor] | None = None  # between backward() and apply()
 
     @property
     def plist(self) -> list[torch.Tensor]:
@@ -142,24 +143,37 @@ class Trainer:
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """One optimiser update of every member on `batch` (default: each member's next minibatch).
-        Returns the summed loss (detached)."""
+        Returns each member's loss [K] (detached)."""
+        losses = self.backward(batch)
+        self.apply()
+        return losses
+
+    def backward(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The first half of `step`: forward and gradients of every member; returns each member's loss [K] before
+        any weight changes (the loop stops a member whose loss is no longer finite, then calls `apply`)."""
         x, y, w = batch if batch is not None else self.next_batch()
-        lr, wd = self.hyper()
         out = self.forward(self.params, x, self.dropout)
         if self.batched:
-            loss = (example_losses(out, y, self.loss_kind, self.float64) * w).sum()
+            per_member = (example_losses(out, y, self.loss_kind, self.float64) * w).sum(1)
+            loss = per_member.sum()
         else:
             loss = compute_loss(out[0], y[0], self.loss_kind, self.float64)
+            per_member = loss.reshape(1)
         # autograd.grad may hand back strided views (W_Q's grad comes through a permute); the fused optimiser
         # reads its tensors as flat memory, so they must be laid out as the parameters are
-        grads = [g.contiguous() for g in torch.autograd.grad(loss, self.plist)]
+        self._grads = [g.contiguous() for g in torch.autograd.grad(loss, self.plist)]
+        return per_member.detach()
+
+    def apply(self) -> None:
+        """The second half of `step`: transforms, the optimiser update and the schedules' clock."""
+        grads, self._grads = self._grads, None
+        lr, wd = self.hyper()
         for t in self.transforms:
             grads = t.on_grads(self.plist, grads)
         self.opt.step(self.plist, grads, lr, wd)
         for t in self.transforms:
             t.on_params(self.plist)
         self.updates = [u + 1 for u in self.updates]
-        return loss.detach()
 
     # --- evaluation ----------------------------------------------------------------------------------------------
 
@@ -245,6 +259,8 @@ class Trainer:
         for t in self.transforms:
             t.keep(dev)
         self.data.keep(idx)
+        if self._grads is not None:
+            self._grads = [g[dev] for g in self._grads]
         pick = lambda xs: [xs[i] for i in members]  # noqa: E731
         self.cfgs, self.batch_gens, self.switches, self.updates = (pick(self.cfgs), pick(self.batch_gens),
                                                                    pick(self.switches), pick(self.updates))
