@@ -144,7 +144,8 @@ def generic_forward(model: torch.nn.Module) -> Callable:
 
     def forward(p: Params, x: torch.Tensor, dropout=_no_dropout) -> torch.Tensor:
         assert x.shape[0] == 1, "a generic model trains alone"
-        model.train(dropout is not _no_dropout)
+        if model.training != (dropout is not _no_dropout):  # train() walks every module: only on a change
+            model.train(dropout is not _no_dropout)
         if dropout is _no_dropout or not dropout.on:
             return functional_call(model, {k: v[0] for k, v in p.items()}, (x[0],))[None]
         g = dropout.generators[0]

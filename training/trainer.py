@@ -134,6 +134,9 @@ class Trainer:
                 w = _weights(n_train, self.data.x_tr.shape[1], dtype, self.device)
                 self._full_batch = (self.data.x_tr, self.data.y_tr, w)
             return self._full_batch
+        if not self.batched:  # one run: its minibatch, no padding and no weights (its loss is the plain mean)
+            rows = torch.randperm(n_train[0], generator=self.batch_gens[0])[:B].to(self.device)
+            return self.data.x_tr[:, rows], self.data.y_tr[:, rows], None
         idx = [torch.arange(n) if B == 0 or B >= n else torch.randperm(n, generator=g)[:B]
                for n, g in zip(n_train, self.batch_gens)]
         rows = _padded(idx).to(self.device)
