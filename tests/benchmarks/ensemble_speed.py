@@ -4,7 +4,8 @@ alone, side by side in one process (rounds interleaved, best of each, so drifts 
     python -m tests.benchmarks.ensemble_speed [--presets parity-blog,default,nanda2023] [--ks 1,8,32,128]
                                               [--steps 10] [--rounds 3] [--device cpu]
 
-Prints, per preset and K: ms per ensemble step, ms per member step, and the throughput ratio
+Prints, per preset and K: the member chunk the Trainer tuned itself to (training.trainer.ChunkTuner), ms per
+ensemble step, ms per member step, and the throughput ratio
 (K x one run's step time) / (the ensemble's step time): > 1 means the ensemble beats K runs one after another.
 The reference row "module" is the plain single-model step (the model's own forward, torch.optim.AdamW/SGD), so
 K = 1 through the Trainer can be read against it. Members differ in seed (as a seed sweep does).
@@ -73,10 +74,13 @@ def main() -> None:
         cfg = get_preset(name).replace(device=args.device)
         data = build_task(cfg.task)
         ks = [k for k in map(int, args.ks.split(",")) if name != "nanda2023" or device.type != "cpu" or k <= NANDA_MAX_K]
-        steps = {"module": module_step(cfg, data, device)}
+        steps, chunk = {"module": module_step(cfg, data, device)}, {}
         for K in ks:
             trainer = Trainer([cfg.replace(seed=s) for s in range(K)], [data] * K, device)
+            while trainer.batched and not trainer.chunks.best:  # the Trainer's own chunk tuning, before timing
+                trainer.step()
             steps[K] = trainer.step
+            chunk[K] = trainer.chunks.best or K
         best: dict = {}
         for _ in range(args.rounds):
             for key, step in steps.items():
@@ -85,9 +89,9 @@ def main() -> None:
         one = best[ks[0]] if ks[0] == 1 else best["module"]
         print(f"\n{name}: batch {cfg.optim.batch_size or len(data.train_idx)}, "
               f"module step {best['module'] * 1e3:.2f} ms, Trainer K=1 {best.get(1, float('nan')) * 1e3:.2f} ms")
-        print(f"{'K':>5} {'ms/step':>10} {'ms/member':>10} {'throughput vs K runs alone':>28}")
+        print(f"{'K':>5} {'chunk':>6} {'ms/step':>10} {'ms/member':>10} {'throughput vs K runs alone':>28}")
         for K in ks:
-            print(f"{K:>5} {best[K] * 1e3:>10.2f} {best[K] / K * 1e3:>10.3f} {K * one / best[K]:>27.2f}x")
+            print(f"{K:>5} {chunk[K]:>6} {best[K] * 1e3:>10.2f} {best[K] / K * 1e3:>10.3f} {K * one / best[K]:>27.2f}x")
 
 
 if __name__ == "__main__":

@@ -78,3 +78,14 @@ def test_member_state_round_trip_is_bit_identical():
         ta, tb = a.member_state(k)[0], b.member_state(k)[0]
         assert ta.keys() == tb.keys() and all(torch.equal(ta[n], tb[n]) for n in ta)
         assert a.member_state(k)[1] == b.member_state(k)[1]
+
+
+@pytest.mark.parametrize("flat", [{"batch_size": 8, "dropout": 0.1}, {"model": "mlp", "dropout": 0.2}])
+def test_chunked_members_compute_exactly_what_all_at_once_computes(flat):
+    base = tiny_config(**flat)
+    cfgs = [base.replace(seed=s, frac=0.3 + 0.05 * s) for s in range(5)]
+    data = [build_task(c.task) for c in cfgs]
+    a, b = Trainer(cfgs, data, chunk=5), Trainer(cfgs, data, chunk=2)
+    for _ in range(6):
+        torch.testing.assert_close(a.step(), b.step(), rtol=0, atol=0)
+    assert all(torch.equal(a.params[n], b.params[n]) for n in a.params)
