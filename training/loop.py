@@ -52,7 +52,8 @@ def pick_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: TaskData, float64: bool) -> tuple[float, float | None]:
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: TaskData,
+             float64: bool) -> tuple[float, float | None]:
     """Loss and accuracy of one (unstacked) model on x, y."""
     was_training = model.training
     model.eval()
@@ -114,7 +115,8 @@ class Member:
         else:
             self.writer.truncate_after(-1)
             self.writer.write_split(self.data.split_dict())
-            self.writer.write_config(self.cfg, {"preset": self.preset, "versions": package_versions()})  # last: marks a whole run
+            # config.json last: it marks a whole run
+            self.writer.write_config(self.cfg, {"preset": self.preset, "versions": package_versions()})
         self.metrics = read_metrics(self.dir / METRICS)
         self.gen_step = s_gen(self.metrics)
         self.t0 = time.perf_counter() - self.elapsed

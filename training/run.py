@@ -173,7 +173,8 @@ def seed_dirs(parent: Path) -> list[Path]:
     """The run directories `<parent>/seed=<s>/` of a seeds ensemble, by seed (none when parent is a run itself)."""
     if not Path(parent).is_dir() or (Path(parent) / "config.json").exists():
         return []
-    found = [p for p in Path(parent).glob(SEED_DIR.format("*")) if p.name[5:].isdigit() and (p / "config.json").is_file()]
+    found = [p for p in Path(parent).glob(SEED_DIR.format("*"))
+             if p.name[5:].isdigit() and (p / "config.json").is_file()]
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 

@@ -73,7 +73,8 @@ def main() -> None:
     for name in args.presets.split(","):
         cfg = get_preset(name).replace(device=args.device)
         data = build_task(cfg.task)
-        ks = [k for k in map(int, args.ks.split(",")) if name != "nanda2023" or device.type != "cpu" or k <= NANDA_MAX_K]
+        ks = [k for k in map(int, args.ks.split(","))
+              if name != "nanda2023" or device.type != "cpu" or k <= NANDA_MAX_K]
         steps, chunk = {"module": module_step(cfg, data, device)}, {}
         for K in ks:
             trainer = Trainer([cfg.replace(seed=s) for s in range(K)], [data] * K, device)

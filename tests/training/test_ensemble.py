@@ -54,7 +54,8 @@ def _alone_and_together(tmp_path, cfgs):
 
 def test_full_batch_members_with_different_fractions_seeds_and_hyperparameters_match_alone(tmp_path):
     base = tiny_config(steps=40)
-    cfgs = [base, base.replace(frac=0.3, split_seed=3, seed=1), base.replace(lr=1e-2, wd=0.3, beta2=0.99, warmup_steps=0),
+    cfgs = [base, base.replace(frac=0.3, split_seed=3, seed=1),
+            base.replace(lr=1e-2, wd=0.3, beta2=0.99, warmup_steps=0),
             base.replace(init_scale=2.0, constrain_norm=1.0, wd=0.0, wd_after_memorisation=0.5)]
     assert len({shape_key(c) for c in cfgs}) == 1
     _alone_and_together(tmp_path, cfgs)
@@ -143,3 +144,19 @@ def test_a_diverging_member_stops_alone_and_the_others_match_their_runs_alone(tm
     for i in (0, 2):
         train(cfgs[i], tmp_path / f"alone{i}", progress=False)
         assert_same_run(dirs[i], tmp_path / f"alone{i}")
+
+
+@pytest.mark.parametrize("seeds", ["x", "3-1", "1,1", ""])
+def test_bad_seeds_are_one_line_exit_2_and_write_nothing(tmp_path, seeds):
+    r = _cli("--seeds", seeds, "--steps", "5", "--out", str(tmp_path / "s"))
+    assert r.returncode == 2 and "--seeds" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_seeds_train_one_run_directory_per_seed(tmp_path):
+    r = _cli("--p", "11", "--d-model", "16", "--n-heads", "2", "--d-head", "8", "--d-mlp", "32", "--steps", "20",
+             "--eval-every", "10", "--device", "cpu", "--seeds", "0,3", "--out", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["seed=0", "seed=3"]
+    assert [Run(tmp_path / "s" / f"seed={s}").config.train.seed for s in (0, 3)] == [0, 3]
+    assert all(Run(tmp_path / "s" / f"seed={s}").summary["steps"] == 20 for s in (0, 3))
