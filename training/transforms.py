@@ -2,8 +2,9 @@
 
 A transform sees the stacked parameters [K, ...] of all members; `on_grads` may change the gradients before the
 optimiser step, `on_params` the parameters after it. Its buffers go into each member's resume state through
-`member_state(k)` / `load_member_state(k, tensors)`, so a new trick (Grokfast's gradient filter, weight noise,
-decay to init) is one class here and resume stays bit-identical without touching the loop.
+`member_state(k)` / `load_member_state(k, tensors)` (keys `transform.<name>.*`), and `keep(idx)` cuts them when
+members leave an ensemble, so a new trick (Grokfast's gradient filter, weight noise, decay to init) is one class
+here and resume stays bit-identical without touching the loop (tests/training/test_trainer.py builds one).
 """
 
 from __future__ import annotations
