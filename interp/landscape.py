@@ -22,15 +22,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch.func import functional_call
 
-from training.fixed_norm import FixedNormCurves
 from training.losses import EVAL_CHUNK, accuracy, compute_loss
 from training.tasks import TaskData
+
+if TYPE_CHECKING:  # the curves' type only: interp reads training's results, it never trains
+    from training.fixed_norm import FixedNormCurves
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 1, 11))  # Omnigrok: 10^linspace(-1, 1, 11)
 REL_FLOOR = 1e-4  # losses below 1e-4 x the smallest-norm loss count as zero when reading shapes
