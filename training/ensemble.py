@@ -114,10 +114,22 @@ def ensemble_gain(cfg: RunConfig, K: int, steps: int = 3) -> float:
     return _GAINS[key]
 
 
-def plan_chunks(configs: list[RunConfig], max_members: int = 64, min_gain: float = 1.1) -> list[list[int]]:
+def plan_chunks(configs: list[RunConfig], max_members: int = 64, min_gain: float = 1.1,
+                threads: int | None = None) -> list[list[int]]:
     """Indices of `configs` grouped into ensembles that pay: per shape, the largest of (max_members, 8, 2)
     members whose measured throughput gain (`ensemble_gain`) is at least `min_gain`; else one run per chunk.
-    Call it with the torch thread count the chunks will train with (the local sweep: one thread each)."""
+    threads: the torch thread count the chunks will train with (the local sweep: its --threads), measured under
+    it; default the current one."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _plan(configs, max_members, min_gain)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _plan(configs: list[RunConfig], max_members: int, min_gain: float) -> list[list[int]]:
     chunks: list[list[int]] = []
     for group in _groups([shape_key(c) for c in configs]):
         size = 1
