@@ -122,10 +122,14 @@ def check_all(runs: list[PlannedRun]) -> None:
             raise ConfigError(f"{r.name}: {e}") from None
 
 
-def plan_chunks(configs: list[RunConfig]) -> list[list[int]]:
-    """Indices of `configs` grouped into chunks, each trained by one worker. Today every run is its own chunk;
-    with ensembles: `from training.ensemble import plan_chunks` (shape-compatible runs, grouped where it pays)."""
-    return [[i] for i in range(len(configs))]
+def plan_chunks(configs: list[RunConfig], workers: int, threads: int) -> list[list[int]]:
+    """Indices of `configs` grouped into chunks, each trained by one worker as one ensemble: shape-compatible
+    runs, grouped only where a measured step says an ensemble pays (`training.ensemble.plan_chunks`), and never
+    more members per chunk than keeps every worker busy."""
+    from training.ensemble import plan_chunks as ensemble_chunks
+
+    per_worker = max(1, -(-len(configs) // max(workers, 1)))
+    return ensemble_chunks(configs, max_members=per_worker, threads=threads)
 
 
 # --- the sweep directory -------------------------------------------------------------------------------------
@@ -328,7 +332,7 @@ def sweep(spec: SweepSpec, out: Path, *, backend: Any = "local", workers: int | 
                 f"{backend.name} with {backend.capacity()} workers")
         prog = Progress(out, spec_dict(spec, list(seed_fields)), runs, entries, progress)
         prog.write()
-        chunks = [[todo[i] for i in c] for c in plan_chunks([r.config for r in todo])]
+        chunks = [[todo[i] for i in c] for c in plan_chunks([r.config for r in todo], backend.capacity(), threads)]
 
         def items_of(chunk: list[PlannedRun]) -> list[dict[str, Any]]:
             return [{"name": r.name, "config": r.config.to_dict(), "dir": str(out / r.name),

@@ -66,28 +66,31 @@ class DrainWatch:
 
 
 def train_chunk(items: list[dict[str, Any]], paths: list[Path], drain: DrainWatch) -> list[Any]:
-    """Train the chunk's runs into their (created, locked) directories: one summary dict, or the exception that
-    ended the run, per item; None for a run not started because a drain was asked for.
+    """Train the chunk's runs into their (created, locked) directories as one ensemble: one summary dict per
+    item (an exception from the ensemble fails the whole chunk, which execute_chunk reports per run); None for
+    every run when a drain was asked for before it started."""
+    from training.config import RunConfig, validate
+    from training.ensemble import train_ensemble
+    from training.loop import pick_device
 
-    THE place that trains. Today one run after another with `training.loop.train`; with ensembles this body becomes
-        from training.ensemble import train_ensemble
-        return train_ensemble([RunConfig.from_dict(i["config"]) for i in items], paths,
-                              resume=[i["resume"] for i in items], progress=False, preset=items[0]["preset"],
-                              log=lambda s: None)
-    (an exception from train_ensemble then fails the whole chunk, which execute_chunk reports per run)."""
-    from training.config import RunConfig
-    from training.loop import train
-
-    results: list[Any] = []
-    for item, path in zip(items, paths):
-        if drain.requested:
-            results.append(None)
-            continue
+    if drain.requested:
+        return [None] * len(items)
+    results: list[Any] = [None] * len(items)
+    ok = []
+    for i, item in enumerate(items):  # a run that cannot start here fails alone, not its whole ensemble
         try:
-            results.append(train(RunConfig.from_dict(item["config"]), path, resume=item["resume"], progress=False,
-                                 preset=item["preset"], log=lambda s: None))
-        except Exception as e:  # noqa: BLE001  (one failed run does not stop the others)
-            results.append(e)
+            cfg = RunConfig.from_dict(item["config"])
+            validate(cfg)
+            pick_device(cfg.train.device)
+            ok.append((i, cfg))
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+    if ok:
+        summaries = train_ensemble([c for _, c in ok], [paths[i] for i, _ in ok],
+                                   resume=[items[i]["resume"] for i, _ in ok], progress=False,
+                                   preset=items[0]["preset"], log=lambda s: None)
+        for (i, _), summary in zip(ok, summaries):
+            results[i] = summary
     return results
 
 
@@ -131,7 +134,7 @@ def execute_chunk(items: list[dict[str, Any]], stop_file: str | None = None, thr
                 outcome = train_chunk([items[i] for i in locked], [Path(items[i]["dir"]) for i in locked], drain)
             except Exception as e:  # noqa: BLE001  (an ensemble failing as a whole)
                 outcome = [e] * len(locked)
-            seconds = (time.perf_counter() - t0) / max(len(locked), 1)  # sequential today: per run
+            seconds = (time.perf_counter() - t0) / max(len(locked), 1)  # the chunk's time, shared by its runs
             for i, r in zip(locked, outcome):
                 results[i] = _result(r, seconds)
         finally:

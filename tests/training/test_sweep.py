@@ -253,7 +253,8 @@ def metrics_past(step):
 def drain_and_check(tmp_path, backend, workers):
     """Ctrl-C (twice) while the first run trains: it saves its state, no queued run starts; the same command
     then resumes it from that state."""
-    spec = SweepSpec("parity-blog", {"label_noise": [0.0]}, [0, 1, 2], LONG)
+    # two shapes: the n_layers=2 runs can never share the first runs' ensemble, so they wait in the queue
+    spec = SweepSpec("parity-blog", {"n_layers": [1, 2]}, [0, 1, 2], LONG)
     out = tmp_path / "sw"
     first = plan(spec, ["seed", "batch_seed"])[0]
     metrics = out / first.name / "metrics.jsonl"
@@ -263,8 +264,10 @@ def drain_and_check(tmp_path, backend, workers):
     status = {e["name"]: e["status"] for e in index["runs"]}
     assert index["interrupted"] and status[first.name] == "interrupted", status
     started = [n for n in status if (out / n).exists()]
-    assert len(started) == workers and all(status[n] == "interrupted" for n in started)
+    assert first.name in started and all(status[n] == "interrupted" for n in started)
     assert all(s == "pending" for n, s in status.items() if n not in started)  # no queued run started
+    if workers == 1:  # the first chunk (one ensemble of the n_layers=1 runs, or fewer) was the only one in flight
+        assert not any(n.startswith("n_layers=2") for n in started), started
     assert not (out / STOP_FILE).exists()
     saved = Run(out / first.name)
     step = max(r["step"] for r in saved.metrics)
@@ -290,10 +293,10 @@ def test_ctrl_c_on_the_command_line_exits_130_with_state_saved(tmp_path):
     out = tmp_path / "sw"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "training.sweep", "--no-progress", "--preset", "parity-blog",
-                             "--grid", "label_noise=0,0.2", "--seeds", "0", *tiny_flags(steps=10**7), "--out",
+                             "--grid", "n_layers=1,2", "--seeds", "0", *tiny_flags(steps=10**7), "--out",
                              str(out), "--workers", "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    metrics = out / "label_noise=0_seed=0" / "metrics.jsonl"
+    metrics = out / "n_layers=1_seed=0" / "metrics.jsonl"  # two shapes: two chunks, the second one queued
     try:
         t = signal_when(lambda: metrics, metrics_past(10), (signal.SIGINT, signal.SIGINT), pid=-proc.pid)  # group
         stdout, stderr = proc.communicate(timeout=600)
@@ -303,9 +306,9 @@ def test_ctrl_c_on_the_command_line_exits_130_with_state_saved(tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted; run the same command again to continue" in stdout and "Traceback" not in stderr
     status = {e["name"]: e["status"] for e in json.loads((out / INDEX).read_text())["runs"]}
-    assert status == {"label_noise=0_seed=0": "interrupted", "label_noise=0.2_seed=0": "pending"}
-    assert (out / "label_noise=0_seed=0" / "state" / "state.safetensors").exists()
-    assert not (out / "label_noise=0.2_seed=0").exists()
+    assert status == {"n_layers=1_seed=0": "interrupted", "n_layers=2_seed=0": "pending"}
+    assert (out / "n_layers=1_seed=0" / "state" / "state.safetensors").exists()
+    assert not (out / "n_layers=2_seed=0").exists()
 
 
 # --- the Ray backend, on a local Ray instance --------------------------------------------------------------
@@ -374,3 +377,15 @@ def test_a_chunk_that_starts_after_a_drain_creates_nothing(tmp_path):
     res = execute_chunk([chunk_item(tmp_path, "a"), chunk_item(tmp_path, "b")], str(tmp_path / STOP_FILE))
     assert res == [{"status": "not_started"}] * 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [STOP_FILE]
+
+
+def test_sweep_chunks_are_shape_compatible_ensembles_that_keep_every_worker_busy():
+    from training.ensemble import shape_key
+    from training.sweep import plan_chunks
+
+    spec = SweepSpec("parity-blog", {"n_layers": [1, 2]}, [0, 1, 2, 3], TINY)
+    configs = [r.config for r in plan(spec, ["seed", "batch_seed"])]
+    chunks = plan_chunks(configs, workers=2, threads=1)
+    assert sorted(i for c in chunks for i in c) == list(range(len(configs)))
+    assert all(len({shape_key(configs[i]) for i in c}) == 1 for c in chunks)
+    assert all(len(c) <= 4 for c in chunks) and len(chunks) >= 2
