@@ -29,7 +29,7 @@ DEFAULT_ROOT = Path("checkpoints")
 
 def make_parser() -> Parser:
     p = Parser(prog="python -m training.run", description="Train a grokking run into a run directory.")
-    p.add_argument("--preset", default="default", help=f"named config: {', '.join(PRESETS)}")
+    p.add_argument("--preset", default=None, help=f"named config: {', '.join(PRESETS)} (default: default)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: checkpoints/<preset>, numbered if taken)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory at --out")
@@ -55,7 +55,7 @@ def make_parser() -> Parser:
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
     overrides = {name: parse_value(name, getattr(args, name)) for name in FIELD_SECTION if getattr(args, name) is not None}
-    return get_preset(args.preset).replace(**overrides), overrides
+    return get_preset(args.preset or "default").replace(**overrides), overrides
 
 
 def check(cfg: RunConfig):
@@ -103,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
         run_dir = args.resume
         # the run continues as it was configured: any other flag would be silently ignored or change its shapes
         _, overrides = config_from_args(args)
-        given = [flag for flag, on in (("--preset", args.preset != "default"), ("--out", args.out is not None),
+        given = [flag for flag, on in (("--preset", args.preset is not None), ("--out", args.out is not None),
                                        ("--overwrite", args.overwrite)) if on]
         changed = sorted(set(overrides) - {"steps"})
         if given or changed:
@@ -120,9 +120,9 @@ def _main(args: argparse.Namespace) -> int:
         cfg, _ = config_from_args(args)
         data = check(cfg)
         pick_device(cfg.train.device)
-        run_dir = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset)
+        run_dir = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset or "default")
         lock = create_run_dir(run_dir, overwrite=args.overwrite)
-        preset = args.preset
+        preset = args.preset or "default"
 
     try:
         if args.resume is not None:
@@ -187,7 +187,7 @@ def _main_seeds(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         _, overrides = config_from_args(args)
-        if overrides or args.seeds is not None or args.out is not None or args.overwrite:
+        if overrides or args.seeds is not None or args.out is not None or args.overwrite or args.preset is not None:
             raise ConfigError("--resume of a seeds directory keeps its runs' configs; give no other flag")
         dirs = seed_dirs(args.resume)
         cfgs, presets = zip(*((cfg, extras.get("preset", "")) for cfg, extras in map(read_config, dirs)))
@@ -200,8 +200,8 @@ def _main_seeds(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
         cfgs, datas = [base.replace(seed=s) for s in seeds], [check(base)] * len(seeds)
         pick_device(base.train.device)
-        parent = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset)
-        dirs, locks, preset = [parent / SEED_DIR.format(s) for s in seeds], [], args.preset
+        parent = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset or "default")
+        dirs, locks, preset = [parent / SEED_DIR.format(s) for s in seeds], [], args.preset or "default"
     try:
         if args.resume is not None:
             for d, c, data in zip(dirs, cfgs, datas):

@@ -231,6 +231,7 @@ def test_resume_never_shrinks_a_run_and_config_json_is_untouched(run_copy, capsy
 
 @pytest.mark.parametrize("extra, words", [
     (["--preset", "nanda2023"], "--preset"),
+    (["--preset", "default"], "--preset"),  # even the default preset, named explicitly
     (["--out", "ELSEWHERE"], "--out"),
     (["--overwrite"], "--overwrite"),
     (["--d-mlp", "64"], "d_mlp"),
