@@ -110,7 +110,7 @@ def analyse(run, data, G, args) -> dict[str, Any]:
     n = G.order
     use_irreps = has_characters(G)
     answers = data.labels.numpy()
-    model = build_model(run.config.model, data, seed=run.config.train.seed) if use_irreps else None
+    model = build_model(run.config.model, data, seed=run.config.train.seed)
 
     def weights(step):
         try:
@@ -128,7 +128,8 @@ def analyse(run, data, G, args) -> dict[str, Any]:
     irrep_rows = []
     for step in tqdm(steps, desc=f"cosets {run.dir.name}", unit="ckpt", disable=args.no_progress):
         w = weights(step)
-        for name, X in group_rows(w, n).items():
+        model.load_state_dict(w)
+        for name, X in group_rows(model, n).items():
             rows.setdefault(name, []).append(X)
         if use_irreps:
             irrep_rows.append(irrep_view(w, key=final_key))

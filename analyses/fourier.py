@@ -156,7 +156,7 @@ def analyse(args: argparse.Namespace) -> int:
 def open_fourier_run(path: Path, ref_step: int | None):
     """(run, structure, model, reference step, its weights), or the one-line error naming what is wrong."""
     from interp.modular import NotModularError, modular_structure
-    from training.models import MLPModel, Transformer, build_model
+    from training.models import build_model
     from training.rundir import CONFIG
 
     run = open_run(path)
@@ -164,10 +164,7 @@ def open_fourier_run(path: Path, ref_step: int | None):
         s = modular_structure(run.data)
     except NotModularError as e:
         raise NotModularError(f"{run.dir / CONFIG}: {e}") from None
-    model = build_model(run.config.model, run.data, seed=run.config.train.seed)
-    if not isinstance(model, (Transformer, MLPModel)):
-        raise NotModularError(f"{run.dir / CONFIG}: the Fourier analysis handles the transformer and the MLP "
-                              f"model, not '{run.config.model.model}'")
+    model = build_model(run.config.model, run.data, seed=run.config.train.seed)  # any model: probes use its interface
     steps = run.steps
     ref = steps[-1] if ref_step is None else ref_step
     if ref not in steps:

@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.grid import GridActivations, grid_activations, grid_summary, is_linear, stack_states, summarise
+from interp.grid import (FAST_VIEWS, GridActivations, as_model, grid_activations, grid_summary, is_fast, is_linear,
+                         stack_states, stacked_views, state_of, summarise)
 from interp.modular import ModularStructure, additive_structure, modular_structure
 
 CLUSTER_THRESHOLD = 0.85  # Nanda et al.: a neuron belongs to frequency k when k's block explains >= 85%
@@ -129,22 +130,17 @@ def as_structure(model: torch.nn.Module, structure: Any = None) -> ModularStruct
     if isinstance(structure, ModularStructure):
         return structure
     if structure is None:
-        return additive_structure(model.d_vocab_out)
+        return additive_structure(model.cfg.d_vocab_out)
     data = getattr(structure, "data", structure)
     return modular_structure(data)
 
 
-def _embedding_rows(W: dict[str, torch.Tensor], s: ModularStructure) -> torch.Tensor:
-    """[C, n, d] embedding rows of the group elements; the MLP model's per-operand tables side by side."""
-    if "embed.W_E" in W:
-        return W["embed.W_E"][:, s.elements]
-    E = W["W_E"]  # [C, n_operands, d_vocab, d_model]
-    return E[:, :, s.elements].permute(0, 2, 1, 3).flatten(2)
+def embedding_fourier_norms(embed: torch.Tensor, s: ModularStructure) -> torch.Tensor:
+    """[C, n] norm of each Fourier component of the embedding rows of the group elements ('=' left out).
 
-
-def embedding_fourier_norms(weights: dict[str, torch.Tensor], s: ModularStructure) -> torch.Tensor:
-    """[C, n] norm of each Fourier component of W_E (rows of the group elements; '=' left out)."""
-    return fourier_transform(_embedding_rows(weights, s), dim=1).norm(dim=-1)
+    embed: [C, d_vocab, d_embed] stacked `embed_matrix` views (W_E; the MLP model's per-operand tables side by side).
+    """
+    return fourier_transform(embed[:, s.elements], dim=1).norm(dim=-1)
 
 
 def neuron_logit_fourier_norms(W_L: torch.Tensor, s: ModularStructure) -> torch.Tensor:
@@ -457,8 +453,9 @@ def probe_states(model: torch.nn.Module, states: list[dict[str, torch.Tensor]], 
     key_freqs: the frequencies for the ablations and periodicity; None derives them from the last state's
     neuron clusters. The analysis derives them once from the final checkpoint and passes them for all.
     """
-    W = stack_states(states)
-    d_mlp = model.cfg.d_mlp
+    model = as_model(model)
+    W = stacked_views(model, states, (FAST_VIEWS if is_fast(model) else ()) + ("embed_matrix",))
+    d_mlp = model.neuron_weights()[0].shape[1]
     if is_linear(model):  # everything from sums over the grid (streamed for the one-layer transformer)
         if key_freqs is None:  # a first pass for the clusters, a second for the key directions
             summary = grid_summary(model, states, s, stacked=W)
@@ -479,13 +476,14 @@ def probe_states(model: torch.nn.Module, states: list[dict[str, torch.Tensor]], 
         logits, W_L, attention = ga.logits, ga.W_L, ga.attention
     clusters = neuron_clusters(spectra, threshold)
     per_freq = logit_periodicity(logits, s)
-    embed = embedding_fourier_norms(W, s)
+    embed = embedding_fourier_norms(W["embed_matrix"], s)
     unembed = neuron_logit_fourier_norms(W_L, s)
     key_idx = [k - 1 for k in key_freqs]
     np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
     return FourierProbes(
         key_freqs=list(key_freqs), embed_norms=np_(embed), unembed_norms=np_(unembed),
-        gini_embed=np_(gini(embed)), gini_unembed=np_(gini(unembed)), weight_norm=np_(total_weight_norm(W)),
+        gini_embed=np_(gini(embed)), gini_unembed=np_(gini(unembed)),
+        weight_norm=np_(total_weight_norm(stack_states(states))),
         neuron_freq=np_(clusters.freq), neuron_share=np_(clusters.share), cluster_sizes=np_(clusters.sizes),
         in_clusters=np_(clusters.in_cluster.sum(1)), train_loss=np_(ab.train_loss), test_loss=np_(ab.test_loss),
         restricted_loss=np_(ab.restricted_loss), excluded_loss=np_(ab.excluded_loss), periodicity_by_freq=np_(per_freq),
@@ -504,13 +502,13 @@ def probe(model: torch.nn.Module, structure: Any = None, key_freqs: list[int] | 
     Z_p with no split (the losses are then NaN).
     """
     s = as_structure(model, structure)
-    return probe_states(model, [{k: v.detach() for k, v in model.state_dict().items()}], s, key_freqs, threshold)
+    return probe_states(model, [state_of(model)], s, key_freqs, threshold)
 
 
 def key_frequencies(model: torch.nn.Module, structure: Any = None, threshold: float = CLUSTER_THRESHOLD) -> list[int]:
     """The model's key frequencies: those with a cluster of >= `min_cluster_size(d_mlp)` neurons whose variance
     over the operand grid lies >= `threshold` in that frequency's {const, cos_k, sin_k}^2 block."""
     s = as_structure(model, structure)
-    ga = grid_activations(model, [{k: v.detach() for k, v in model.state_dict().items()}], s)
+    ga = grid_activations(model, [state_of(model)], s)
     sizes = neuron_clusters(neuron_spectra(ga.acts, s), threshold).sizes[0]
     return key_frequencies_from_clusters(sizes, ga.acts.shape[-1])

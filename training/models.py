@@ -59,7 +59,8 @@ class GrokModel(HookedRootModule):
     - `W_U` [d_final, d_vocab_out] and `b_U` [d_vocab_out]: the unembedding (every model has them);
     - the hidden neurons: `n_neuron_layers`, `neuron_hook(layer)` (their `hook_post`), `neuron_activations(x,
       layer)` [batch, d_mlp] at the answer position, `neuron_weights(layer)` (W_in [d_in, d_mlp], b_in [d_mlp])
-      and `neuron_readout(layer)` [d_mlp, d_vocab_out] when the logits are affine in them (else None); for a
+      and `neuron_readout(layer)` [d_mlp, d_vocab_out] when the logits are affine in them (else None, or with
+      `approximate=True` the map ignoring a final LayerNorm's scale); for a
       non-affine read-out `neuron_resid_hook(layer)` and `logits_from_neurons(post, resid)` finish the forward;
     - `attention_hooks`: the `hook_pattern` names (empty without attention).
 
@@ -345,12 +346,18 @@ class Transformer(GrokModel):
         mlp = self.blocks[self._layer(layer)].mlp
         return mlp.W_in, mlp.b_in
 
-    def neuron_readout(self, layer: int = -1) -> torch.Tensor | None:
-        """[d_mlp, d_vocab_out] W_out W_U for the last block without a final LayerNorm, else None."""
+    def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor | None:
+        """[d_mlp, d_vocab_out] W_out W_U for the last block without a final LayerNorm, else None; with
+        `approximate`, the last block's W_out (ln_final gain * W_U) under a final LayerNorm (its scale ignored)."""
         layer = self._layer(layer)
-        if layer != self.cfg.n_layers - 1 or self.cfg.normalization_type == "LN":
+        if layer != self.cfg.n_layers - 1:
             return None
-        return self.blocks[layer].mlp.W_out @ self.W_U
+        W_U = self.W_U
+        if self.cfg.normalization_type == "LN":
+            if not approximate:
+                return None
+            W_U = self.ln_final.w[:, None] * W_U
+        return self.blocks[layer].mlp.W_out @ W_U
 
     def neuron_resid_hook(self, layer: int = -1) -> str:
         return f"blocks.{self._layer(layer)}.hook_resid_mid"
@@ -442,7 +449,7 @@ class MLPModel(GrokModel):
         mod = self.layers[self._layer(layer)]
         return mod.W_in, mod.b_in
 
-    def neuron_readout(self, layer: int = -1) -> torch.Tensor | None:
+    def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor | None:
         return self.W_U if self._layer(layer) == len(self.layers) - 1 else None
 
 
@@ -491,7 +498,7 @@ class LSTMModel(GrokModel):
         W, b = getattr(self.lstm, f"weight_ih_l{last}"), getattr(self.lstm, f"bias_ih_l{last}")
         return W[3 * d :].T, b[3 * d :]
 
-    def neuron_readout(self, layer: int = -1) -> torch.Tensor:
+    def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor:
         self._layer(layer)
         return self.W_U
 
@@ -575,3 +582,38 @@ def to_bridge(model: Transformer):
         new[key] = mapped[structural].to(target[key].dtype)
     native.load_state_dict(new, strict=True)
     return bridge.eval()
+
+
+def from_bridge(bridge) -> Transformer:
+    """Our `Transformer` holding a `TransformerBridge.boot_native` model's weights (the inverse of `to_bridge`;
+    eval mode). The bridge's attention and unembedding biases must be zero: our transformer has none."""
+    c = bridge.cfg
+    norm = "LN" if c.normalization_type == "LN" else "none"
+    cfg = ModelConfig(n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads, d_head=c.d_head, d_mlp=c.d_mlp,
+                      act_fn=c.act_fn, normalization_type=norm)
+    model = Transformer(cfg, c.d_vocab, c.d_vocab_out, c.n_ctx)
+    native = {k.replace("._original_component", "").replace("_original_component.", ""): v.detach()
+              for k, v in bridge.original_model.state_dict().items()}
+    biases = [k for k, v in native.items() if k.endswith(("q.bias", "k.bias", "v.bias", "o.bias", "head.bias"))
+              and v.abs().max() > 0]
+    if biases:
+        raise ValueError(f"the bridge has non-zero biases our transformer lacks: {', '.join(biases[:3])}")
+    H, d, e = c.n_heads, c.d_model, c.d_head
+    sd = {"embed.W_E": native["tok_embed.weight"], "pos_embed.W_pos": native["pos.weight"],
+          "unembed.W_U": native["head.weight"].T}
+    if norm == "LN":
+        sd["ln_final.w"], sd["ln_final.b"] = native["ln_out.weight"], native["ln_out.bias"]
+    for i in range(c.n_layers):
+        b, L = f"blocks.{i}.", f"layers.{i}."
+        for x in "QKV":
+            sd[b + f"attn.W_{x}"] = native[L + f"attn.{x.lower()}.weight"].reshape(H, e, d).permute(0, 2, 1)
+        sd[b + "attn.W_O"] = native[L + "attn.o.weight"].T.reshape(H, e, d)
+        fc_in = "fc_in" if L + "mlp.fc_in.weight" in native else "in"
+        fc_out = "fc_out" if L + "mlp.fc_out.weight" in native else "out"
+        sd[b + "mlp.W_in"], sd[b + "mlp.b_in"] = native[L + f"mlp.{fc_in}.weight"].T, native[L + f"mlp.{fc_in}.bias"]
+        sd[b + "mlp.W_out"], sd[b + "mlp.b_out"] = native[L + f"mlp.{fc_out}.weight"].T, native[L + f"mlp.{fc_out}.bias"]
+        if norm == "LN":
+            sd[b + "ln1.w"], sd[b + "ln1.b"] = native[L + "ln1.weight"], native[L + "ln1.bias"]
+            sd[b + "ln2.w"], sd[b + "ln2.b"] = native[L + "ln2.weight"], native[L + "ln2.bias"]
+    model.load_state_dict({k: v.float().contiguous() for k, v in sd.items()}, strict=True)
+    return model.eval()

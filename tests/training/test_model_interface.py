@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from transformer_lens import ActivationCache, FactoredMatrix
 
 from training.config import ModelConfig, TaskConfig
-from training.models import bridge_state_dict, build_model, to_bridge
+from training.models import bridge_state_dict, build_model, from_bridge, to_bridge
 from training.tasks import build_task
 
 SHAPES = [(1, "none"), (1, "LN"), (2, "none"), (2, "LN")]
@@ -107,3 +107,12 @@ def test_return_type_loss_is_the_answer_cross_entropy(kind):
     assert torch.equal(both, loss) and logits.shape == (49, 7)
     with pytest.raises(ValueError, match="needs labels"):
         model(x, return_type="loss")
+
+
+@pytest.mark.parametrize("n_layers, norm", [(1, "none"), (2, "LN")])
+def test_from_bridge_inverts_to_bridge_exactly(n_layers, norm):
+    model, _ = model_and_data(n_layers, norm)
+    back = from_bridge(to_bridge(model))
+    assert back.cfg == model.cfg
+    mine, theirs = model.state_dict(), back.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
