@@ -53,7 +53,7 @@ def test_analysis_writes_json_figures_and_phases(grokked_run):
     logged = {m["step"]: m for m in run.metrics}
     for t, loss in zip(ck["step"], ck["test_loss"]):
         assert loss == pytest.approx(logged[t]["test_loss"], rel=1e-3, abs=1e-6)
-    for name in ("fourier_embedding.png", "fourier_clusters.png", "fourier_progress.png"):
+    for name in ("fourier_embedding.png", "fourier_clusters.png", "fourier_progress.png", "fourier_key_norms.png"):
         assert (out / name).stat().st_size > 10_000, name
     # the phases go into fourier.json; every file the training loop owns (summary.json included) is untouched
     ph = result["phases"]
