@@ -183,15 +183,15 @@ def _num(x: Any, digits: int | None = None) -> float | None:
     return None if not math.isfinite(x) else (x if digits is None else round(x, digits))
 
 
-def _list(a: np.ndarray, digits: int = 6) -> list:
+def _list(a, digits: int = 6) -> list:
+    """JSON list of a probe tensor (or array), floats rounded to `digits`."""
+    a = np.asarray(a)
     return json_safe(np.round(a.astype(np.float64), digits).tolist() if a.dtype.kind == "f" else a.tolist())
 
 
 def build_result(run, s, ref: int, ref_probe, steps: list[int], probes, found, skipped: list[dict], elapsed: float,
                  threshold: float) -> dict[str, Any]:
     """fourier.json: the reference checkpoint's probes, every checkpoint's, and the phases (`interp.phases`)."""
-    import torch
-
     from interp import fourier
 
     r = ref_probe
@@ -225,7 +225,7 @@ def build_result(run, s, ref: int, ref_probe, steps: list[int], probes, found, s
             # the key frequencies each checkpoint would give on its own (its clusters)
             "key_frequencies": [probes.derived_key_frequencies(c) for c in range(len(steps))],
             "logit_periodicity_by_freq": _list(probes.periodicity_by_freq, 4),
-            "embed_norms_by_freq": _list(fourier.frequency_norms(torch.from_numpy(probes.embed_norms)).numpy(), 4),
+            "embed_norms_by_freq": _list(fourier.frequency_norms(probes.embed_norms), 4),
             # mean over heads of the first layer's attention from '=' to [a, b, '=']
             "attention_from_eq": None if probes.attention is None else _list(probes.attention[:, 0].mean(1), 4),
         },
