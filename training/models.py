@@ -96,9 +96,26 @@ class GrokModel(HookedRootModule):
     def neuron_resid_hook(self, layer: int = -1) -> str | None:
         return None
 
+    # what each model fills in (W_U and b_U too, as parameters or views)
+    embed_matrix = property(lambda self: _missing(self, "embed_matrix"))
+    n_neuron_layers = property(lambda self: _missing(self, "n_neuron_layers"))
+
+    def neuron_hook(self, layer: int = -1) -> str:
+        _missing(self, "neuron_hook")
+
+    def neuron_weights(self, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        _missing(self, "neuron_weights")
+
+    def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor | None:
+        _missing(self, "neuron_readout")
+
     def tokens_to_residual_directions(self, tokens: torch.Tensor) -> torch.Tensor:
         """[..., d_final] the unembedding columns of `tokens` (direct logit attribution directions)."""
         return self.W_U[:, tokens].movedim(0, -1)
+
+
+def _missing(model: GrokModel, name: str):
+    raise NotImplementedError(f"{type(model).__name__} does not define `{name}` of the model interface")
 
 
 class LayerNorm(nn.Module):

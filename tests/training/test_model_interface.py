@@ -116,3 +116,17 @@ def test_from_bridge_inverts_to_bridge_exactly(n_layers, norm):
     assert back.cfg == model.cfg
     mine, theirs = model.state_dict(), back.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_a_model_missing_part_of_the_interface_says_which():
+    from training.models import GrokModel
+
+    class Half(GrokModel):
+        def __init__(self):
+            super().__init__()
+            self.setup()
+
+    with pytest.raises(NotImplementedError, match="Half does not define `neuron_hook`"):
+        Half().neuron_hook()
+    with pytest.raises(NotImplementedError, match="embed_matrix"):
+        Half().embed_matrix
