@@ -255,17 +255,21 @@ def _one_layer(W: dict[str, torch.Tensor], act_fn: str, s: ModularStructure, Q: 
 
 
 def _with_hooks(model: GrokModel, states: list[dict[str, torch.Tensor]], s: ModularStructure) -> GridActivations:
-    """One `run_with_cache` per checkpoint (chunked over the grid), on a copy of `model` per checkpoint."""
+    """One `run_with_cache` per checkpoint (chunked over the grid), on a copy of `model` (one per checkpoint when
+    the read-out is not affine: `finish` runs the rest of that checkpoint's model)."""
     act_name, resid_name, patterns = model.neuron_hook(), model.neuron_resid_hook(), model.attention_hooks
     linear = is_linear(model)
     names = {act_name, *patterns} | ({resid_name} if not linear else set())
     tokens = s.tokens
     acts, logits, W_Ls, attn, resids, copies = [], [], [], [], [], []
+    model = copy.deepcopy(model)
     for state in states:
-        model = copy.deepcopy(model)
+        if copies:
+            model = copy.deepcopy(model)
         model.load_state_dict(state)
         model.eval()
-        copies.append(model)
+        if not linear:
+            copies.append(model)
         a, lg, pat, rs = [], [], [], []
         for r in range(0, len(tokens), CHUNK_ROWS):
             out, cache = model.run_with_cache(tokens[r : r + CHUNK_ROWS], names_filter=lambda name: name in names)
