@@ -147,6 +147,7 @@ def run_reduced(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from interp.landscape import norm_trajectory, reduced_landscape
+    from training.fixed_norm import train_fixed_norm
     from training.loop import pick_device
     from training.tasks import build_task
 
@@ -155,8 +156,8 @@ def run_reduced(args: argparse.Namespace) -> int:
     data = run.data if run is not None and not args.set else build_task(cfg.task)
     bar = None if args.no_progress else (lambda it: tqdm(it, desc=f"{len(alphas)} alphas at fixed norm",
                                                          unit="step", dynamic_ncols=True))
-    res = reduced_landscape(cfg, data, alphas, steps=args.steps, eval_every=args.eval_every or None,
-                            wd=args.wd, device=device, progress=bar)
+    res = reduced_landscape(train_fixed_norm(cfg, data, alphas, steps=args.steps, eval_every=args.eval_every or None,
+                                             wd=args.wd, device=device, progress=bar))
     if not finite([res.w_c]):
         raise RunDirError(f"no alpha reached a finite test loss (alphas {', '.join(f'{a:g}' for a in alphas)}); "
                           "nothing written")

@@ -6,10 +6,10 @@ when weight decay has carried its norm down to w_c: grokking. The probes:
 
 - `landscape_slice(model, data, norms)`: rescale all parameters (or a named group) of one checkpoint to each
   norm and evaluate train/test loss and accuracy: the loss along the ray through that checkpoint.
-- `reduced_landscape(cfg, data, alphas)`: Omnigrok's reduced landscape. For each init scale alpha, train with
-  the norm held at its initial value (all parameters rescaled after every step, no weight decay) and record the
-  best train and test loss. All alphas train side by side as one batched (vmapped) model: Adam and the
-  projection act per model, so this equals one run per alpha at a fraction of the Python overhead.
+- `reduced_landscape(curves)`: Omnigrok's reduced landscape, read off the curves of
+  `training.fixed_norm.train_fixed_norm(cfg, data, alphas)` (for each init scale alpha, training with the norm
+  held at its initial value, no weight decay; all alphas as one ensemble on the training step): the best train
+  and test loss per alpha.
 - `critical_norm(norms, test_loss)`: w_c, where test loss is lowest (refined by a parabola in log-log).
 - `curve_shape(y)`, `diagnose(norms, train_loss, test_loss)`: "L" / "U" / "flat" / "rising", and a sentence.
 - `norm_trajectory(metrics, w_c)`: a run's weight norm over training relative to w_c.
@@ -19,21 +19,20 @@ Norms are total L2 norms over all parameters (biases included), as Omnigrok meas
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call
 
-from training.config import RunConfig
-from training.loop import EVAL_CHUNK, accuracy, compute_loss, lr_at, make_optimizer
-from training.models import build_model
-from training.tasks import TaskData, build_task
+from training.losses import EVAL_CHUNK, accuracy, compute_loss
+from training.tasks import TaskData
+
+if TYPE_CHECKING:  # the curves' type only: interp reads training's results, it never trains
+    from training.fixed_norm import FixedNormCurves
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 1, 11))  # Omnigrok: 10^linspace(-1, 1, 11)
 REL_FLOOR = 1e-4  # losses below 1e-4 x the smallest-norm loss count as zero when reading shapes
@@ -210,108 +209,19 @@ def _nan_to_none(x):
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def reduced_landscape(cfg: RunConfig, data: TaskData | None = None, alphas: Sequence[float] = DEFAULT_ALPHAS,
-                      steps: int = 10_000, eval_every: int | None = None, wd: float = 0.0,
-                      device: str | torch.device = "cpu",
-                      progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> ReducedLandscape:
-    """Train `cfg`'s model from each init scale alpha with its total norm held at the initial value (rescaled after
-    every optimiser step) for `steps` steps, weight decay `wd` (Omnigrok: 0), the rest of `cfg.optim` as given
-    (optimizer, lr, betas, warmup, batch size, float64 loss), model seed `cfg.train.seed`.
-
-    progress: optional wrapper over the step range, e.g. `tqdm`. Returns a `ReducedLandscape`.
-    """
-    data = data if data is not None else build_task(cfg.task)
-    cfg = cfg.replace(wd=wd, init_scale=1.0)
-    device = torch.device(device)
-    alphas = np.asarray(sorted(float(a) for a in alphas), dtype=float)
-    if len(alphas) == 0 or (alphas <= 0).any():
-        raise ValueError("alphas must be positive")
-    eval_every = eval_every or max(1, steps // 200)
-    torch.manual_seed(cfg.train.batch_seed)
-    base = build_model(cfg.model, data, seed=cfg.train.seed).to(device)
-    # the same seeded init at every alpha, scaled: stack_module_state gives one leaf tensor [n_alpha, ...] per
-    # parameter, and the optimiser's per-element updates keep the models independent
-    params, buffers = stack_module_state([base] * len(alphas))
-    a = torch.as_tensor(alphas, dtype=torch.float32, device=device)
-    with torch.no_grad():
-        for v in params.values():
-            v.mul_(a.view(-1, *[1] * (v.dim() - 1)))
-    plist = list(params.values())
-    targets = torch.as_tensor(alphas, dtype=torch.float64, device=device) * joint_norm(base.parameters())
-    meta = copy.deepcopy(base).to("meta")
-
-    def forward(p, b, x):
-        return functional_call(meta, (p, b), (x,))
-
-    batched = vmap(forward, in_dims=(0, 0, None), randomness="different")
-    opt = make_optimizer(SimpleNamespace(parameters=lambda: plist), cfg)
-
-    x_tr, y_tr = data.inputs[data.train_idx].to(device), data.labels[data.train_idx].to(device)
-    x_te, y_te = data.inputs[data.test_idx].to(device), data.labels[data.test_idx].to(device)
-    n_train, B = len(x_tr), cfg.optim.batch_size
-    full_batch = B == 0 or B >= n_train
-    batch_gen = torch.Generator().manual_seed(cfg.train.batch_seed)
-    f64 = cfg.optim.float64_loss
-    n = len(alphas)
-
-    @torch.no_grad()
-    def evaluate(x, y):
-        meta.eval()
-        chunk = max(1, EVAL_CHUNK // n)
-        out = torch.cat([batched(params, buffers, x[i: i + chunk]) for i in range(0, len(x), chunk)], dim=1)
-        meta.train()
-        return ([compute_loss(out[j], y, data.loss, True).item() for j in range(n)],
-                [accuracy(out[j], y, data.loss) for j in range(n)])
-
-    @torch.no_grad()
-    def project():
-        sq = sum(torch.linalg.vector_norm(v.flatten(1), dim=1, dtype=torch.float64) ** 2 for v in plist)
-        scale = (targets / sq.sqrt()).float()
-        torch._foreach_mul_(plist, [scale.view(-1, *[1] * (v.dim() - 1)) for v in plist])
-
-    rows: list[tuple[int, list, list, list, list]] = []
-
-    def record(step):
-        (trl, tra), (tel, tea) = evaluate(x_tr, y_tr), evaluate(x_te, y_te)
-        rows.append((step, trl, tel, tra, tea))
-
-    meta.train()
-    record(0)
-    step_iter = range(steps) if progress is None else progress(range(steps))
-    for step in step_iter:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        if full_batch:
-            xb, yb = x_tr, y_tr
-        else:
-            idx = torch.randperm(n_train, generator=batch_gen)[:B].to(device)
-            xb, yb = x_tr[idx], y_tr[idx]
-        out = batched(params, buffers, xb)
-        loss = sum(compute_loss(out[j], yb, data.loss, f64) for j in range(n))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        project()
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            record(step + 1)
-
-    eval_steps = np.array([r[0] for r in rows])
-    train_curves = np.array([r[1] for r in rows], dtype=float).T  # [n_alpha, n_eval]
-    test_curves = np.array([r[2] for r in rows], dtype=float).T
-    has_acc = rows[0][3][0] is not None
-    tr_acc = np.array([r[3] for r in rows], dtype=float).T if has_acc else None
-    te_acc = np.array([r[4] for r in rows], dtype=float).T if has_acc else None
+def reduced_landscape(curves: FixedNormCurves) -> ReducedLandscape:
+    """The reduced landscape read off fixed-norm training curves (`training.fixed_norm.train_fixed_norm`, which
+    trains every alpha on the training step): best and final train/test loss and accuracy per alpha."""
+    tr_acc, te_acc = curves.train_acc, curves.test_acc
     return ReducedLandscape(
-        alphas=alphas, norms=targets.cpu().numpy(),
-        best_train_loss=_nanmin(train_curves), best_test_loss=_nanmin(test_curves),
-        final_train_loss=train_curves[:, -1], final_test_loss=test_curves[:, -1],
+        alphas=curves.alphas, norms=curves.norms,
+        best_train_loss=_nanmin(curves.train_loss), best_test_loss=_nanmin(curves.test_loss),
+        final_train_loss=curves.train_loss[:, -1], final_test_loss=curves.test_loss[:, -1],
         best_train_acc=_nanmax(tr_acc), best_test_acc=_nanmax(te_acc),
         final_train_acc=None if tr_acc is None else tr_acc[:, -1],
         final_test_acc=None if te_acc is None else te_acc[:, -1],
-        eval_steps=eval_steps, train_curves=train_curves, test_curves=test_curves, steps=steps, wd=wd,
-        lr=cfg.optim.lr, optimizer=cfg.optim.optimizer,
-        extra={"task": data.name, "model": cfg.model.model, "seed": cfg.train.seed,
-               "norm_at_alpha_1": float(targets[0] / alphas[0])},
+        eval_steps=curves.eval_steps, train_curves=curves.train_loss, test_curves=curves.test_loss,
+        steps=curves.steps, wd=curves.wd, lr=curves.lr, optimizer=curves.optimizer, extra=dict(curves.extra),
     )
 
 

@@ -23,6 +23,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from training import milestones
+from training.milestones import first_at_least  # noqa: F401  (re-exported)
+
 CLEANUP_FRACTION = 0.01  # cleanup ends when the test loss is below this fraction of ln(classes)
 
 
@@ -46,18 +49,13 @@ class Phases:
                 f"{f(self.circuit_formation_end)}, cleanup ends {f(self.cleanup_end)}")
 
 
-def first_at_least(steps: Sequence[int], values: Sequence[float | None], threshold: float) -> int | None:
-    return next((s for s, v in zip(steps, values) if v is not None and v >= threshold), None)
-
-
 def detect_phases(metrics: list[dict[str, Any]], ckpt_steps: Sequence[int], test_loss: Sequence[float],
                   excluded_loss: Sequence[float] | None, n_classes: int) -> Phases:
     """Phase boundaries from metrics.jsonl rows and, per checkpoint, the test and excluded losses from the
     probes (on the operand grid they analyse). `excluded_loss` is None when the model has no key frequencies:
     there is then no circuit whose formation could end."""
     steps = [r["step"] for r in metrics]
-    s_mem = first_at_least(steps, [r.get("train_acc") for r in metrics], 0.99)
-    s_gen = first_at_least(steps, [r.get("test_acc") for r in metrics], 0.99)
+    s_mem, s_gen = milestones.s_mem(metrics), milestones.s_gen(metrics)
     if s_mem is None:
         return Phases(None, None, None, s_mem, s_gen)
     end = s_gen if s_gen is not None else steps[-1]

@@ -4,6 +4,8 @@
     python -m training.run --preset nanda2023 --out checkpoints/nanda
     python -m training.run --p 97 --frac 0.5 --task "x/y"  # any config field is a flag
     python -m training.run --resume checkpoints/nanda       # continue an interrupted run
+    python -m training.run --seeds 0-7 --out sweeps/default  # 8 init seeds as one ensemble: sweeps/default/seed=<s>/
+    python -m training.run --resume sweeps/default          # continue all of them
 
 Bad input exits with status 2 and one line on stderr, before anything is written; the flags are parsed and the
 config validated (training.config.validate: ranges, the task's constraints, the memory estimate) before torch
@@ -32,6 +34,8 @@ def make_parser() -> Parser:
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory at --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seeds", default=None, metavar="S", help="train these init seeds (0-7 or 0,1,5) as one ensemble "
+                   "into <out>/seed=<s>/; --resume <out> continues them")
     defaults = get_preset("default")
     for section, sub in SECTIONS.items():
         group = p.add_argument_group(f"{section} config (defaults shown are the 'default' preset's)")
@@ -82,6 +86,10 @@ def _checked_main(args: argparse.Namespace) -> int:
     cfg, _ = config_from_args(args)
     if args.resume is None:
         validate(cfg)
+    if args.seeds is not None:
+        parse_seeds(args.seeds)
+    if args.seeds is not None or (args.resume is not None and seed_dirs(args.resume)):
+        return _main_seeds(args)
     return _main(args)
 
 
@@ -140,6 +148,81 @@ def _main(args: argparse.Namespace) -> int:
           f"{time.perf_counter() - t0:.1f} s")
     print(f"run: {run_dir} ({summary['n_checkpoints']} checkpoints)   curves: {run_dir / 'curves.png'}")
     return 0
+
+
+# --- several init seeds of one config as one ensemble ------------------------------------------------------------
+
+SEED_DIR = "seed={}"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0-7" -> [0, ..., 7]; "0,1,5" -> [0, 1, 5]; "0-3,9" -> [0, 1, 2, 3, 9]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected seeds like 0-7 or 0,1,5, got '{text}'") from None
+    if not seeds or len(set(seeds)) != len(seeds) or len(seeds) > 4096:
+        raise ConfigError(f"--seeds: expected up to 4096 distinct seeds like 0-7 or 0,1,5, got '{text}'")
+    return seeds
+
+
+def seed_dirs(parent: Path) -> list[Path]:
+    """The run directories `<parent>/seed=<s>/` of a seeds ensemble, by seed (none when parent is a run itself)."""
+    if not Path(parent).is_dir() or (Path(parent) / "config.json").exists():
+        return []
+    found = [p for p in Path(parent).glob(SEED_DIR.format("*"))
+             if p.name[5:].isdigit() and (p / "config.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def _main_seeds(args: argparse.Namespace) -> int:
+    """Several init seeds of one config as one ensemble (training.ensemble), each into <out>/seed=<s>/, an
+    ordinary run directory; `--resume <out>` continues all of them."""
+    from training.ensemble import train_ensemble
+    from training.loop import pick_device
+    from training.rundir import RunLock, check_resume, create_run_dir, read_config
+
+    if args.resume is not None:
+        _, overrides = config_from_args(args)
+        if overrides or args.seeds is not None or args.out is not None or args.overwrite:
+            raise ConfigError("--resume of a seeds directory keeps its runs' configs; give no other flag")
+        dirs = seed_dirs(args.resume)
+        cfgs, presets = zip(*((cfg, extras.get("preset", "")) for cfg, extras in map(read_config, dirs)))
+        datas = [check(c) for c in cfgs]
+        pick_device(cfgs[0].train.device)
+        locks = [RunLock(d).acquire() for d in dirs]
+        preset = presets[0]
+    else:
+        base, _ = config_from_args(args)
+        seeds = parse_seeds(args.seeds)
+        cfgs, datas = [base.replace(seed=s) for s in seeds], [check(base)] * len(seeds)
+        pick_device(base.train.device)
+        parent = args.out if args.out is not None else free_dir(DEFAULT_ROOT, args.preset)
+        dirs, locks, preset = [parent / SEED_DIR.format(s) for s in seeds], [], args.preset
+    try:
+        if args.resume is not None:
+            for d, c, data in zip(dirs, cfgs, datas):
+                check_resume(d, c, data)
+        else:
+            for d in dirs:
+                locks.append(create_run_dir(d, overwrite=args.overwrite))
+        t0 = time.perf_counter()
+        out = train_ensemble(list(cfgs), dirs, resume=args.resume is not None, progress=not args.no_progress,
+                             preset=preset)
+    finally:
+        for lock in locks:
+            lock.release()
+    if any(s.get("interrupted") for s in out):
+        print(f"continue with: python -m training.run --resume {dirs[0].parent}")
+        return 130
+    for d, s in zip(dirs, out):
+        print(f"{d.name}: S_mem {s['S_mem']}, S_gen {s['S_gen']}; {s['steps']} steps"
+              + (f"; diverged at step {s['diverged_at']}" if s.get("diverged_at") is not None else ""))
+    print(f"{len(dirs)} runs in {time.perf_counter() - t0:.1f} s under {dirs[0].parent}")
+    return 3 if any(s.get("diverged_at") is not None for s in out) else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Event-driven schedule: new weight decay and/or learning rate once training accuracy first reaches 100%.
+"""Schedules: linear warmup, and new weight decay and/or learning rate once training accuracy first reaches 100%.
 
 The switch happens at an evaluation (every `eval_every` steps): if the evaluation of step s finds 100% training
 accuracy, updates s, s+1, ... use `wd_after_memorisation` / `lr_after_memorisation`. The metrics row of step s still
 shows the old values (a row's lr and wd are those of the update that led to it). On resume the switch step is
-re-derived from metrics.jsonl, so a resumed run switches exactly where an uninterrupted one does.
+re-derived from metrics.jsonl (and kept in the resume state), so a resumed run switches exactly where an
+uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from training.config import RunConfig
+
+
+def lr_at(step: int, cfg: RunConfig) -> float:
+    """Linear warmup: update number `step` (0-based) uses lr * min(1, (step + 1) / warmup_steps)."""
+    w = cfg.optim.warmup_steps
+    return cfg.optim.lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
 
 
 class MemorisationSwitch:
@@ -38,16 +43,9 @@ class MemorisationSwitch:
     def wd(self, update: int) -> float:
         return self.wd_after if self.wd_after is not None and self.switched(update) else self.base_wd
 
-    def apply(self, opt: torch.optim.Optimizer) -> None:
-        """Set the optimiser's weight decay for the updates to come (lr is set before every update anyway)."""
-        if self.step is not None and self.wd_after is not None:
-            for group in opt.param_groups:
-                group["weight_decay"] = self.wd_after
-
-    def observe(self, step: int, row: dict[str, Any], opt: torch.optim.Optimizer) -> None:
+    def observe(self, step: int, row: dict[str, Any]) -> None:
         if self.on and self.step is None and row.get("train_acc") is not None and row["train_acc"] >= 1.0:
             self.step = step
-            self.apply(opt)
 
     def summary(self) -> dict[str, Any]:
         if not self.on:

@@ -6,8 +6,10 @@ import torch
 from torch.func import functional_call
 
 from interp.landscape import (critical_norm, curve_shape, diagnose, group_names, joint_norm, landscape_slice,
-                              norm_trajectory, reduced_landscape, rescaled)
+                              norm_trajectory, rescaled)
+from interp.landscape import reduced_landscape as read_landscape
 from tests.conftest import tiny_config
+from training.fixed_norm import train_fixed_norm
 from training.config import ModelConfig, OptimConfig, RunConfig, TaskConfig, TrainConfig
 from training.loop import evaluate, train
 from training.models import build_model
@@ -54,9 +56,10 @@ def test_rescaling_everything_changes_predictions():
     # a tanh MLP with biases: rescaling changes which class wins, not only the margins
     mlp = build_model(ModelConfig(model="mlp", n_layers=2, d_model=8, d_mlp=32, act_fn="tanh"), data, seed=1)
     with torch.no_grad():
+        g = torch.Generator().manual_seed(0)  # not the global generator: its state depends on the tests before
         for name, p in mlp.named_parameters():
             if name.endswith("b_in"):
-                p.copy_(torch.randn_like(p))
+                p.copy_(torch.randn(p.shape, generator=g))
         w = {k: v.detach() for k, v in mlp.named_parameters()}
         preds = [functional_call(mlp, rescaled(w, s * joint_norm(w.values())), (data.inputs,)).argmax(-1)
                  for s in (0.3, 1.0, 3.0)]
@@ -98,6 +101,10 @@ def teacher_cfg(**flat) -> RunConfig:
                     optim=OptimConfig(optimizer="adam", lr=1e-2, wd=0.0, warmup_steps=0, float64_loss=False),
                     train=TrainConfig(device="cpu", seed=1))
     return cfg.replace(**flat) if flat else cfg
+
+
+def reduced_landscape(cfg, **kw):
+    return read_landscape(train_fixed_norm(cfg, **kw))
 
 
 def test_batched_alphas_equal_separate_fixed_norm_runs_of_the_loop(tmp_path):

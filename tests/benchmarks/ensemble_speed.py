@@ -1,0 +1,99 @@
+"""Ensembles against runs one after another: per-member step time of K members as one Trainer, against one run
+alone, side by side in one process (rounds interleaved, best of each, so drifts in machine load hit both).
+
+    python -m tests.benchmarks.ensemble_speed [--presets parity-blog,default,nanda2023] [--ks 1,8,32,128]
+                                              [--steps 10] [--rounds 3] [--device cpu]
+
+Prints, per preset and K: the member chunk the Trainer tuned itself to (training.trainer.ChunkTuner), ms per
+ensemble step, ms per member step, and the throughput ratio
+(K x one run's step time) / (the ensemble's step time): > 1 means the ensemble beats K runs one after another.
+The reference row "module" is the plain single-model step (the model's own forward, torch.optim.AdamW/SGD), so
+K = 1 through the Trainer can be read against it. Members differ in seed (as a seed sweep does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from training.losses import compute_loss
+from training.models import build_model
+from training.presets import get_preset
+from training.tasks import build_task
+from training.trainer import Trainer
+
+NANDA_MAX_K = 32  # nanda2023 at K = 128 needs ~10 GB of activations and minutes per step on a CPU
+
+
+def timed(step, n: int, device) -> float:
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n
+
+
+def module_step(cfg, data, device):
+    """One run as the model's own forward + torch.optim: the reference for K = 1."""
+    model = build_model(cfg.model, data, seed=0).to(device).train()
+    o = cfg.optim
+    opt = (torch.optim.SGD(model.parameters(), lr=o.lr, weight_decay=o.wd, momentum=o.momentum) if o.optimizer == "sgd"
+           else torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.wd, betas=(o.beta1, o.beta2)))
+    x, y = data.inputs[data.train_idx].to(device), data.labels[data.train_idx].to(device)
+    B, g = o.batch_size, torch.Generator().manual_seed(0)
+
+    def step():
+        idx = torch.randperm(len(x), generator=g)[:B] if 0 < B < len(x) else slice(None)
+        loss = compute_loss(model(x[idx]), y[idx], data.loss, o.float64_loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="parity-blog,default,nanda2023")
+    ap.add_argument("--ks", default="1,8,32,128")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    print(f"device {device}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    for name in args.presets.split(","):
+        cfg = get_preset(name).replace(device=args.device)
+        data = build_task(cfg.task)
+        ks = [k for k in map(int, args.ks.split(","))
+              if name != "nanda2023" or device.type != "cpu" or k <= NANDA_MAX_K]
+        steps, chunk = {"module": module_step(cfg, data, device)}, {}
+        for K in ks:
+            trainer = Trainer([cfg.replace(seed=s) for s in range(K)], [data] * K, device)
+            while trainer.batched and not trainer.chunks.best:  # the Trainer's own chunk tuning, before timing
+                trainer.step()
+            steps[K] = trainer.step
+            chunk[K] = trainer.chunks.best or K
+        best: dict = {}
+        for _ in range(args.rounds):
+            for key, step in steps.items():
+                n = max(2, args.steps // (key if isinstance(key, int) and key > 8 else 1))
+                best[key] = min(best.get(key, float("inf")), timed(step, n, device))
+        one = best[ks[0]] if ks[0] == 1 else best["module"]
+        print(f"\n{name}: batch {cfg.optim.batch_size or len(data.train_idx)}, "
+              f"module step {best['module'] * 1e3:.2f} ms, Trainer K=1 {best.get(1, float('nan')) * 1e3:.2f} ms")
+        print(f"{'K':>5} {'chunk':>6} {'ms/step':>10} {'ms/member':>10} {'throughput vs K runs alone':>28}")
+        for K in ks:
+            print(f"{K:>5} {chunk[K]:>6} {best[K] * 1e3:>10.2f} {best[K] / K * 1e3:>10.3f} {K * one / best[K]:>27.2f}x")
+
+
+if __name__ == "__main__":
+    main()

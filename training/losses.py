@@ -1,0 +1,56 @@
+"""Losses and accuracy, for one model's outputs [batch, out] or a stack of members' outputs [K, batch, out].
+
+`compute_loss`/`accuracy` reduce over the batch (probes, the landscape); `example_losses`/`example_correct` keep
+one value per example so that the Trainer can weight each member's examples by 1/its own training-set size
+(members of an ensemble with different data fractions, padded to one tensor, each get exactly their own mean).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from training.errors import ConfigError
+
+LOSSES = ("ce", "mse", "hinge")
+EVAL_CHUNK = 16384  # examples (x members) per evaluation forward
+
+
+def example_losses(out: torch.Tensor, labels: torch.Tensor, kind: str, float64: bool) -> torch.Tensor:
+    """Per-example loss, shape `out.shape[:-1]`; labels of shape `out.shape[:-1]` (or [..., d_out] for regression)."""
+    if float64:
+        out = out.double()
+    if kind == "ce":
+        return F.cross_entropy(out.flatten(0, -2), labels.flatten(), reduction="none").view(out.shape[:-1])
+    if kind == "mse":
+        target = F.one_hot(labels, out.shape[-1]).to(out.dtype) if labels.dtype == torch.long else labels.to(out.dtype)
+        return ((out - target) ** 2).sum(-1)
+    if kind == "hinge":  # binary labels in {0, 1}, one output
+        y = labels.to(out.dtype) * 2 - 1
+        return torch.clamp(1 - y * out.squeeze(-1), min=0)
+    raise ConfigError(f"unknown loss '{kind}'")
+
+
+def example_correct(out: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor | None:
+    """Per-example 0/1 correctness (bool), or None for regression."""
+    if labels.dtype != torch.long:
+        return None
+    if kind == "hinge":
+        return (out.squeeze(-1) > 0).long() == labels
+    return out.argmax(-1) == labels
+
+
+def compute_loss(out: torch.Tensor, labels: torch.Tensor, kind: str, float64: bool) -> torch.Tensor:
+    """Mean loss over a batch."""
+    if float64:
+        out = out.double()
+    if kind == "ce":
+        return F.cross_entropy(out, labels)
+    if kind in LOSSES:
+        return example_losses(out, labels, kind, False).mean()
+    raise ConfigError(f"unknown loss '{kind}'")
+
+
+def accuracy(out: torch.Tensor, labels: torch.Tensor, kind: str) -> float | None:
+    correct = example_correct(out, labels, kind)
+    return None if correct is None else correct.float().mean().item()

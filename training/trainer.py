@@ -1,0 +1,306 @@
+"""The one training step, for one run or K runs at once.
+
+A `Trainer` owns K members' parameters, stacked with a leading member dimension [K, ...] (K = 1 for a single run),
+their optimiser (`training.optim.StackedOptimizer`: torch.optim's maths with per-member lr, wd, betas, momentum),
+the schedules (linear warmup, the memorisation switch), an ordered list of transforms (`training.transforms`:
+the norm constraint, ...), each member's minibatch and dropout generators, and each member's data. `step()` is one
+optimiser update of every member; `member_state(k)` / `load_member_state(k, ...)` hold everything a bit-identical
+resume of member k needs. Members that differ only in fields that keep tensor shapes (seeds, data fraction, lr, wd,
+betas, warmup, init scale, dropout rate, label noise, norm constraint, ...) share one step: each member's loss is
+the mean over its own examples (padded to one tensor, weighted 1/n_k), so its gradient is exactly its own.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import torch
+
+from training.batched import Dropout, forward_for, generic_forward
+from training.config import RunConfig
+from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses
+from training.models import build_model
+from training.optim import StackedOptimizer
+from training.schedule import MemorisationSwitch, lr_at
+from training.tasks import TaskData
+from training.transforms import NormConstraint, Transform, member_norms
+
+
+
+def _padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack tensors of different lengths along a new member dimension, zero-padded to the longest."""
+    n = max(len(t) for t in tensors)
+    out = tensors[0].new_zeros((len(tensors), n, *tensors[0].shape[1:]))
+    for k, t in enumerate(tensors):
+        out[k, : len(t)] = t
+    return out
+
+
+class MemberData:
+    """Every member's train and test examples as padded stacks [K, n_max, ...] with their lengths."""
+
+    def __init__(self, datas: list[TaskData], device: torch.device):
+        self.n_train = [len(d.train_idx) for d in datas]
+        self.n_test = [len(d.test_idx) for d in datas]
+        self.x_tr = _padded([d.inputs[d.train_idx] for d in datas]).to(device)
+        self.y_tr = _padded([d.labels[d.train_idx] for d in datas]).to(device)
+        self.x_te = _padded([d.inputs[d.test_idx] for d in datas]).to(device)
+        self.y_te = _padded([d.labels[d.test_idx] for d in datas]).to(device)
+
+    def keep(self, idx: torch.Tensor) -> None:
+        self.n_train = [self.n_train[i] for i in idx.tolist()]
+        self.n_test = [self.n_test[i] for i in idx.tolist()]
+        for name in ("x_tr", "y_tr", "x_te", "y_te"):
+            t = getattr(self, name)
+            setattr(self, name, t[idx.to(t.device)])
+
+
+def _weights(lengths: list[int], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[K, n]: 1/n_k on member k's first n_k examples, 0 on its padding."""
+    w = torch.zeros(len(lengths), n, dtype=torch.float64)
+    for k, m in enumerate(lengths):
+        w[k, :m] = 1.0 / m
+    return w.to(dtype=dtype, device=device)
+
+
+class ChunkTuner:
+    """How many members one forward/backward takes at a time, measured on the first steps: a large ensemble of a
+    large-batch model (the `default` preset at K = 128) runs faster in chunks that keep activations in cache. Each
+    candidate (all members, then halves down to 4) times two real steps; the fastest per step wins. A member's
+    arithmetic does not depend on the chunking (every op is per member), so tuning changes no result."""
+
+    def __init__(self, fixed: int = 0):
+        self.best, self.times = fixed, {}
+        self.candidates: list[int] = []
+
+    def size(self, K: int) -> int:
+        if self.best:
+            return min(self.best, K)
+        if not self.candidates:
+            self.candidates = sorted({K} | {c for c in (K // 2, K // 4, K // 8, K // 16) if c >= 4}, reverse=True)
+        left = [c for c in self.candidates if len(self.times.get(c, [])) < 2]
+        if not left:
+            self.best = min(self.candidates, key=lambda c: min(self.times[c]))
+            return min(self.best, K)
+        return left[0]
+
+    def timed(self, c: int, seconds: float) -> None:
+        if not self.best:
+            self.times.setdefault(c, []).append(seconds)
+
+
+class Trainer:
+    def __init__(self, cfgs: list[RunConfig], datas: list[TaskData], device: torch.device | str = "cpu",
+                 metrics: list[list[dict[str, Any]]] | None = None, transforms: list[Transform] | None = None,
+                 batched: bool | None = None, chunk: int = 0):
+        self.cfgs, self.device = list(cfgs), torch.device(device)
+        K = len(cfgs)
+        models = [build_model(c.model, d, seed=c.train.seed) for c, d in zip(cfgs, datas)]
+        self.template = models[0].to(self.device)  # parameter names, and the module of the generic forward
+        forward, can_batch = forward_for(self.template)
+        if not can_batch and K > 1:
+            raise ValueError(f"model '{cfgs[0].model.model}' trains alone (no batched forward)")
+        # batched: the stacked forward, losses weighted per member, the fused optimiser. Not batched (K = 1): the
+        # model's own forward, its mean loss and torch.optim's single-tensor update, exactly the maths of a run
+        # trained with torch.optim (so runs started before the Trainer resume bit-identically). A resumed member
+        # keeps the mode it was trained in (saved in its state), so a resume is bit-identical in either mode.
+        self.batched = (K > 1 if batched is None else batched) and can_batch
+        self.forward = forward if self.batched else generic_forward(self.template)
+        named = [dict(m.named_parameters()) for m in models]
+        self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
+                       for n in named[0]}
+        self.loss_kind, self.float64 = datas[0].loss, cfgs[0].optim.float64_loss
+        self.batch_size = cfgs[0].optim.batch_size
+        self.data = MemberData(datas, self.device)
+        self.batch_gens = [torch.Generator().manual_seed(c.train.batch_seed) for c in cfgs]
+        # dropout streams: CPU generators (batched masks are drawn there), except a single run on CUDA, whose
+        # module draws from the CUDA generator (swapped in per step, see batched.generic_forward)
+        gen_device = self.device if self.device.type == "cuda" and not self.batched else "cpu"
+        self.dropout = Dropout([c.model.dropout for c in cfgs],
+                               [torch.Generator(device=gen_device).manual_seed(c.train.batch_seed) for c in cfgs])
+        self.opt = StackedOptimizer(cfgs[0].optim.optimizer, self.plist, [c.optim.beta1 for c in cfgs],
+                                    [c.optim.beta2 for c in cfgs], [c.optim.momentum for c in cfgs],
+                                    fused=self.batched)
+        metrics = metrics or [[] for _ in cfgs]
+        self.switches = [MemorisationSwitch(c, m, partial(lr_at, cfg=c)) for c, m in zip(cfgs, metrics)]
+        self.updates = [0] * K
+        self.transforms = list(transforms or [])
+        if any(c.optim.constrain_norm for c in cfgs):
+            # the target comes from the seeded init, so a resumed run recomputes the same one
+            factors = torch.tensor([c.optim.constrain_norm for c in cfgs], dtype=torch.float64, device=self.device)
+            targets = factors * member_norms(self.plist)
+            self.transforms.insert(0, NormConstraint(targets))
+            self.transforms[0].on_params(self.plist)
+        self._full_batch: tuple | None = None
+        self._grads: list[torch.Tensor] | None = None  # between backward() and apply()
+        self.chunks = ChunkTuner(chunk)
+
+    @property
+    def plist(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    @property
+    def K(self) -> int:
+        return len(self.cfgs)
+
+    # --- one update ----------------------------------------------------------------------------------------------
+
+    def hyper(self) -> tuple[list[float], list[float]]:
+        """This update's lr and wd per member: warmup and the memorisation switch."""
+        return ([s.lr(u) for s, u in zip(self.switches, self.updates)],
+                [s.wd(u) for s, u in zip(self.switches, self.updates)])
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x [K, n, ...], y [K, n], w [K, n]): each member's minibatch from its own generator, drawn exactly as a
+        run alone draws it, padded; w weights each member's examples by 1 / its batch size."""
+        B, n_train = self.batch_size, self.data.n_train
+        dtype = torch.float64 if self.float64 else self.params[next(iter(self.params))].dtype
+        if all(B == 0 or B >= n for n in n_train):
+            if self._full_batch is None:
+                w = _weights(n_train, self.data.x_tr.shape[1], dtype, self.device)
+                self._full_batch = (self.data.x_tr, self.data.y_tr, w)
+            return self._full_batch
+        if not self.batched:  # one run: its minibatch, no padding and no weights (its loss is the plain mean)
+            rows = torch.randperm(n_train[0], generator=self.batch_gens[0])[:B].to(self.device)
+            return self.data.x_tr[:, rows], self.data.y_tr[:, rows], None
+        idx = [torch.arange(n) if B == 0 or B >= n else torch.randperm(n, generator=g)[:B]
+               for n, g in zip(n_train, self.batch_gens)]
+        rows = _padded(idx).to(self.device)
+        members = torch.arange(self.K, device=self.device).unsqueeze(1)
+        w = _weights([len(i) for i in idx], rows.shape[1], dtype, self.device)
+        return self.data.x_tr[members, rows], self.data.y_tr[members, rows], w
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One optimiser update of every member on `batch` (default: each member's next minibatch).
+        Returns each member's loss [K] (detached)."""
+        losses = self.backward(batch)
+        self.apply()
+        return losses
+
+    def backward(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The first half of `step`: forward and gradients of every member; returns each member's loss [K] before
+        any weight changes (the loop stops a member whose loss is no longer finite, then calls `apply`)."""
+        x, y, w = batch if batch is not None else self.next_batch()
+        if not self.batched:
+            loss = compute_loss(self.forward(self.params, x, self.dropout)[0], y[0], self.loss_kind, self.float64)
+            # autograd.grad may hand back strided views (W_Q's grad comes through a permute); the fused optimiser
+            # reads its tensors as flat memory, so they must be laid out as the parameters are
+            self._grads = [g.contiguous() for g in torch.autograd.grad(loss, self.plist)]
+            return loss.detach().reshape(1)
+        c, t = self.chunks.size(self.K), time.perf_counter()
+        losses, grads = [], []
+        for k in range(0, self.K, c):  # members in chunks: each chunk's activations stay in cache
+            p = {n: v.detach()[k: k + c].requires_grad_() for n, v in self.params.items()}
+            drop = Dropout(self.dropout.rates[k: k + c], self.dropout.generators[k: k + c])
+            out = self.forward(p, x[k: k + c], drop)
+            per_member = (example_losses(out, y[k: k + c], self.loss_kind, self.float64) * w[k: k + c]).sum(1)
+            grads.append(torch.autograd.grad(per_member.sum(), list(p.values())))
+            losses.append(per_member.detach())
+        self._grads = [torch.cat(g) if len(g) > 1 else g[0].contiguous() for g in zip(*grads)]
+        self.chunks.timed(c, time.perf_counter() - t)
+        return torch.cat(losses)
+
+    def apply(self) -> None:
+        """The second half of `step`: transforms, the optimiser update and the schedules' clock."""
+        grads, self._grads = self._grads, None
+        lr, wd = self.hyper()
+        for t in self.transforms:
+            grads = t.on_grads(self.plist, grads)
+        self.opt.step(self.plist, grads, lr, wd)
+        for t in self.transforms:
+            t.on_params(self.plist)
+        self.updates = [u + 1 for u in self.updates]
+
+    # --- evaluation ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def outputs(self, x: torch.Tensor, members: list[int] | None = None) -> torch.Tensor:
+        """Eval-mode outputs [K', n, out] of `members` (default all) on their inputs x [K', n, ...], chunked."""
+        p = self.params if members is None or members == list(range(self.K)) else \
+            {n: v[torch.tensor(members, device=self.device)] for n, v in self.params.items()}
+        k = len(members) if members is not None else self.K
+        chunk = max(1, EVAL_CHUNK // k)
+        return torch.cat([self.forward(p, x[:, i: i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
+
+    def _split_metrics(self, members, x, y, lengths, float64) -> tuple[list[float], list[float | None]]:
+        """Each member's mean loss and accuracy over its own (unpadded) examples, as a run alone computes them."""
+        out = self.outputs(x, members)
+        loss = [compute_loss(out[i, :n], y[i, :n], self.loss_kind, float64).item() for i, n in enumerate(lengths)]
+        return loss, [accuracy(out[i, :n], y[i, :n], self.loss_kind) for i, n in enumerate(lengths)]
+
+    @torch.no_grad()
+    def evaluate(self, members: list[int] | None = None, float64: bool | None = None) -> list[dict[str, Any]]:
+        """Train/test loss and accuracy on each member's whole split, and its weight norm: one dict per member."""
+        members = list(range(self.K)) if members is None else list(members)
+        f64 = self.float64 if float64 is None else float64
+        sel = torch.tensor(members, device=self.device)
+        d = self.data
+        tr = self._split_metrics(members, d.x_tr[sel], d.y_tr[sel], [d.n_train[k] for k in members], f64)
+        te = self._split_metrics(members, d.x_te[sel], d.y_te[sel], [d.n_test[k] for k in members], f64)
+        norms = member_norms([v[sel] for v in self.plist]).tolist()
+        return [{"train_loss": tr[0][i], "test_loss": te[0][i], "train_acc": tr[1][i], "test_acc": te[1][i],
+                 "weight_norm": norms[i]} for i in range(len(members))]
+
+    def observe(self, k: int, step: int, row: dict[str, Any]) -> None:
+        """Member k's evaluation at `step` (the memorisation switch listens)."""
+        self.switches[k].observe(step, row)
+
+    def weights(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters under the model's names (a checkpoint)."""
+        return {n: v[k].detach() for n, v in self.params.items()}
+
+    # --- state -----------------------------------------------------------------------------------------------
+
+    def member_state(self, k: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything member k's resume needs: tensors (weights, optimiser buffers, RNG states, transform buffers)
+        and JSON-able counters."""
+        tensors = {f"model.{n}": v[k].detach() for n, v in self.params.items()}
+        tensors.update(self.opt.member_state(k))
+        tensors["rng.batch"] = self.batch_gens[k].get_state()
+        g = self.dropout.generators[k]
+        tensors["rng.cuda" if g.device.type == "cuda" else "rng.torch"] = g.get_state()  # the dropout stream
+        tensors.setdefault("rng.torch", torch.get_rng_state())
+        for t in self.transforms:
+            tensors.update(t.member_state(k))
+        return tensors, {"updates": self.updates[k], "switch_step": self.switches[k].step, "batched": self.batched}
+
+    @torch.no_grad()
+    def load_member_state(self, k: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        for n, v in self.params.items():
+            v[k].copy_(tensors[f"model.{n}"])
+        self.opt.load_member_state(k, tensors)
+        self.batch_gens[k].set_state(tensors["rng.batch"])
+        g = self.dropout.generators[k]
+        if g.device.type == "cpu" or "rng.cuda" in tensors:
+            g.set_state(tensors["rng.cuda" if g.device.type == "cuda" else "rng.torch"])
+        for t in self.transforms:
+            t.load_member_state(k, tensors)
+        self.updates[k] = meta.get("updates", meta.get("step", 0))
+        if meta.get("switch_step") is not None:
+            self.switches[k].step = meta["switch_step"]
+
+    def state_dict(self) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        return [self.member_state(k) for k in range(self.K)]
+
+    def load_state_dict(self, states: list[tuple[dict[str, torch.Tensor], dict[str, Any]]]) -> None:
+        for k, (tensors, meta) in enumerate(states):
+            self.load_member_state(k, tensors, meta)
+
+    def keep(self, members: list[int]) -> None:
+        """Only `members` go on training (the others stopped): every stacked tensor and list is cut to them."""
+        idx = torch.tensor(members, dtype=torch.long)
+        dev = idx.to(self.device)
+        self.params = {n: v.detach()[dev].requires_grad_() for n, v in self.params.items()}
+        self.opt.keep(dev)
+        for t in self.transforms:
+            t.keep(dev)
+        self.data.keep(idx)
+        if self._grads is not None:
+            self._grads = [g[dev] for g in self._grads]
+        pick = lambda xs: [xs[i] for i in members]  # noqa: E731
+        self.cfgs, self.batch_gens, self.switches, self.updates = (pick(self.cfgs), pick(self.batch_gens),
+                                                                   pick(self.switches), pick(self.updates))
+        self.dropout = Dropout(pick(self.dropout.rates), pick(self.dropout.generators))
+        self._full_batch = None
