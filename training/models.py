@@ -22,6 +22,7 @@ from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from training.config import ConfigError, ModelConfig
+from training.losses import compute_loss
 from training.tasks import TaskData
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
@@ -394,8 +395,6 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor | None, return_type: 
         raise ValueError(f"return_type must be 'logits', 'loss' or 'both', not {return_type!r}")
     if labels is None:
         raise ValueError("return_type='loss' needs labels: the answers [batch] (e.g. run.data.labels)")
-    from training.loop import compute_loss
-
     value = compute_loss(logits if logits.ndim == 2 else logits[:, -1], labels, loss, float64=True)
     return value if return_type == "loss" else (logits, value)
 
