@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from interp.modular import ModularStructure
 from training.models import ACTIVATIONS, GrokModel, from_bridge

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from interp.cosets import (adjusted_rand, coset_partitions, coset_timeline, fit_cosets, group_rows)
 from interp.groups import coset_labels, get_group, subgroups
