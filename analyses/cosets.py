@@ -110,13 +110,19 @@ def analyse(run, data, G, args) -> dict[str, Any]:
     n = G.order
     use_irreps = has_characters(G)
     answers = data.labels.numpy()
-    model = build_model(run.config.model, data, seed=run.config.train.seed) if use_irreps else None
+    model = build_model(run.config.model, data, seed=run.config.train.seed)
 
     def weights(step):
+        """The checkpoint's weights, loaded into `model` too; AnalysisError for a bad or misfitting one."""
         try:
-            return finite_weights(run, step)
+            w = finite_weights(run, step)
+            model.load_state_dict(w)
+            return w
         except RunDirError as e:
             raise AnalysisError(str(e)) from None
+        except RuntimeError as e:  # missing, unexpected or wrong-shaped tensors
+            raise AnalysisError(f"{run.checkpoint_path(step)}: does not fit this run's model "
+                                f"({str(e).strip().splitlines()[-1].strip()})") from None
 
     def irrep_view(w, key=None):
         model.load_state_dict(w)
@@ -128,12 +134,10 @@ def analyse(run, data, G, args) -> dict[str, Any]:
     irrep_rows = []
     for step in tqdm(steps, desc=f"cosets {run.dir.name}", unit="ckpt", disable=args.no_progress):
         w = weights(step)
-        for name, X in group_rows(w, n).items():
+        for name, X in group_rows(model, n).items():
             rows.setdefault(name, []).append(X)
         if use_irreps:
             irrep_rows.append(irrep_view(w, key=final_key))
-    if not rows:
-        raise AnalysisError(f"{run.dir}: the checkpoints hold no W_U or W_E")
 
     metrics = {r["step"]: r for r in run.metrics}
     result: dict[str, Any] = {

@@ -156,7 +156,7 @@ def analyse(args: argparse.Namespace) -> int:
 def open_fourier_run(path: Path, ref_step: int | None):
     """(run, structure, model, reference step, its weights), or the one-line error naming what is wrong."""
     from interp.modular import NotModularError, modular_structure
-    from training.models import MLPModel, Transformer, build_model
+    from training.models import build_model
     from training.rundir import CONFIG
 
     run = open_run(path)
@@ -164,10 +164,7 @@ def open_fourier_run(path: Path, ref_step: int | None):
         s = modular_structure(run.data)
     except NotModularError as e:
         raise NotModularError(f"{run.dir / CONFIG}: {e}") from None
-    model = build_model(run.config.model, run.data, seed=run.config.train.seed)
-    if not isinstance(model, (Transformer, MLPModel)):
-        raise NotModularError(f"{run.dir / CONFIG}: the Fourier analysis handles the transformer and the MLP "
-                              f"model, not '{run.config.model.model}'")
+    model = build_model(run.config.model, run.data, seed=run.config.train.seed)  # any model: probes use its interface
     steps = run.steps
     ref = steps[-1] if ref_step is None else ref_step
     if ref not in steps:
@@ -186,15 +183,15 @@ def _num(x: Any, digits: int | None = None) -> float | None:
     return None if not math.isfinite(x) else (x if digits is None else round(x, digits))
 
 
-def _list(a: np.ndarray, digits: int = 6) -> list:
+def _list(a, digits: int = 6) -> list:
+    """JSON list of a probe tensor (or array), floats rounded to `digits`."""
+    a = np.asarray(a)
     return json_safe(np.round(a.astype(np.float64), digits).tolist() if a.dtype.kind == "f" else a.tolist())
 
 
 def build_result(run, s, ref: int, ref_probe, steps: list[int], probes, found, skipped: list[dict], elapsed: float,
                  threshold: float) -> dict[str, Any]:
     """fourier.json: the reference checkpoint's probes, every checkpoint's, and the phases (`interp.phases`)."""
-    import torch
-
     from interp import fourier
 
     r = ref_probe
@@ -228,7 +225,7 @@ def build_result(run, s, ref: int, ref_probe, steps: list[int], probes, found, s
             # the key frequencies each checkpoint would give on its own (its clusters)
             "key_frequencies": [probes.derived_key_frequencies(c) for c in range(len(steps))],
             "logit_periodicity_by_freq": _list(probes.periodicity_by_freq, 4),
-            "embed_norms_by_freq": _list(fourier.frequency_norms(torch.from_numpy(probes.embed_norms)).numpy(), 4),
+            "embed_norms_by_freq": _list(fourier.frequency_norms(probes.embed_norms), 4),
             # mean over heads of the first layer's attention from '=' to [a, b, '=']
             "attention_from_eq": None if probes.attention is None else _list(probes.attention[:, 0].mean(1), 4),
         },

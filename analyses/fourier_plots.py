@@ -17,12 +17,13 @@ PHASE_COLOURS = ("#f4e3c1", "#d8ead3", "#d5e1f2")  # memorisation, circuit forma
 
 def draw_all(run, s: ModularStructure, result: dict[str, Any], ref_probe: fourier.FourierProbes,
              model: torch.nn.Module, ref_weights: dict[str, torch.Tensor]) -> dict[str, Figure]:
-    """The three figures by file name; the caller writes them (analyses.common.write_outputs)."""
+    """The four figures by file name; the caller writes them (analyses.common.write_outputs)."""
     title = f"{run.dir.name}: {s.op} mod {s.p}, over {'Z_%d' % s.n}"
     spectra = fourier.neuron_spectra(grid_activations(model, [ref_weights], s).acts, s)[0].numpy()
     return {"fourier_embedding.png": embedding_figure(result, title),
             "fourier_clusters.png": clusters_figure(result, spectra, title),
-            "fourier_progress.png": progress_figure(run.metrics, result, title)}
+            "fourier_progress.png": progress_figure(run.metrics, result, title),
+            "fourier_key_norms.png": key_norms_figure(result, title)}
 
 
 def _component_bars(ax, norms: list[float], names: list[str], key: list[int], label: str) -> None:
@@ -137,6 +138,33 @@ def progress_figure(metrics: list[dict[str, Any]], result: dict[str, Any], title
     fig.suptitle(f"{title}; phases: {ph['memorisation_end']} / {ph['circuit_formation_end']} / {ph['cleanup_end']}")
     fig.tight_layout()
     return fig
+
+
+def key_norms_figure(result: dict[str, Any], title: str) -> Figure:
+    """Norm of W_E's Fourier components per frequency over training: each key frequency, and the mean and
+    maximum of the others (the demo's key-frequency embedding norms over training)."""
+    ck, key = result["checkpoints"], result["key_frequencies"]
+    steps, norms = np.array(ck["step"]), _nan_2d(ck["embed_norms_by_freq"])  # [T, n // 2]
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.subplots()
+    for k in key:
+        ax.plot(steps, norms[:, k - 1], label=f"k = {k}")
+    others = [k - 1 for k in range(1, norms.shape[1] + 1) if k not in key]
+    if others:
+        ax.plot(steps, norms[:, others].mean(1), color="gray", label="other frequencies, mean")
+        ax.plot(steps, norms[:, others].max(1), color="gray", linestyle=":", label="other frequencies, max")
+    ax.set_xscale("symlog", linthresh=max(1, int(steps[1]) if len(steps) > 1 else 1))
+    ax.set_xlabel("step")
+    ax.set_ylabel("norm of W_E's cos_k, sin_k components")
+    _phase_spans(ax, result["phases"], int(steps[-1]) if len(steps) else 1)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{title}: key-frequency embedding norms", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _nan_2d(rows: list) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
 
 
 def _nan(values: list) -> np.ndarray:

@@ -78,8 +78,6 @@ def analyse(run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] | Non
     data = run.data
     if data.labels.dtype != torch.long:
         raise BadInput(f"{run.dir}: task '{data.name}' is a regression; sparsity probes need class labels")
-    if run.config.model.model not in ("mlp", "transformer"):
-        raise BadInput(f"{run.dir}: model '{run.config.model.model}' has no MLP hidden layer to probe")
     steps = run.steps
     if not steps:
         raise BadInput(f"{run.dir}: no checkpoints")
@@ -108,6 +106,7 @@ def analyse(run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] | Non
         "full_test_acc", "random_test_acc", "W_in_l1_l2", "W_in_hoyer", "W_in_gini", "neuron_norm_gini",
         "neuron_norm_hoyer", "class_separation")}
     spectral: dict[str, list] = {}
+    views: dict[str, list] = {}  # spectral norms of the interface's matrices, for the figure
     norms_over_time, kde, tsne = [], {}, {}
     for step, weights in tqdm(run.iter_weights(steps), total=len(steps), desc="sparsity", disable=not progress):
         if isinstance(weights, RunDirError):
@@ -128,6 +127,11 @@ def analyse(run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] | Non
             rows[k].append(v)
         for name, v in sp.spectral_norms(weights).items():
             spectral.setdefault(name, []).append(v.tolist())
+        readout = model.neuron_readout(layer, approximate=True)
+        for name, w in {"hidden W_in": model.neuron_weights(layer)[0], "W_U": model.W_U,
+                        "neuron readout": readout}.items():
+            if w is not None:
+                views.setdefault(name, []).append(float(torch.linalg.matrix_norm(w.detach().double(), ord=2)))
         norms_over_time.append(es.norms)
         if step in picks:
             kde[step] = W.ravel()
@@ -148,7 +152,7 @@ def analyse(run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] | Non
         "S_mem": s_mem, "S_gen": s_gen, "switch_step": summary.get("switch_step"),
         "steps": steps, "train_acc": [metrics.get(s, {}).get("train_acc") for s in steps],
         "test_acc": [metrics.get(s, {}).get("test_acc") for s in steps], **rows,
-        "spectral_norms": spectral, "neuron_norms": norms.round(5).tolist(),
+        "spectral_norms": spectral, "interface_spectral_norms": views, "neuron_norms": norms.round(5).tolist(),
         "kde": {"grid": grid.tolist(), "density": kde_out}, "tsne": {str(k): v for k, v in tsne.items()},
         "class_names": class_names,
     }
@@ -185,11 +189,8 @@ def plot_progress(res: dict[str, Any]):
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy / agreement")
     ax = axes[2]
-    hidden = [k for k in res["spectral_norms"] if k.startswith(res["layer"]) and k.endswith("W_in")]
-    readout = [k for k in res["spectral_norms"] if k in ("W_U", "unembed.W_U") or k.endswith("mlp.W_out")]
-    for name in hidden + readout:
-        vals = np.array(res["spectral_norms"][name], dtype=float)
-        ax.plot(steps, vals.reshape(len(steps), -1).max(1), label=f"{name}")
+    for name, vals in res["interface_spectral_norms"].items():
+        ax.plot(steps, vals, label=name)
     ax.set_ylabel("spectral norm")
     ax = axes[3]
     norms = np.array(res["neuron_norms"])
@@ -273,21 +274,20 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
     def val(key: str, step: int | None):
         return None if step is None else res[key][steps.index(step)]
 
-    spec_name = next((k for k in res["spectral_norms"] if k.startswith(res["layer"]) and k.endswith("W_in")), None)
-    spec = np.array(res["spectral_norms"][spec_name], dtype=float).reshape(len(steps), -1).max(1) if spec_name else None
+    spec = np.array(res["interface_spectral_norms"]["hidden W_in"], dtype=float)
     out: dict[str, Any] = {f"{k}_step": v for k, v in at.items()}
     for k, s in at.items():
         out[f"effective_sparsity_{k}"] = val("effective_sparsity", s)
         out[f"faithfulness_{k}"] = val("faithfulness", s)
         out[f"random_faithfulness_{k}"] = val("random_faithfulness", s)
-        out[f"spectral_norm_{k}"] = None if s is None or spec is None else float(spec[steps.index(s)])
+        out[f"spectral_norm_{k}"] = None if s is None or not len(spec) else float(spec[steps.index(s)])
     if at["gen"] is not None:  # the circuit keeps changing after S_gen: its range over the checkpoints since
         after = [e for s, e in zip(steps, res["effective_sparsity"]) if s >= at["gen"]]
         out["effective_sparsity_after_gen_min"] = int(min(after))
         out["effective_sparsity_after_gen_median"] = float(np.median(after))
         out["effective_sparsity_after_gen_max"] = int(max(after))
-    if spec is not None:
-        out["spectral_norm_name"] = spec_name
+    if len(spec):
+        out["spectral_norm_name"] = f"{res['layer']}.W_in"
         out["spectral_norm_peak"], out["spectral_norm_peak_step"] = float(spec.max()), steps[int(spec.argmax())]
         out["spectral_norm_min"], out["spectral_norm_min_step"] = float(spec.min()), steps[int(spec.argmin())]
     return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-SUBMODULES = ("cosets", "fourier", "grid", "groups", "irreps", "landscape", "modular", "phases", "sparsity")
+SUBMODULES = ("cosets", "fourier", "grid", "groups", "irreps", "landscape", "modular", "phases", "sparsity", "views")
 __all__ = [*SUBMODULES, "load_run"]
 
 

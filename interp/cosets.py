@@ -316,24 +316,17 @@ def coset_timeline(Xs: np.ndarray, steps, G: Group, n_null: int = 9, min_ari: fl
 # --- rows of a group task's weights -------------------------------------------------------------------------
 
 
-def group_rows(weights: dict[str, Any], n: int) -> dict[str, np.ndarray]:
-    """The per-element row matrices of a group-task model's weights: {"W_U": [n, d], "W_E": [n, d]} for the
-    transformer and LSTM; the MLP's per-operand embeddings as "W_E_x" and "W_E_y"."""
-    def arr(t):
-        return t.detach().cpu().double().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=np.float64)
+def group_rows(model: Any, n: int) -> dict[str, np.ndarray]:
+    """The per-element row matrices of a group-task model (any of ours, or a TransformerBridge): {"W_U": [n, d],
+    "W_E": [n, d]}, or with one embedding table per operand (the MLP model) "W_E_x", "W_E_y", ..."""
+    from interp.grid import as_model
 
-    out = {}
-    for key in ("unembed.W_U", "W_U"):
-        if key in weights:
-            out["W_U"] = arr(weights[key]).T[:n]
-            break
-    for key in ("embed.W_E", "W_E"):
-        if key in weights:
-            W = arr(weights[key])
-            if W.ndim == 3:  # MLP: [n_operands, d_vocab, d_model]
-                for i, name in zip(range(W.shape[0]), ("x", "y", "z")):
-                    out[f"W_E_{name}"] = W[i, :n]
-            else:
-                out["W_E"] = W[:n]
-            break
+    model = as_model(model)
+    out = {"W_U": model.W_U.detach().cpu().double().numpy().T[:n]}
+    tables = model.embed_tables.detach().cpu().double().numpy()  # [n_tables, d_vocab, d_model]
+    if len(tables) == 1:
+        out["W_E"] = tables[0, :n]
+    else:
+        for i, name in zip(range(len(tables)), ("x", "y", "z")):
+            out[f"W_E_{name}"] = tables[i, :n]
     return out

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import torch
 
-from interp.grid import GridActivations, grid_activations, grid_summary, is_linear, stack_states, summarise
+from interp.grid import (FAST_VIEWS, GridActivations, as_model, grid_activations, grid_summary, is_fast, is_linear,
+                         stack_states, stacked_views, state_of, summarise)
 from interp.modular import ModularStructure, additive_structure, modular_structure
 
 CLUSTER_THRESHOLD = 0.85  # Nanda et al.: a neuron belongs to frequency k when k's block explains >= 85%
@@ -129,22 +129,17 @@ def as_structure(model: torch.nn.Module, structure: Any = None) -> ModularStruct
     if isinstance(structure, ModularStructure):
         return structure
     if structure is None:
-        return additive_structure(model.d_vocab_out)
+        return additive_structure(model.cfg.d_vocab_out)
     data = getattr(structure, "data", structure)
     return modular_structure(data)
 
 
-def _embedding_rows(W: dict[str, torch.Tensor], s: ModularStructure) -> torch.Tensor:
-    """[C, n, d] embedding rows of the group elements; the MLP model's per-operand tables side by side."""
-    if "embed.W_E" in W:
-        return W["embed.W_E"][:, s.elements]
-    E = W["W_E"]  # [C, n_operands, d_vocab, d_model]
-    return E[:, :, s.elements].permute(0, 2, 1, 3).flatten(2)
+def embedding_fourier_norms(embed: torch.Tensor, s: ModularStructure) -> torch.Tensor:
+    """[C, n] norm of each Fourier component of the embedding rows of the group elements ('=' left out).
 
-
-def embedding_fourier_norms(weights: dict[str, torch.Tensor], s: ModularStructure) -> torch.Tensor:
-    """[C, n] norm of each Fourier component of W_E (rows of the group elements; '=' left out)."""
-    return fourier_transform(_embedding_rows(weights, s), dim=1).norm(dim=-1)
+    embed: [C, d_vocab, d_embed] stacked `embed_matrix` views (W_E; the MLP model's per-operand tables side by side).
+    """
+    return fourier_transform(embed[:, s.elements], dim=1).norm(dim=-1)
 
 
 def neuron_logit_fourier_norms(W_L: torch.Tensor, s: ModularStructure) -> torch.Tensor:
@@ -397,7 +392,8 @@ def logit_periodicity(logits: torch.Tensor, s: ModularStructure) -> torch.Tensor
 
 @dataclass
 class FourierProbes:
-    """Every probe for C checkpoints (arrays have a leading [C] axis; frequency k at index k-1).
+    """Every probe for C checkpoints: CPU torch tensors with a leading [C] axis (frequency k at index k-1), like
+    every other probe here; `probe(model)` gives C = 1.
 
     Attributes:
         key_freqs: the key frequencies the ablations and `periodicity` use.
@@ -413,28 +409,28 @@ class FourierProbes:
     """
 
     key_freqs: list[int]
-    embed_norms: np.ndarray
-    unembed_norms: np.ndarray
-    gini_embed: np.ndarray
-    gini_unembed: np.ndarray
-    weight_norm: np.ndarray
-    neuron_freq: np.ndarray
-    neuron_share: np.ndarray
-    cluster_sizes: np.ndarray
-    in_clusters: np.ndarray
-    train_loss: np.ndarray
-    test_loss: np.ndarray
-    restricted_loss: np.ndarray
-    excluded_loss: np.ndarray
-    periodicity_by_freq: np.ndarray
-    periodicity: np.ndarray
-    attention: np.ndarray | None
+    embed_norms: torch.Tensor
+    unembed_norms: torch.Tensor
+    gini_embed: torch.Tensor
+    gini_unembed: torch.Tensor
+    weight_norm: torch.Tensor
+    neuron_freq: torch.Tensor
+    neuron_share: torch.Tensor
+    cluster_sizes: torch.Tensor
+    in_clusters: torch.Tensor
+    train_loss: torch.Tensor
+    test_loss: torch.Tensor
+    restricted_loss: torch.Tensor
+    excluded_loss: torch.Tensor
+    periodicity_by_freq: torch.Tensor
+    periodicity: torch.Tensor
+    attention: torch.Tensor | None
     embed_names: tuple[str, ...] = field(default=())
     threshold: float = CLUSTER_THRESHOLD
 
     def derived_key_frequencies(self, c: int = -1) -> list[int]:
         """Key frequencies of checkpoint `c` from its clusters (`key_frequencies_from_clusters`)."""
-        return key_frequencies_from_clusters(torch.from_numpy(self.cluster_sizes[c]), self.neuron_freq.shape[1])
+        return key_frequencies_from_clusters(self.cluster_sizes[c], self.neuron_freq.shape[1])
 
     @staticmethod
     def concat(parts: list["FourierProbes"]) -> "FourierProbes":
@@ -442,8 +438,8 @@ class FourierProbes:
         out = {}
         for name in first.__dataclass_fields__:
             vals = [getattr(p, name) for p in parts]
-            if isinstance(vals[0], np.ndarray):
-                out[name] = np.concatenate(vals)
+            if isinstance(vals[0], torch.Tensor):
+                out[name] = torch.cat(vals)
             else:
                 out[name] = vals[0]
         return FourierProbes(**out)
@@ -457,8 +453,9 @@ def probe_states(model: torch.nn.Module, states: list[dict[str, torch.Tensor]], 
     key_freqs: the frequencies for the ablations and periodicity; None derives them from the last state's
     neuron clusters. The analysis derives them once from the final checkpoint and passes them for all.
     """
-    W = stack_states(states)
-    d_mlp = model.cfg.d_mlp
+    model = as_model(model)
+    W = stacked_views(model, states, (FAST_VIEWS if is_fast(model) else ()) + ("embed_matrix",))
+    d_mlp = model.neuron_weights()[0].shape[1]
     if is_linear(model):  # everything from sums over the grid (streamed for the one-layer transformer)
         if key_freqs is None:  # a first pass for the clusters, a second for the key directions
             summary = grid_summary(model, states, s, stacked=W)
@@ -479,17 +476,18 @@ def probe_states(model: torch.nn.Module, states: list[dict[str, torch.Tensor]], 
         logits, W_L, attention = ga.logits, ga.W_L, ga.attention
     clusters = neuron_clusters(spectra, threshold)
     per_freq = logit_periodicity(logits, s)
-    embed = embedding_fourier_norms(W, s)
+    embed = embedding_fourier_norms(W["embed_matrix"], s)
     unembed = neuron_logit_fourier_norms(W_L, s)
     key_idx = [k - 1 for k in key_freqs]
-    np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    cpu = lambda t: t.detach().cpu()  # noqa: E731
     return FourierProbes(
-        key_freqs=list(key_freqs), embed_norms=np_(embed), unembed_norms=np_(unembed),
-        gini_embed=np_(gini(embed)), gini_unembed=np_(gini(unembed)), weight_norm=np_(total_weight_norm(W)),
-        neuron_freq=np_(clusters.freq), neuron_share=np_(clusters.share), cluster_sizes=np_(clusters.sizes),
-        in_clusters=np_(clusters.in_cluster.sum(1)), train_loss=np_(ab.train_loss), test_loss=np_(ab.test_loss),
-        restricted_loss=np_(ab.restricted_loss), excluded_loss=np_(ab.excluded_loss), periodicity_by_freq=np_(per_freq),
-        periodicity=np_(per_freq[:, key_idx].sum(1)), attention=None if attention is None else np_(attention),
+        key_freqs=list(key_freqs), embed_norms=cpu(embed), unembed_norms=cpu(unembed),
+        gini_embed=cpu(gini(embed)), gini_unembed=cpu(gini(unembed)),
+        weight_norm=cpu(total_weight_norm(stack_states(states))),
+        neuron_freq=cpu(clusters.freq), neuron_share=cpu(clusters.share), cluster_sizes=cpu(clusters.sizes),
+        in_clusters=cpu(clusters.in_cluster.sum(1)), train_loss=cpu(ab.train_loss), test_loss=cpu(ab.test_loss),
+        restricted_loss=cpu(ab.restricted_loss), excluded_loss=cpu(ab.excluded_loss), periodicity_by_freq=cpu(per_freq),
+        periodicity=cpu(per_freq[:, key_idx].sum(1)), attention=None if attention is None else cpu(attention),
         embed_names=fourier_basis(s.n).names, threshold=threshold)
 
 
@@ -498,19 +496,19 @@ def probe_states(model: torch.nn.Module, states: list[dict[str, torch.Tensor]], 
 
 def probe(model: torch.nn.Module, structure: Any = None, key_freqs: list[int] | None = None,
           threshold: float = CLUSTER_THRESHOLD) -> FourierProbes:
-    """Every probe for one model (arrays keep their leading axis of length 1).
+    """Every probe for one model (our model or a TransformerBridge; tensors keep their leading axis of length 1).
 
     structure: a ModularStructure, TaskData or Run (for the op, the group and the split); None means x+y over
     Z_p with no split (the losses are then NaN).
     """
     s = as_structure(model, structure)
-    return probe_states(model, [{k: v.detach() for k, v in model.state_dict().items()}], s, key_freqs, threshold)
+    return probe_states(model, [state_of(model)], s, key_freqs, threshold)
 
 
 def key_frequencies(model: torch.nn.Module, structure: Any = None, threshold: float = CLUSTER_THRESHOLD) -> list[int]:
     """The model's key frequencies: those with a cluster of >= `min_cluster_size(d_mlp)` neurons whose variance
     over the operand grid lies >= `threshold` in that frequency's {const, cos_k, sin_k}^2 block."""
     s = as_structure(model, structure)
-    ga = grid_activations(model, [{k: v.detach() for k, v in model.state_dict().items()}], s)
+    ga = grid_activations(model, [state_of(model)], s)
     sizes = neuron_clusters(neuron_spectra(ga.acts, s), threshold).sizes[0]
     return key_frequencies_from_clusters(sizes, ga.acts.shape[-1])

@@ -15,8 +15,12 @@ checkpoints without running the model on n^2 sequences:
 The probes need the [n*n, d_mlp] activation table only through sums over the grid (row, column and diagonal
 sums, sums of squares, projections on a few directions) and the logits. `grid_summary` streams the table in
 blocks of rows that stay in cache and keeps only those (`GridSummary`), which is what the analysis runs;
-`grid_activations` materialises it for notebooks. Any other model (more layers, LayerNorm, the MLP model) goes
-through `run_with_cache` one checkpoint at a time.
+`grid_activations` materialises it for notebooks. Any other model (more layers, LayerNorm, the MLP model, the
+LSTM) goes through `run_with_cache` one checkpoint at a time.
+
+Everything is read through the models' common interface (`training.models.GrokModel`: `W_*` views,
+`neuron_hook`, `neuron_readout`, `attention_hooks`, ...), never a model class or a weight name; a
+TransformerBridge is turned into our model first (`as_model`).
 """
 
 from __future__ import annotations
@@ -26,10 +30,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from interp.modular import ModularStructure
-from training.models import ACTIVATIONS, MLPModel, Transformer
+from training.models import ACTIVATIONS, GrokModel, from_bridge
 
 CHUNK_ROWS = 16384  # grid rows per forward on the hook path
 
@@ -102,28 +105,53 @@ def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return {k: torch.stack([s[k].float() for s in states]) for k in states[0]}
 
 
-def is_fast(model: torch.nn.Module) -> bool:
-    """The one-layer, LayerNorm-free transformer with ReLU or GELU: the batched path applies."""
-    return (isinstance(model, Transformer) and model.cfg.n_layers == 1 and model.cfg.normalization_type == "none"
-            and model.n_ctx == 3)
+def as_model(model: torch.nn.Module) -> GrokModel:
+    """Our model for `model`: itself, or a TransformerBridge's weights in our Transformer (an exact map)."""
+    return model if isinstance(model, GrokModel) else from_bridge(model)
 
 
-def is_linear(model: torch.nn.Module) -> bool:
-    """The logits are linear in the last MLP's neurons (no final LayerNorm)."""
-    return not (isinstance(model, Transformer) and model.cfg.normalization_type == "LN")
+def state_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The (detached) state dict of `model`, or of our model for a bridge."""
+    return {k: v.detach() for k, v in as_model(model).state_dict().items()}
+
+
+FAST_VIEWS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "b_in", "W_out", "b_out", "W_U")
+
+
+@torch.no_grad()
+def stacked_views(model: GrokModel, states: list[dict[str, torch.Tensor]], names) -> dict[str, torch.Tensor]:
+    """{name: [C, ...]} the model's views `names` (`W_E`, `embed_matrix`, `W_Q`, ...) with each state loaded."""
+    m = copy.deepcopy(model)
+    out: dict[str, list] = {n: [] for n in names}
+    for state in states:
+        m.load_state_dict(state)
+        for n in names:
+            out[n].append(getattr(m, n).detach().float().clone())
+    return {n: torch.stack(v) for n, v in out.items()}
+
+
+def is_fast(model: GrokModel) -> bool:
+    """One attention layer over [a, b, =] whose neurons read out linearly (the one-layer transformer without
+    LayerNorm, Nanda et al. 2023): the batched path applies."""
+    return (len(model.attention_hooks) == 1 and model.n_neuron_layers == 1 and model.cfg.n_ctx == 3
+            and model.neuron_readout() is not None)
+
+
+def is_linear(model: GrokModel) -> bool:
+    """The logits are affine in the last hidden layer's neurons."""
+    return model.neuron_readout() is not None
 
 
 @torch.no_grad()
 def grid_activations(model: torch.nn.Module, states: list[dict[str, torch.Tensor]], s: ModularStructure,
                      stacked: dict[str, torch.Tensor] | None = None) -> GridActivations:
-    """Activations of `model`'s architecture with each of `states` loaded, on the grid of `s`
-    (`stacked`: `stack_states(states)`, if the caller has it already)."""
+    """Activations of `model`'s architecture (our model or a TransformerBridge) with each of `states` loaded, on
+    the grid of `s` (`stacked`: `stacked_views(model, states, FAST_VIEWS)`, if the caller has it already)."""
+    model = as_model(model)
     if is_fast(model):
-        return _one_layer(stacked if stacked is not None else stack_states(states), model.cfg.act_fn, s,
-                          materialise=True)
-    if isinstance(model, (Transformer, MLPModel)):
-        return _with_hooks(model, states, s)
-    raise TypeError(f"the Fourier probes handle the transformer and the MLP model, not {type(model).__name__}")
+        W = stacked if stacked is not None else stacked_views(model, states, FAST_VIEWS)
+        return _one_layer(W, model.cfg.act_fn, s, materialise=True)
+    return _with_hooks(model, states, s)
 
 
 @torch.no_grad()
@@ -131,8 +159,10 @@ def grid_summary(model: torch.nn.Module, states: list[dict[str, torch.Tensor]], 
                  Q: torch.Tensor | None = None, stacked: dict[str, torch.Tensor] | None = None) -> GridSummary:
     """`GridSummary` of `model`'s architecture with each of `states` loaded (linear readouts only: no final
     LayerNorm); Q: [n*n, r] grid directions to project the activations on."""
+    model = as_model(model)
     if is_fast(model):
-        return _one_layer(stacked if stacked is not None else stack_states(states), model.cfg.act_fn, s, Q)
+        W = stacked if stacked is not None else stacked_views(model, states, FAST_VIEWS)
+        return _one_layer(W, model.cfg.act_fn, s, Q)
     ga = grid_activations(model, states, s)
     if not ga.linear:
         raise ValueError("grid_summary needs a linear readout; use grid_activations for LayerNorm models")
@@ -167,10 +197,8 @@ def _one_layer(W: dict[str, torch.Tensor], act_fn: str, s: ModularStructure, Q: 
                materialise: bool = False) -> GridSummary | GridActivations:
     """Grid activations of the one-layer transformer from stacked weights: a `GridSummary` (streamed) or, with
     `materialise`, `GridActivations`."""
-    E, P = W["embed.W_E"], W["pos_embed.W_pos"]
-    W_Q, W_K, W_V, W_O = (W[f"blocks.0.attn.W_{x}"] for x in "QKVO")
-    W_in, b_in = W["blocks.0.mlp.W_in"], W["blocks.0.mlp.b_in"]
-    W_out, b_out, W_U = W["blocks.0.mlp.W_out"], W["blocks.0.mlp.b_out"], W["unembed.W_U"]
+    E, P, W_U = W["W_E"], W["W_pos"], W["W_U"]  # the views of `FAST_VIEWS`, layer 0 of the stacked ones
+    W_Q, W_K, W_V, W_O, W_in, b_in, W_out, b_out = (W[n][:, 0] for n in FAST_VIEWS[2:-1])
     C, n, m = W_Q.shape[0], s.n, W_in.shape[-1]
 
     x = torch.stack([E[:, s.elements] + P[:, 0, None], E[:, s.elements] + P[:, 1, None]], dim=1)  # [C, 2, n, d]
@@ -225,54 +253,47 @@ def _one_layer(W: dict[str, torch.Tensor], act_fn: str, s: ModularStructure, Q: 
     return GridSummary(marginals, squares, coef, logits, W_L_T.transpose(1, 2), attention)
 
 
-def _with_hooks(model: torch.nn.Module, states: list[dict[str, torch.Tensor]], s: ModularStructure) -> GridActivations:
-    """One `run_with_cache` per checkpoint (chunked over the grid), on a copy of `model`."""
-    model = copy.deepcopy(model)
-    is_tf = isinstance(model, Transformer)
-    if is_tf:
-        last = model.cfg.n_layers - 1
-        act_name, resid_name = f"blocks.{last}.mlp.hook_post", f"blocks.{last}.hook_resid_mid"
-        pattern_names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
-    else:
-        act_name, resid_name, pattern_names = f"layers.{model.cfg.n_layers - 1}.hook_post", None, []
+def _with_hooks(model: GrokModel, states: list[dict[str, torch.Tensor]], s: ModularStructure) -> GridActivations:
+    """One `run_with_cache` per checkpoint (chunked over the grid), on a copy of `model` (one per checkpoint when
+    the read-out is not affine: `finish` runs the rest of that checkpoint's model)."""
+    act_name, resid_name, patterns = model.neuron_hook(), model.neuron_resid_hook(), model.attention_hooks
     linear = is_linear(model)
-    names = {act_name, *pattern_names} | ({resid_name} if not linear else set())
+    names = {act_name, *patterns} | ({resid_name} if not linear else set())
     tokens = s.tokens
-    acts, logits, W_Ls, attn, resids = [], [], [], [], []
+    acts, logits, W_Ls, attn, resids, copies = [], [], [], [], [], []
+    model = copy.deepcopy(model)
     for state in states:
+        if copies:
+            model = copy.deepcopy(model)
         model.load_state_dict(state)
         model.eval()
+        if not linear:
+            copies.append(model)
         a, lg, pat, rs = [], [], [], []
         for r in range(0, len(tokens), CHUNK_ROWS):
             out, cache = model.run_with_cache(tokens[r : r + CHUNK_ROWS], names_filter=lambda name: name in names)
-            a.append(cache[act_name].reshape(out.shape[0], -1))
+            a.append(_last(cache[act_name]))
             lg.append(out)
-            pat.append(torch.stack([cache[nm][:, :, -1].sum(0) for nm in pattern_names]) if pattern_names else None)
+            pat.append(torch.stack([cache[nm][:, :, -1].sum(0) for nm in patterns]) if patterns else None)
             if not linear:
-                rs.append(cache[resid_name][:, -1])
+                rs.append(_last(cache[resid_name]))
         acts.append(torch.cat(a))
         logits.append(torch.cat(lg))
-        if pattern_names:
+        if patterns:
             attn.append(sum(pat) / len(tokens))
         if not linear:
             resids.append(torch.cat(rs))
-        if is_tf:
-            W_U = model.unembed.W_U
-            if not linear:
-                W_U = model.ln_final.w[:, None] * W_U
-            W_Ls.append((model.blocks[last].mlp.W_out @ W_U).T.detach().clone())
-        else:
-            W_Ls.append(model.W_U.T.detach().clone())
+        W_Ls.append(model.neuron_readout(approximate=True).T.detach().clone())
     finish = None
     if not linear:
-        stacked = stack_states(states)
-        pre = f"blocks.{last}."
-
         def finish(c: int, a: torch.Tensor, resid: torch.Tensor) -> torch.Tensor:
-            x = resid + a @ stacked[pre + "mlp.W_out"][c] + stacked[pre + "mlp.b_out"][c]
-            x = F.layer_norm(x, x.shape[-1:], stacked["ln_final.w"][c], stacked["ln_final.b"][c], 1e-5)
-            return x @ stacked["unembed.W_U"][c]
+            return copies[c].logits_from_neurons(a, resid)
 
     return GridActivations(torch.stack(acts), torch.stack(logits), torch.stack(W_Ls),
                            torch.stack(attn) if attn else None, linear,
                            torch.stack(resids) if resids else None, finish)
+
+
+def _last(act: torch.Tensor) -> torch.Tensor:
+    """[batch, (pos,) d] -> [batch, d] at the answer (last) position."""
+    return act[:, -1] if act.ndim == 3 else act

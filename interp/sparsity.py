@@ -1,9 +1,9 @@
 """Sparsity probes: is the network's answer carried by a few hidden units or by many? (Merrill et al. 2023)
 
-Every probe works on any model with a hidden layer of units: the MLP (`layers.{i}.W_in` [d_in, d_mlp], units at
-`layers.{i}.hook_post`) and the transformer (`blocks.{i}.mlp.W_in` [d_model, d_mlp], units at
-`blocks.{i}.mlp.hook_post`). Neuron j's incoming weights are column j of W_in (plus b_in[j]); ablating a neuron
-means zeroing its hook_post unit.
+Every probe works on any model through the models' common interface (`neuron_hook`, `neuron_weights`,
+`neuron_readout`): the MLP (`layers.{i}.hook_post`), the transformer (`blocks.{i}.mlp.hook_post`), the LSTM (its
+last hidden state, `hook_final`), or a TransformerBridge (read as our transformer). Neuron j's incoming weights are
+column j of W_in (plus b_in[j]); ablating a neuron means zeroing its unit.
 
     >>> import interp
     >>> run = interp.load_run("checkpoints/parity-blog")
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.stats import gaussian_kde
+
+from interp.grid import as_model
 
 # --- the hidden layer of any model ---------------------------------------------------------------------------
 
@@ -50,24 +52,17 @@ class HiddenLayer:
 
 
 def hidden_layer(model: torch.nn.Module, layer: int = 0) -> HiddenLayer:
-    """The hidden layer number `layer` of an MLPModel (`layers.{layer}`) or a Transformer (`blocks.{layer}.mlp`)."""
-    if hasattr(model, "layers"):
-        n = len(model.layers)
-        if not 0 <= layer < n:
-            raise ValueError(f"layer {layer} out of range: the model has {n} hidden layer(s)")
-        mod = model.layers[layer]
-        readout = model.W_U.detach() if layer == n - 1 else None
-        return HiddenLayer(f"layers.{layer}", f"layers.{layer}.hook_post", mod.W_in.detach(), mod.b_in.detach(), readout)
-    if hasattr(model, "blocks"):
-        n = len(model.blocks)
-        if not 0 <= layer < n:
-            raise ValueError(f"layer {layer} out of range: the model has {n} block(s)")
-        mlp = model.blocks[layer].mlp
-        linear = layer == n - 1 and isinstance(model.ln_final, torch.nn.Identity)
-        readout = (mlp.W_out @ model.unembed.W_U).detach() if linear else None
-        return HiddenLayer(f"blocks.{layer}.mlp", f"blocks.{layer}.mlp.hook_post", mlp.W_in.detach(),
-                           mlp.b_in.detach(), readout)
-    raise TypeError(f"{type(model).__name__} has no MLP hidden layer (need `layers` or `blocks`)")
+    """Hidden layer number `layer` of any model (our models' common interface; a TransformerBridge is read as our
+    transformer): the MLP's `layers.{layer}`, a transformer's `blocks.{layer}.mlp`, the LSTM's last hidden state."""
+    model = as_model(model)
+    n = model.n_neuron_layers
+    if not 0 <= layer < n:
+        raise ValueError(f"layer {layer} out of range: the model has {n} hidden layer(s)")
+    hook = model.neuron_hook(layer)
+    W_in, b_in = model.neuron_weights(layer)
+    readout = model.neuron_readout(layer)
+    return HiddenLayer(hook.rpartition(".")[0] or hook, hook, W_in.detach(), b_in.detach(),
+                       None if readout is None else readout.detach())
 
 
 def neuron_norms(model: torch.nn.Module, layer: int = 0, bias: bool = True) -> np.ndarray:
@@ -92,6 +87,7 @@ class Ablator:
     """
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, layer: int = 0):
+        model = as_model(model)
         self.model, self.x, self.h = model, x, hidden_layer(model, layer)
         with torch.no_grad():
             out, cache = model.run_with_cache(x, names_filter=self.h.hook)
@@ -289,11 +285,9 @@ def weight_kde(w: np.ndarray | torch.Tensor, grid: np.ndarray | None = None, n_g
 
 def hidden_activations(model: torch.nn.Module, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
     """[N, d_mlp] the hidden units' activations (hook_post; the last position for a transformer)."""
-    h = hidden_layer(model, layer)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(x, names_filter=h.hook)
-    post = cache[h.hook]
-    return post[:, -1] if post.ndim == 3 else post
+    model = as_model(model)
+    hidden_layer(model, layer)  # the range check
+    return model.neuron_activations(x, layer)
 
 
 def bit_classes(inputs: torch.Tensor | np.ndarray, bits: list[int]) -> np.ndarray:

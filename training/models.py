@@ -12,18 +12,111 @@ logits, equal to `to_bridge(model)` on every position.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformer_lens import HookedRootModule
+from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from training.config import ConfigError, ModelConfig
+from training.losses import compute_loss
 from training.tasks import TaskData
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
+
+
+@dataclass(frozen=True)
+class HookedConfig(ModelConfig):
+    """`model.cfg`: the architecture (every `ModelConfig` field) plus the task-sized fields, as TransformerLens
+    names them, so `ActivationCache` and TransformerLens-style code read it as they read a HookedTransformer's.
+
+    `normalization_type` keeps our spelling ("none" or "LN"; TransformerLens writes None for "none").
+    """
+
+    d_vocab: int = 0
+    d_vocab_out: int = 0
+    n_ctx: int = 1
+    d_in: int = 0
+    attn_only: bool = False
+    eps: float = 1e-5
+    positional_embedding_type: str = "standard"
+    default_prepend_bos: bool = False
+
+    @classmethod
+    def of(cls, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, d_in: int = 0) -> "HookedConfig":
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(ModelConfig)}, d_vocab=d_vocab,
+                   d_vocab_out=d_vocab_out, n_ctx=n_ctx, d_in=d_in)
+
+
+class GrokModel(HookedRootModule):
+    """What every model shows the probes, whatever its architecture (TransformerLens names):
+
+    - `run_with_cache` returns a TransformerLens `ActivationCache`;
+    - `embed_matrix` [d_vocab, d_embed]: token -> what the network reads (the MLP model's per-operand tables side
+      by side), `embed_tables` [n_tables, d_vocab, d_model] (one table per operand for the MLP model, else one);
+    - `W_U` [d_final, d_vocab_out] and `b_U` [d_vocab_out]: the unembedding (every model has them);
+    - the hidden neurons: `n_neuron_layers`, `neuron_hook(layer)` (their `hook_post`), `neuron_activations(x,
+      layer)` [batch, d_mlp] at the answer position, `neuron_weights(layer)` (W_in [d_in, d_mlp], b_in [d_mlp])
+      and `neuron_readout(layer)` [d_mlp, d_vocab_out] when the logits are affine in them (else None, or with
+      `approximate=True` the map ignoring a final LayerNorm's scale); for a
+      non-affine read-out `neuron_resid_hook(layer)` and `logits_from_neurons(post, resid)` finish the forward;
+    - `attention_hooks`: the `hook_pattern` names (empty without attention).
+
+    A new model is one subclass that fills these in; every probe then works on it unchanged.
+    """
+
+    cfg: HookedConfig
+    attention_hooks: list[str] = []
+
+    def run_with_cache(self, *args, **kwargs) -> tuple[torch.Tensor, ActivationCache]:
+        """(output, ActivationCache): `cache["post", 0]`, `cache.stack_activation("pattern")`, ..."""
+        out, cache = super().run_with_cache(*args, **kwargs)
+        return out, ActivationCache(dict(cache), self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
+    @property
+    def embed_tables(self) -> torch.Tensor:
+        return self.embed_matrix[None]
+
+    def _layer(self, layer: int) -> int:
+        n = self.n_neuron_layers
+        if not -n <= layer < n:
+            raise ValueError(f"layer {layer} out of range: the model has {n} hidden layer(s)")
+        return layer % n
+
+    def neuron_activations(self, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """[batch, d_mlp] the neurons of hidden layer `layer` on inputs `x`, at the answer (last) position."""
+        name = self.neuron_hook(layer)
+        with torch.no_grad():
+            _, cache = self.run_with_cache(x, names_filter=name)
+        post = cache[name]
+        return post[:, -1] if post.ndim == 3 else post
+
+    def neuron_resid_hook(self, layer: int = -1) -> str | None:
+        return None
+
+    # what each model fills in (W_U and b_U too, as parameters or views)
+    embed_matrix = property(lambda self: _missing(self, "embed_matrix"))
+    n_neuron_layers = property(lambda self: _missing(self, "n_neuron_layers"))
+
+    def neuron_hook(self, layer: int = -1) -> str:
+        _missing(self, "neuron_hook")
+
+    def neuron_weights(self, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        _missing(self, "neuron_weights")
+
+    def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor | None:
+        _missing(self, "neuron_readout")
+
+    def tokens_to_residual_directions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[..., d_final] the unembedding columns of `tokens` (direct logit attribution directions)."""
+        return self.W_U[:, tokens].movedim(0, -1)
+
+
+def _missing(model: GrokModel, name: str):
+    raise NotImplementedError(f"{type(model).__name__} does not define `{name}` of the model interface")
 
 
 class LayerNorm(nn.Module):
@@ -32,10 +125,14 @@ class LayerNorm(nn.Module):
         self.w = nn.Parameter(torch.ones(d_model))
         self.b = nn.Parameter(torch.zeros(d_model))
         self.eps = eps
-        self.hook_normalized = HookPoint()
+        self.hook_scale, self.hook_normalized = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hook_normalized(F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps))
+        if not any(h._forward_hooks or h._backward_hooks for h in (self.hook_scale, self.hook_normalized)):
+            return F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
+        x = x - x.mean(-1, keepdim=True)  # TransformerLens' LayerNorm step by step when a hook reads it
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]
+        return self.hook_normalized(x / scale) * self.w + self.b  # hook_normalized before the gain, as the bridge
 
 
 class Attention(nn.Module):
@@ -158,22 +255,29 @@ class Unembed(nn.Module):
         return x @ self.W_U
 
 
-class Transformer(HookedRootModule):
+class Transformer(GrokModel):
     """Decoder-only transformer; Nanda et al. 2023 when `normalization_type="none"` (no LN, no attention biases).
 
     Input tokens [batch, n_ctx] -> logits [batch, d_vocab_out] at the last position
     (or [batch, n_ctx, d_vocab_out] with `all_positions=True`).
+
+    Without hooks the last block runs at the last position only (training's fast path). With a hook attached
+    (run_with_cache, run_with_hooks) every activation is computed at every position, with the bridge's shapes
+    (`blocks.0.mlp.hook_post` [batch, pos, d_mlp]); `last_only=True` keeps the last block at the last position
+    for probes that only read there. The weights read as TransformerLens stacks them: `W_E, W_pos, W_U, b_U`,
+    `W_Q/W_K/W_V [n_layers, n_heads, d_model, d_head]`, `W_O`, `W_in`, `b_in`, `W_out`, `b_out`, `QK`, `OV`.
     """
 
     def __init__(self, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int):
         super().__init__()
-        self.cfg, self.d_vocab, self.d_vocab_out, self.n_ctx = cfg, d_vocab, d_vocab_out, n_ctx
+        self.cfg, self.d_vocab, self.d_vocab_out, self.n_ctx = HookedConfig.of(cfg, d_vocab, d_vocab_out, n_ctx), d_vocab, d_vocab_out, n_ctx
         self.embed = Embed(d_vocab, cfg.d_model)
         self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
         self.blocks = nn.ModuleList([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
         self.ln_final = LayerNorm(cfg.d_model) if cfg.normalization_type == "LN" else nn.Identity()
         self.unembed = Unembed(cfg.d_model, d_vocab_out)
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
+        self.attention_hooks = [f"blocks.{i}.attn.hook_pattern" for i in range(cfg.n_layers)]
         self.setup()
 
     def init_weights(self, generator: torch.Generator) -> None:
@@ -189,19 +293,113 @@ class Transformer(HookedRootModule):
         """True when any hook is attached (run_with_cache, run_with_hooks): then every activation is computed."""
         return any(hp._forward_hooks or hp._backward_hooks for hp in self.hook_dict.values())
 
-    def forward(self, tokens: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, all_positions: bool = False, *, last_only: bool | None = None,
+                return_type: str = "logits", labels: torch.Tensor | None = None, loss: str = "ce") -> torch.Tensor:
+        """Logits at the last position [batch, d_vocab_out] (all positions: [batch, pos, d_vocab_out]).
+
+        last_only: run the last block at the last position only; None = only when nothing is hooked.
+        return_type "loss": the task's loss, mean cross-entropy of the last position against `labels` [batch]
+        (the answer after '='; the next-token loss over [a, b, =] that TransformerLens computes is meaningless
+        here); `loss` names the task's loss (`run.data.loss`). "both": (logits, loss).
+        """
+        listening = self.listening()
+        last_only = not (all_positions or listening) if last_only is None else last_only and not all_positions
         resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
         qkv = None
-        if not self.listening():  # fast path: block 0's q, k, v from the (position, token) table
+        if not listening:  # fast path: block 0's q, k, v from the (position, token) table
             table = self.blocks[0].ln1(self.embed.W_E[None] + self.pos_embed.W_pos[: tokens.shape[1], None])
-            qkv = self.blocks[0].attn.project_table(table, tokens, last_only=not all_positions and len(self.blocks) == 1)
+            qkv = self.blocks[0].attn.project_table(table, tokens, last_only=last_only and len(self.blocks) == 1)
         for i, block in enumerate(self.blocks):
-            resid = block(resid, last_only=not all_positions and i == len(self.blocks) - 1, qkv=qkv if i == 0 else None)
+            resid = block(resid, last_only=last_only and i == len(self.blocks) - 1, qkv=qkv if i == 0 else None)
         logits = self.unembed(self.ln_final(resid))
-        return logits if all_positions else logits[:, -1]
+        logits = logits if all_positions else logits[:, -1]
+        return answer_loss(logits, labels, return_type, loss)
+
+    # --- TransformerLens weight views (stacked over layers) ---
+
+    def _stack(self, name: str) -> torch.Tensor:
+        return torch.stack([b.get_submodule(name.rsplit(".", 1)[0]).get_parameter(name.rsplit(".", 1)[1])
+                            for b in self.blocks])
+
+    W_E = property(lambda self: self.embed.W_E, doc="[d_vocab, d_model]")
+    W_pos = property(lambda self: self.pos_embed.W_pos, doc="[n_ctx, d_model]")
+    W_U = property(lambda self: self.unembed.W_U, doc="[d_model, d_vocab_out]")
+    W_Q = property(lambda self: self._stack("attn.W_Q"), doc="[n_layers, n_heads, d_model, d_head]")
+    W_K = property(lambda self: self._stack("attn.W_K"), doc="[n_layers, n_heads, d_model, d_head]")
+    W_V = property(lambda self: self._stack("attn.W_V"), doc="[n_layers, n_heads, d_model, d_head]")
+    W_O = property(lambda self: self._stack("attn.W_O"), doc="[n_layers, n_heads, d_head, d_model]")
+    W_in = property(lambda self: self._stack("mlp.W_in"), doc="[n_layers, d_model, d_mlp]")
+    b_in = property(lambda self: self._stack("mlp.b_in"), doc="[n_layers, d_mlp]")
+    W_out = property(lambda self: self._stack("mlp.W_out"), doc="[n_layers, d_mlp, d_model]")
+    b_out = property(lambda self: self._stack("mlp.b_out"), doc="[n_layers, d_model]")
+
+    def _zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(*shape, device=self.W_E.device, dtype=self.W_E.dtype)
+
+    b_Q = property(lambda self: self._zeros(self.cfg.n_layers, self.cfg.n_heads, self.cfg.d_head), doc="zeros")
+    b_K = property(lambda self: self._zeros(self.cfg.n_layers, self.cfg.n_heads, self.cfg.d_head), doc="zeros")
+    b_V = property(lambda self: self._zeros(self.cfg.n_layers, self.cfg.n_heads, self.cfg.d_head), doc="zeros")
+    b_O = property(lambda self: self._zeros(self.cfg.n_layers, self.cfg.d_model), doc="zeros")
+    b_U = property(lambda self: self._zeros(self.cfg.d_vocab_out), doc="zeros")
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """[n_layers, n_heads, d_model, d_model] W_Q W_K^T, factored."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """[n_layers, n_heads, d_model, d_model] W_V W_O, factored."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    # --- the probes' interface (see GrokModel) ---
+
+    embed_matrix = W_E
+    n_neuron_layers = property(lambda self: self.cfg.n_layers)
+
+    def neuron_hook(self, layer: int = -1) -> str:
+        return f"blocks.{self._layer(layer)}.mlp.hook_post"
+
+    def neuron_weights(self, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        mlp = self.blocks[self._layer(layer)].mlp
+        return mlp.W_in, mlp.b_in
+
+    def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor | None:
+        """[d_mlp, d_vocab_out] W_out W_U for the last block without a final LayerNorm, else None; with
+        `approximate`, the last block's W_out (ln_final gain * W_U) under a final LayerNorm (its scale ignored)."""
+        layer = self._layer(layer)
+        if layer != self.cfg.n_layers - 1:
+            return None
+        W_U = self.W_U
+        if self.cfg.normalization_type == "LN":
+            if not approximate:
+                return None
+            W_U = self.ln_final.w[:, None] * W_U
+        return self.blocks[layer].mlp.W_out @ W_U
+
+    def neuron_resid_hook(self, layer: int = -1) -> str:
+        return f"blocks.{self._layer(layer)}.hook_resid_mid"
+
+    def logits_from_neurons(self, post: torch.Tensor, resid_mid: torch.Tensor) -> torch.Tensor:
+        """[R, d_vocab_out] logits from the last block's neurons post [R, d_mlp] and its resid_mid [R, d_model]."""
+        mlp = self.blocks[-1].mlp
+        return self.unembed(self.ln_final(resid_mid + post @ mlp.W_out + mlp.b_out))
 
 
-class MLPModel(HookedRootModule):
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor | None, return_type: str, loss: str = "ce"):
+    """`forward`'s return for `return_type` ("logits", "loss" or "both"): the task's `loss` ("ce", "mse",
+    "hinge", as training computes it, in float64) of the answer (last-position) logits against `labels` [batch]."""
+    if return_type == "logits":
+        return logits
+    if return_type not in ("loss", "both"):
+        raise ValueError(f"return_type must be 'logits', 'loss' or 'both', not {return_type!r}")
+    if labels is None:
+        raise ValueError("return_type='loss' needs labels: the answers [batch] (e.g. run.data.labels)")
+    value = compute_loss(logits if logits.ndim == 2 else logits[:, -1], labels, loss, float64=True)
+    return value if return_type == "loss" else (logits, value)
+
+
+class MLPModel(GrokModel):
     """Per-operand embeddings, concatenated, then ReLU hidden layers and an unembedding (Chughtai et al. 2023).
 
     Token tasks: tokens [batch, n_ctx] (the trailing '=' is ignored) -> logits [batch, d_vocab_out].
@@ -210,7 +408,8 @@ class MLPModel(HookedRootModule):
 
     def __init__(self, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, d_in: int = 0):
         super().__init__()
-        self.cfg, self.d_vocab, self.d_vocab_out, self.n_ctx = cfg, d_vocab, d_vocab_out, n_ctx
+        self.cfg = HookedConfig.of(cfg, d_vocab, d_vocab_out, n_ctx, d_in)
+        self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
         self.tokens = d_vocab > 0
         self.n_operands = max(n_ctx - 1, 1)
         if self.tokens:
@@ -240,21 +439,43 @@ class MLPModel(HookedRootModule):
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=generator) / math.sqrt(fan_in))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, return_type: str = "logits", labels: torch.Tensor | None = None,
+                loss: str = "ce") -> torch.Tensor:
         if self.tokens:
             idx = torch.arange(self.n_operands, device=x.device)
             x = self.hook_embed(self.W_E[idx, x[:, : self.n_operands]].flatten(1))
         for layer in self.layers:
             x = self.dropout(layer.hook_post(self.act(layer.hook_pre(x @ layer.W_in + layer.b_in))))
-        return x @ self.W_U + self.b_U
+        return answer_loss(x @ self.W_U + self.b_U, labels, return_type, loss)
+
+    # --- the probes' interface (see GrokModel); W_E is [n_operands, d_vocab, d_model] here ---
+
+    @property
+    def embed_matrix(self) -> torch.Tensor:
+        """[d_vocab, n_operands * d_model]: token t's row is its embedding as each operand, side by side."""
+        return self.W_E.permute(1, 0, 2).flatten(1)
+
+    embed_tables = property(lambda self: self.W_E)
+    n_neuron_layers = property(lambda self: len(self.layers))
+
+    def neuron_hook(self, layer: int = -1) -> str:
+        return f"layers.{self._layer(layer)}.hook_post"
+
+    def neuron_weights(self, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        mod = self.layers[self._layer(layer)]
+        return mod.W_in, mod.b_in
+
+    def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor | None:
+        return self.W_U if self._layer(layer) == len(self.layers) - 1 else None
 
 
-class LSTMModel(HookedRootModule):
+class LSTMModel(GrokModel):
     """Token embedding, an `n_layers` LSTM of width d_model, unembedding of the last hidden state."""
 
     def __init__(self, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int):
         super().__init__()
-        self.cfg, self.d_vocab, self.d_vocab_out, self.n_ctx = cfg, d_vocab, d_vocab_out, n_ctx
+        self.cfg = HookedConfig.of(cfg, d_vocab, d_vocab_out, n_ctx)
+        self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
         self.W_E = nn.Parameter(torch.empty(d_vocab, cfg.d_model))
         self.lstm = nn.LSTM(cfg.d_model, cfg.d_model, cfg.n_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
@@ -271,9 +492,31 @@ class LSTMModel(HookedRootModule):
                 p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) / math.sqrt(d))
             self.W_U.copy_(torch.randn(self.W_U.shape, generator=generator) / math.sqrt(d))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, *, return_type: str = "logits", labels: torch.Tensor | None = None,
+                loss: str = "ce") -> torch.Tensor:
         out, _ = self.lstm(self.hook_embed(F.embedding(tokens, self.W_E)))
-        return self.hook_final(out[:, -1]) @ self.W_U
+        return answer_loss(self.hook_final(out[:, -1]) @ self.W_U, labels, return_type, loss)
+
+    # --- the probes' interface (see GrokModel): the "neurons" are the last hidden state, read out by W_U ---
+
+    embed_matrix = property(lambda self: self.W_E)
+    n_neuron_layers = property(lambda self: 1)
+    b_U = property(lambda self: torch.zeros_like(self.W_U[0]))
+
+    def neuron_hook(self, layer: int = -1) -> str:
+        self._layer(layer)
+        return "hook_final"
+
+    def neuron_weights(self, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last LSTM layer's output-gate input weights [d_in, d_model] and bias (its hidden units' inputs)."""
+        self._layer(layer)
+        d, last = self.cfg.d_model, self.cfg.n_layers - 1
+        W, b = getattr(self.lstm, f"weight_ih_l{last}"), getattr(self.lstm, f"bias_ih_l{last}")
+        return W[3 * d :].T, b[3 * d :]
+
+    def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor:
+        self._layer(layer)
+        return self.W_U
 
 
 MODELS = {"transformer": Transformer, "mlp": MLPModel, "lstm": LSTMModel}
@@ -355,3 +598,38 @@ def to_bridge(model: Transformer):
         new[key] = mapped[structural].to(target[key].dtype)
     native.load_state_dict(new, strict=True)
     return bridge.eval()
+
+
+def from_bridge(bridge) -> Transformer:
+    """Our `Transformer` holding a `TransformerBridge.boot_native` model's weights (the inverse of `to_bridge`;
+    eval mode). The bridge's attention and unembedding biases must be zero: our transformer has none."""
+    c = bridge.cfg
+    norm = "LN" if c.normalization_type == "LN" else "none"
+    cfg = ModelConfig(n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads, d_head=c.d_head, d_mlp=c.d_mlp,
+                      act_fn=c.act_fn, normalization_type=norm)
+    model = Transformer(cfg, c.d_vocab, c.d_vocab_out, c.n_ctx)
+    native = {k.replace("._original_component", "").replace("_original_component.", ""): v.detach()
+              for k, v in bridge.original_model.state_dict().items()}
+    biases = [k for k, v in native.items() if k.endswith(("q.bias", "k.bias", "v.bias", "o.bias", "head.bias"))
+              and v.abs().max() > 0]
+    if biases:
+        raise ValueError(f"the bridge has non-zero biases our transformer lacks: {', '.join(biases[:3])}")
+    H, d, e = c.n_heads, c.d_model, c.d_head
+    sd = {"embed.W_E": native["tok_embed.weight"], "pos_embed.W_pos": native["pos.weight"],
+          "unembed.W_U": native["head.weight"].T}
+    if norm == "LN":
+        sd["ln_final.w"], sd["ln_final.b"] = native["ln_out.weight"], native["ln_out.bias"]
+    for i in range(c.n_layers):
+        b, L = f"blocks.{i}.", f"layers.{i}."
+        for x in "QKV":
+            sd[b + f"attn.W_{x}"] = native[L + f"attn.{x.lower()}.weight"].reshape(H, e, d).permute(0, 2, 1)
+        sd[b + "attn.W_O"] = native[L + "attn.o.weight"].T.reshape(H, e, d)
+        fc_in = "fc_in" if L + "mlp.fc_in.weight" in native else "in"
+        fc_out = "fc_out" if L + "mlp.fc_out.weight" in native else "out"
+        sd[b + "mlp.W_in"], sd[b + "mlp.b_in"] = native[L + f"mlp.{fc_in}.weight"].T, native[L + f"mlp.{fc_in}.bias"]
+        sd[b + "mlp.W_out"], sd[b + "mlp.b_out"] = native[L + f"mlp.{fc_out}.weight"].T, native[L + f"mlp.{fc_out}.bias"]
+        if norm == "LN":
+            sd[b + "ln1.w"], sd[b + "ln1.b"] = native[L + "ln1.weight"], native[L + "ln1.bias"]
+            sd[b + "ln2.w"], sd[b + "ln2.b"] = native[L + "ln2.weight"], native[L + "ln2.bias"]
+    model.load_state_dict({k: v.float().contiguous() for k, v in sd.items()}, strict=True)
+    return model.eval()

@@ -658,9 +658,18 @@ class Run:
             except RunDirError as e:
                 yield s, e
 
-    def model(self, step: int, device: str | torch.device = "cpu"):
+    def nearest_step(self, step: int) -> int:
+        """The checkpoint step closest to `step` (the earlier one on a tie); checkpoints are irregular."""
+        steps = self.steps
+        if not steps:
+            raise RunDirError(f"{self.dir}: no checkpoints")
+        return min(steps, key=lambda s: (abs(s - step), s))
+
+    def model(self, step: int, device: str | torch.device = "cpu", nearest: bool = False):
+        """Our model at checkpoint `step` (eval mode); `nearest=True` takes the closest checkpoint instead."""
         from training.models import build_model
 
+        step = self.nearest_step(step) if nearest else step
         model = build_model(self.config.model, self.data, seed=self.config.train.seed)
         try:
             model.load_state_dict(self.weights(step))
@@ -669,10 +678,27 @@ class Run:
             raise RunDirError(f"{self.checkpoint_path(step)}: does not fit this run's model ({first})") from None
         return model.to(device).eval()
 
-    def bridge(self, step: int):
+    def bridge(self, step: int, nearest: bool = False):
         from training.models import to_bridge
 
-        return to_bridge(self.model(step))
+        return to_bridge(self.model(step, nearest=nearest))
+
+    def iter_models(self, steps: list[int] | None = None) -> Iterator[tuple[int, Any]]:
+        """(step, model) for each checkpoint (all by default), one model object reloaded in place: copy a model
+        you keep past the next iteration."""
+        model = None
+        for step in self.steps if steps is None else steps:
+            if model is None:
+                model = self.model(step)
+            else:
+                model.load_state_dict(self.weights(step))
+            yield step, model
+
+    def stacked_weights(self, steps: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """{name: [T, ...]} every weight stacked over the checkpoints `steps` (all by default), in step order."""
+        steps = self.steps if steps is None else steps
+        states = [self.weights(s) for s in steps]
+        return {k: torch.stack([w[k] for w in states]) for k in states[0]} if states else {}
 
     @property
     def analyses_dir(self) -> Path:

@@ -155,3 +155,19 @@ def test_group_without_characters_skips_the_representation_view(tmp_path, capsys
     assert res["op"] == "x*y*x^-1" and "skipped" in res["irreps"] and res["n_candidates"] == 2 * 8 - 1
     assert res["matrices"]["W_U"]["asked"]["best_conjugate"]["side"] == "both"
     assert not (run / "analyses" / "cosets_irreps.png").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(s4_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(s4_run, run)
+    out = run / "analyses" / "cosets.json"
+    before = out.read_bytes() if out.exists() else None
+    ckpt = sorted((run / "ckpt").glob("*.safetensors"))[1]
+    weights = load_file(ckpt)
+    key = next(k for k in weights if k.endswith("W_U"))
+    weights[key] = weights[key][:, :-1].contiguous()  # one output class short
+    save_file(weights, ckpt)
+    one_line_error(cosets_main(capsys, run), ckpt.name, "does not fit")
+    assert (out.read_bytes() if out.exists() else None) == before  # nothing written

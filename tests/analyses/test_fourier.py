@@ -53,7 +53,7 @@ def test_analysis_writes_json_figures_and_phases(grokked_run):
     logged = {m["step"]: m for m in run.metrics}
     for t, loss in zip(ck["step"], ck["test_loss"]):
         assert loss == pytest.approx(logged[t]["test_loss"], rel=1e-3, abs=1e-6)
-    for name in ("fourier_embedding.png", "fourier_clusters.png", "fourier_progress.png"):
+    for name in ("fourier_embedding.png", "fourier_clusters.png", "fourier_progress.png", "fourier_key_norms.png"):
         assert (out / name).stat().st_size > 10_000, name
     # the phases go into fourier.json; every file the training loop owns (summary.json included) is untouched
     ph = result["phases"]
@@ -97,7 +97,8 @@ def test_truncated_final_checkpoint_stops_with_one_line_and_keeps_old_results(gr
 
 @pytest.fixture(scope="module")
 def other_runs(tmp_path_factory):
-    """Tiny runs the Fourier analysis must refuse: three operands, a non-prime x*y, an LSTM."""
+    """Tiny runs the Fourier analysis must refuse (three operands, a non-prime x*y) and an LSTM it reads through
+    the models' common interface."""
     root = tmp_path_factory.mktemp("others")
     for name, flat in {"kadd": dict(task="kadd", p=5, k=3), "mul12": dict(task="mul", p=12),
                        "lstm": dict(model="lstm")}.items():
@@ -110,7 +111,6 @@ def other_runs(tmp_path_factory):
     ("missing", "no such run directory"),
     ("kadd", "3 operands"),
     ("mul12", "not prime"),
-    ("lstm", "transformer and the MLP model"),
 ])
 def test_bad_input_is_one_line_exit_2(case, words, other_runs, tmp_path, capsys):
     path = {"empty": tmp_path, "missing": tmp_path / "nothing"}.get(case, other_runs / case)
@@ -118,6 +118,12 @@ def test_bad_input_is_one_line_exit_2(case, words, other_runs, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0] and str(path) in err[0]
     assert not (path / "analyses" / "fourier.json").exists()
+
+
+def test_an_lstm_is_analysed_through_the_common_interface(other_runs):
+    assert cli.main([str(other_runs / "lstm"), "--no-progress"]) == 0
+    result = json.loads((other_runs / "lstm" / "analyses" / "fourier.json").read_text())
+    assert len(result["checkpoints"]["step"]) == len(Run(other_runs / "lstm").steps)
 
 
 def test_bad_options(grokked_run, capsys):

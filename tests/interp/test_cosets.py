@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from interp.cosets import (adjusted_rand, coset_partitions, coset_timeline, fit_cosets, group_rows)
 from interp.groups import coset_labels, get_group, subgroups
@@ -99,13 +98,22 @@ def test_timeline_finds_when_structure_appears(S5):
     assert tl.ari[0, best] < 0.3 < 0.9 < tl.ari[-1, best] and tl.score[-1, best] > 0.8
 
 
-def test_group_rows_of_each_model_layout():
-    W = {"embed.W_E": torch.randn(7, 4), "unembed.W_U": torch.randn(4, 6), "pos_embed.W_pos": torch.randn(3, 4)}
-    rows = group_rows(W, 6)
-    assert rows["W_U"].shape == (6, 4) and rows["W_E"].shape == (6, 4)  # the '=' token is dropped
-    assert np.allclose(rows["W_U"], W["unembed.W_U"].numpy().T)
-    rows = group_rows({"W_E": torch.randn(2, 7, 5), "W_U": torch.randn(8, 6)}, 6)
-    assert set(rows) == {"W_U", "W_E_x", "W_E_y"} and rows["W_E_y"].shape == (6, 5)
+@pytest.mark.parametrize("kind", ["transformer", "mlp", "lstm"])
+def test_group_rows_of_each_model_layout(kind):
+    from training.config import ModelConfig, TaskConfig
+    from training.models import build_model
+    from training.tasks import build_task
+
+    data = build_task(TaskConfig(task="add", p=5, frac=0.5))
+    model = build_model(ModelConfig(model=kind, d_model=4, n_heads=1, d_head=4, d_mlp=8), data)
+    rows = group_rows(model, 5)
+    assert np.allclose(rows["W_U"], model.W_U.detach().numpy().T)
+    if kind == "mlp":
+        assert set(rows) == {"W_U", "W_E_x", "W_E_y"} and rows["W_E_y"].shape == (5, 4)
+        assert np.allclose(rows["W_E_y"], model.W_E[1, :5].detach().numpy())
+    else:
+        assert set(rows) == {"W_U", "W_E"} and rows["W_E"].shape == (5, 4)  # the '=' token is dropped
+        assert np.allclose(rows["W_E"], model.embed_matrix[:5].detach().numpy())
 
 
 # --- representation view ------------------------------------------------------------------------------------

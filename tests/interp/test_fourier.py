@@ -103,7 +103,7 @@ def test_planted_model_gives_back_its_frequencies(task, freqs):
     assert pr.restricted_loss[0] < 1e-4
     assert pr.excluded_loss[0] > math.log(23)
     nonzero = pr.embed_norms[0] > 1e-4 * pr.embed_norms[0].max()
-    assert {int(f) for f in fourier.fourier_basis(s.n).freqs[torch.from_numpy(nonzero)]} == set(freqs)
+    assert {int(f) for f in fourier.fourier_basis(s.n).freqs[nonzero]} == set(freqs)
     assert pr.in_clusters[0] == len(freqs) * 10  # every planted neuron, not the two dead ones
     assert pr.periodicity[0] > 0.7
 
@@ -181,3 +181,16 @@ def test_tiny_grokking_run_restricted_loss_leads_test_loss(tmp_path):
     assert any(pr.test_loss[i] > chance > pr.restricted_loss[i] and pr.restricted_loss[i] < 0.25 * pr.test_loss[i]
                for i in early)
     assert pr.restricted_loss[-1] < 0.05 and pr.periodicity[-1] > 0.8
+
+
+def test_fourier_probes_are_torch_tensors_throughout():
+    from training.config import ModelConfig, TaskConfig
+    from training.models import build_model
+    from training.tasks import build_task
+
+    data = build_task(TaskConfig(task="add", p=7, frac=0.5))
+    pr = fourier.probe(build_model(ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32), data), data)
+    arrays = {k: v for k, v in vars(pr).items() if k not in ("key_freqs", "embed_names", "threshold")}
+    assert all(isinstance(v, torch.Tensor) and v.shape[0] == 1 for v in arrays.values()), arrays.keys()
+    both = fourier.FourierProbes.concat([pr, pr])
+    assert torch.equal(both.test_loss, pr.test_loss.repeat(2)) and both.embed_norms.shape == (2, 7)

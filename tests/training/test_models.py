@@ -42,8 +42,8 @@ def test_run_with_cache_has_classic_hook_names():
     for name in ("hook_embed", "hook_pos_embed", "blocks.0.attn.hook_pattern", "blocks.0.hook_resid_mid",
                  "blocks.0.mlp.hook_post", "blocks.0.hook_resid_post"):
         assert name in cache.keys()
-    assert cache["blocks.0.attn.hook_pattern"].shape == (5, 2, 1, 3)  # '=' attending to a, b, '='
-    assert torch.allclose(cache["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(5, 2, 1))
+    assert cache["blocks.0.attn.hook_pattern"].shape == (5, 2, 3, 3)  # every query position, as the bridge
+    assert torch.allclose(cache["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(5, 2, 3))
 
 
 def test_init_scale_multiplies_every_initial_weight():
