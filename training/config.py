@@ -304,6 +304,9 @@ def validate(cfg: RunConfig) -> None:
 
     shape = task_shape(cfg.task)
     _need(shape.d_vocab > 0 or cfg.model.model == "mlp", f"task '{shape.name}' has vector inputs; use --model mlp")
+    # token tasks are the classification ones (cross-entropy); vector tasks train MSE or the hinge loss
+    _need(cfg.optim.loss == "task" or shape.d_vocab > 0,
+          f"--loss {cfg.optim.loss} needs a classification task; '{shape.name}' is not one")
     check_memory(cfg, shape)
 
 

@@ -209,6 +209,13 @@ def test_bad_values_are_one_line_exit_2(tmp_path, capsys, args, words):
     assert not out.exists()
 
 
+def test_stablemax_on_a_task_without_classes_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert call_main("--preset", "parity-blog", "--loss", "stablemax", "--steps", "5", "--out", str(out)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "classification" in lines[0] and not out.exists()
+
+
 def test_the_methods_train_from_the_cli(tmp_path):
     out = tmp_path / "run"
     assert call_main(*TINY, "--out", str(out), "--weight-noise", "0.01", "--decay-to-init", "true", "--grokfast",
