@@ -179,9 +179,10 @@ class GrokfastEMA(Transform):
 
     @torch.no_grad()
     def on_grads(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
-        a = _per_member([a if s else 0.0 for a, s in zip(self.alphas, self.started)], grads[0])
+        alphas = [a if s else 0.0 for a, s in zip(self.alphas, self.started)]  # alpha 0: h = g on the first step
         for h, g in zip(self.ema, grads):
-            h.copy_(h * a.view(-1, *[1] * (h.dim() - 1)) + g * (1 - a.view(-1, *[1] * (h.dim() - 1))))
+            a = _per_member(alphas, g)
+            h.copy_(h * a + g * (1 - a))
         self.started = [True] * len(self.started)
         return [g + _per_member(self.lambs, g) * h for g, h in zip(grads, self.ema)]
 
