@@ -93,6 +93,14 @@ class OptimConfig:
         constrain_norm: rescale all parameters to this multiple of the initial total norm after every step (0 = off).
         wd_after_memorisation: weight decay from the first evaluation with train accuracy 1 on (-1 = unchanged).
         lr_after_memorisation: learning rate from that evaluation on (-1 = unchanged).
+        weight_noise: sigma of Gaussian noise added to every weight for each training forward (0 = off).
+        decay_to_init: weight decay pulls towards the initial weights instead of 0.
+        grokfast: gradient filter of Grokfast: "none", "ema" (alpha, lamb) or "ma" (window, lamb).
+        grokfast_alpha: EMA momentum of grokfast "ema", in [0, 1).
+        grokfast_lamb: amplification of the filtered (slow) gradient.
+        grokfast_window: number of gradients averaged by grokfast "ma".
+        perp_grad: remove from each tensor's gradient its component along the weights (⊥Grad).
+        loss: "task" (the task's own loss) or "stablemax" (StableMax cross-entropy; classification tasks).
     """
 
     optimizer: str = "adamw"
@@ -107,6 +115,14 @@ class OptimConfig:
     constrain_norm: float = 0.0
     wd_after_memorisation: float = -1.0
     lr_after_memorisation: float = -1.0
+    weight_noise: float = 0.0
+    decay_to_init: bool = False
+    grokfast: str = "none"
+    grokfast_alpha: float = 0.98
+    grokfast_lamb: float = 2.0
+    grokfast_window: int = 100
+    perp_grad: bool = False
+    loss: str = "task"
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,7 @@ MAX_INT = 2**63 - 1  # seeds, sizes and steps must fit torch's int64
 MAX_LAYERS = 1000
 MAX_INIT_SCALE = 1e6
 MAX_CKPT_FLOOR = 100_000
+MAX_GROKFAST_WINDOW = 10_000
 
 
 def parse_value(name: str, text: str) -> Any:
@@ -287,6 +304,9 @@ def validate(cfg: RunConfig) -> None:
 
     shape = task_shape(cfg.task)
     _need(shape.d_vocab > 0 or cfg.model.model == "mlp", f"task '{shape.name}' has vector inputs; use --model mlp")
+    # token tasks are the classification ones (cross-entropy); vector tasks train MSE or the hinge loss
+    _need(cfg.optim.loss == "task" or shape.d_vocab > 0,
+          f"--loss {cfg.optim.loss} needs a classification task; '{shape.name}' is not one")
     check_memory(cfg, shape)
 
 
@@ -328,6 +348,14 @@ def _check_optim_ranges(o: OptimConfig) -> None:
           f"--wd-after-memorisation must be >= 0 (or -1 = off), got {o.wd_after_memorisation}")
     _need(o.lr_after_memorisation > 0 or o.lr_after_memorisation == -1,
           f"--lr-after-memorisation must be positive (or -1 = off), got {o.lr_after_memorisation}")
+    _need(o.weight_noise >= 0, f"--weight-noise must be >= 0 (0 = off), got {o.weight_noise}")
+    _need(o.grokfast in ("none", "ema", "ma"), f"--grokfast must be none, ema or ma, got '{o.grokfast}'")
+    _need(0.0 <= o.grokfast_alpha < 1.0, f"--grokfast-alpha must be in [0, 1), got {o.grokfast_alpha}")
+    _need(o.grokfast_lamb >= 0, f"--grokfast-lamb must be >= 0, got {o.grokfast_lamb}")
+    # the window is a ring buffer of that many gradients per parameter
+    _need(1 <= o.grokfast_window <= MAX_GROKFAST_WINDOW,
+          f"--grokfast-window must be in [1, {MAX_GROKFAST_WINDOW}], got {o.grokfast_window}")
+    _need(o.loss in ("task", "stablemax"), f"--loss must be task or stablemax, got '{o.loss}'")
 
 
 def _check_train_ranges(tr: TrainConfig, c: CheckpointConfig) -> None:

@@ -28,13 +28,15 @@ BATCHED_MODELS = ("mlp", "transformer")  # models with a batched forward (traini
 
 def shape_key(cfg: RunConfig) -> tuple:
     """Configs with equal keys can train as one ensemble: everything that fixes a tensor shape or the step's
-    code path (task size, architecture, optimiser kind, batch size, loss precision, device)."""
+    code path (task size, architecture, optimiser kind, batch size, loss and its precision, device, the Grokfast
+    filter and its window). Weight noise, decay to init, ⊥Grad and Grokfast's alpha and lamb vary per member."""
     t, m, o = cfg.task, cfg.model, cfg.optim
     if m.model not in BATCHED_MODELS:
         return ("alone", cfg.to_json())
     return (t.task, t.p, t.k, t.group, t.n_train, t.n_test, t.data_path, t.n_bits,
             m.model, m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp, m.act_fn, m.normalization_type,
-            o.optimizer, o.batch_size, o.float64_loss, cfg.train.device)
+            o.optimizer, o.batch_size, o.float64_loss, cfg.train.device, o.loss, o.grokfast,
+            o.grokfast_window if o.grokfast == "ma" else 0)
 
 
 def _datas(configs: list[RunConfig]) -> list[TaskData]:

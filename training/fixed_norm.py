@@ -18,6 +18,7 @@ import torch
 from training.config import RunConfig
 from training.tasks import TaskData, build_task
 from training.trainer import Trainer
+from training.transforms import NormConstraint
 
 
 @dataclass
@@ -61,7 +62,7 @@ def train_fixed_norm(cfg: RunConfig, data: TaskData | None = None, alphas: Seque
     eval_every = eval_every or max(1, steps // 200)
     torch.use_deterministic_algorithms(True)
     trainer = Trainer(alpha_configs(cfg, alphas, steps, eval_every, wd), [data] * len(alphas), device, batched=True)
-    norms = trainer.transforms[0].targets.cpu().numpy()
+    norms = next(t for t in trainer.transforms if isinstance(t, NormConstraint)).targets.cpu().numpy()
     rows = [(0, trainer.evaluate(float64=True))]
     for step in range(steps) if progress is None else progress(range(steps)):
         trainer.step()

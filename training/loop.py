@@ -135,6 +135,8 @@ class Member:
                                                                "weight_norm")},
                "lr": switch.lr(max(step - 1, 0)), "wd": switch.wd(step - 1),
                "time": round(time.perf_counter() - self.t0, 3)}
+        if evaluated.get("softmax_collapse") is not None:  # share of train examples with float32 CE loss 0
+            row["softmax_collapse"] = evaluated["softmax_collapse"]
         self.writer.append_metrics(row)
         self.metrics.append(row)
         trainer.observe(k, step, row)

@@ -12,8 +12,21 @@ import torch.nn.functional as F
 
 from training.errors import ConfigError
 
-LOSSES = ("ce", "mse", "hinge")
+LOSSES = ("ce", "mse", "hinge", "stablemax")
 EVAL_CHUNK = 16384  # examples (x members) per evaluation forward
+
+
+def stablemax_log_probs(out: torch.Tensor) -> torch.Tensor:
+    """log of StableMax (Prieto et al. 2025): s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0, p_i = s_i / sum_j s_j.
+    s grows linearly, so probabilities cannot round to exactly 1 and the loss to 0 as softmax's do."""
+    s = torch.where(out >= 0, out + 1, 1 / (1 - torch.clamp(out, max=0)))  # clamp: no inf in the unused branch
+    return torch.log(s / s.sum(-1, keepdim=True))
+
+
+def softmax_collapse(out: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of examples whose float32 softmax cross-entropy is exactly 0 (Prieto et al.'s softmax collapse: the
+    correct logit so far ahead that float32 rounds its probability to 1, and those examples give no gradient)."""
+    return (F.cross_entropy(out.float(), labels, reduction="none") == 0).float().mean().item()
 
 
 def example_losses(out: torch.Tensor, labels: torch.Tensor, kind: str, float64: bool) -> torch.Tensor:
@@ -22,6 +35,8 @@ def example_losses(out: torch.Tensor, labels: torch.Tensor, kind: str, float64: 
         out = out.double()
     if kind == "ce":
         return F.cross_entropy(out.flatten(0, -2), labels.flatten(), reduction="none").view(out.shape[:-1])
+    if kind == "stablemax":
+        return -stablemax_log_probs(out).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     if kind == "mse":
         target = F.one_hot(labels, out.shape[-1]).to(out.dtype) if labels.dtype == torch.long else labels.to(out.dtype)
         return ((out - target) ** 2).sum(-1)

@@ -82,6 +82,13 @@ def activations_per_example(m, s) -> int:
     return (s.d_in or max(s.n_ctx - 1, 1) * m.d_model) + 3 * m.n_layers * m.d_mlp + out
 
 
+def _transform_copies(o) -> int:
+    """Extra copies of the parameters the transforms hold (training.transforms): Grokfast's filter, the init
+    for decay to init, the clean weights under weight noise."""
+    filt = {"ema": 1, "ma": o.grokfast_window}.get(o.grokfast, 0)
+    return filt + int(o.decay_to_init) + int(o.weight_noise > 0)
+
+
 def estimate(cfg, shape) -> dict[str, int]:
     """Bytes by part for `cfg` (a RunConfig) and its task's `shape` (training.taskshape.TaskShape)."""
     m, s = cfg.model, shape
@@ -89,7 +96,8 @@ def estimate(cfg, shape) -> dict[str, int]:
         data = 3 * s.n * (s.n_ctx + 1) * 8
     else:  # float32 inputs [n, d_in] (+ a normalised copy) and labels or targets
         data = 2 * s.n * s.d_in * 4 + s.n * max(s.d_vocab_out, 1) * 8
-    params = n_params(m, s) * 4 * 5  # weights, gradients, two Adam moments, one checkpoint/state copy
+    # weights, gradients, two Adam moments, one checkpoint/state copy, and what the transforms keep
+    params = n_params(m, s) * 4 * (5 + _transform_copies(cfg.optim))
     batch = s.n_train if cfg.optim.batch_size == 0 else min(cfg.optim.batch_size, s.n_train)
     per_example = activations_per_example(m, s) * 4
     train = 2 * batch * per_example  # forward activations and their gradients

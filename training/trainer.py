@@ -20,12 +20,14 @@ import torch
 
 from training.batched import Dropout, forward_for, generic_forward
 from training.config import RunConfig
-from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses
+from training.config import ConfigError
+from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses, softmax_collapse
 from training.models import build_model
 from training.optim import StackedOptimizer
 from training.schedule import MemorisationSwitch, lr_at
 from training.tasks import TaskData
-from training.transforms import NormConstraint, Transform, member_norms
+from training.transforms import (DecayToInit, GrokfastEMA, GrokfastMA, NormConstraint, PerpGrad, Transform,
+                                 WeightNoise, member_norms)
 
 
 
@@ -63,6 +65,15 @@ def _weights(lengths: list[int], n: int, dtype: torch.dtype, device: torch.devic
     for k, m in enumerate(lengths):
         w[k, :m] = 1.0 / m
     return w.to(dtype=dtype, device=device)
+
+
+def _loss_kind(cfg: RunConfig, data: TaskData) -> str:
+    """The loss trained: the task's own, or StableMax cross-entropy in place of softmax cross-entropy."""
+    if cfg.optim.loss == "task":
+        return data.loss
+    if data.loss != "ce":
+        raise ConfigError(f"--loss {cfg.optim.loss} needs a classification task; '{data.name}' trains {data.loss}")
+    return cfg.optim.loss
 
 
 class ChunkTuner:
@@ -111,7 +122,7 @@ class Trainer:
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
                        for n in named[0]}
-        self.loss_kind, self.float64 = datas[0].loss, cfgs[0].optim.float64_loss
+        self.loss_kind, self.float64 = _loss_kind(cfgs[0], datas[0]), cfgs[0].optim.float64_loss
         self.batch_size = cfgs[0].optim.batch_size
         self.data = MemberData(datas, self.device)
         self.batch_gens = [torch.Generator().manual_seed(c.train.batch_seed) for c in cfgs]
@@ -126,16 +137,33 @@ class Trainer:
         metrics = metrics or [[] for _ in cfgs]
         self.switches = [MemorisationSwitch(c, m, partial(lr_at, cfg=c)) for c, m in zip(cfgs, metrics)]
         self.updates = [0] * K
-        self.transforms = list(transforms or [])
-        if any(c.optim.constrain_norm for c in cfgs):
-            # the target comes from the seeded init, so a resumed run recomputes the same one
-            factors = torch.tensor([c.optim.constrain_norm for c in cfgs], dtype=torch.float64, device=self.device)
-            targets = factors * member_norms(self.plist)
-            self.transforms.insert(0, NormConstraint(targets))
-            self.transforms[0].on_params(self.plist)
+        self.transforms = self._config_transforms() + list(transforms or [])
         self._full_batch: tuple | None = None
         self._grads: list[torch.Tensor] | None = None  # between backward() and apply()
         self.chunks = ChunkTuner(chunk)
+
+    def _config_transforms(self) -> list[Transform]:
+        """The transforms the configs ask for, in the order they act: weight noise around the forward, then on the
+        gradient Grokfast's filter and ⊥Grad, then on the parameters decay to init and the norm constraint."""
+        cfgs, o = self.cfgs, [c.optim for c in self.cfgs]
+        norm = None
+        if any(x.constrain_norm for x in o):
+            # the target comes from the seeded init, so a resumed run recomputes the same one
+            factors = torch.tensor([x.constrain_norm for x in o], dtype=torch.float64, device=self.device)
+            norm = NormConstraint(factors * member_norms(self.plist))
+            norm.on_params(self.plist)
+        out: list[Transform] = []
+        if any(x.weight_noise for x in o):
+            out.append(WeightNoise([x.weight_noise for x in o], [c.train.batch_seed for c in cfgs]))
+        if o[0].grokfast == "ema":
+            out.append(GrokfastEMA(self.plist, [x.grokfast_alpha for x in o], [x.grokfast_lamb for x in o]))
+        elif o[0].grokfast == "ma":
+            out.append(GrokfastMA(self.plist, o[0].grokfast_window, [x.grokfast_lamb for x in o]))
+        if any(x.perp_grad for x in o):
+            out.append(PerpGrad([x.perp_grad for x in o]))
+        if any(x.decay_to_init for x in o):  # the init after the norm constraint: the weights of step 0
+            out.append(DecayToInit(self.plist, [x.decay_to_init for x in o], decoupled=o[0].optimizer == "adamw"))
+        return out + ([norm] if norm is not None else [])
 
     @property
     def plist(self) -> list[torch.Tensor]:
@@ -183,6 +211,14 @@ class Trainer:
         """The first half of `step`: forward and gradients of every member; returns each member's loss [K] before
         any weight changes (the loop stops a member whose loss is no longer finite, then calls `apply`)."""
         x, y, w = batch if batch is not None else self.next_batch()
+        for t in self.transforms:
+            t.before_forward(self.plist)
+        losses = self._backward(x, y, w)
+        for t in self.transforms:
+            t.after_backward(self.plist)
+        return losses
+
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
         if not self.batched:
             loss = compute_loss(self.forward(self.params, x, self.dropout)[0], y[0], self.loss_kind, self.float64)
             # autograd.grad may hand back strided views (W_Q's grad comes through a permute); the fused optimiser
@@ -207,6 +243,8 @@ class Trainer:
         grads, self._grads = self._grads, None
         lr, wd = self.hyper()
         for t in self.transforms:
+            t.set_hyper(lr, wd)
+        for t in self.transforms:
             grads = t.on_grads(self.plist, grads)
         self.opt.step(self.plist, grads, lr, wd)
         for t in self.transforms:
@@ -224,11 +262,14 @@ class Trainer:
         chunk = max(1, EVAL_CHUNK // k)
         return torch.cat([self.forward(p, x[:, i: i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
 
-    def _split_metrics(self, members, x, y, lengths, float64) -> tuple[list[float], list[float | None]]:
-        """Each member's mean loss and accuracy over its own (unpadded) examples, as a run alone computes them."""
+    def _split_metrics(self, members, x, y, lengths, float64) -> tuple[list[float], list[float | None], list]:
+        """Each member's mean loss and accuracy over its own (unpadded) examples, as a run alone computes them,
+        and its softmax collapse (classification by cross-entropy only, else None)."""
         out = self.outputs(x, members)
         loss = [compute_loss(out[i, :n], y[i, :n], self.loss_kind, float64).item() for i, n in enumerate(lengths)]
-        return loss, [accuracy(out[i, :n], y[i, :n], self.loss_kind) for i, n in enumerate(lengths)]
+        collapse = [softmax_collapse(out[i, :n], y[i, :n]) if self.loss_kind in ("ce", "stablemax") else None
+                    for i, n in enumerate(lengths)]
+        return loss, [accuracy(out[i, :n], y[i, :n], self.loss_kind) for i, n in enumerate(lengths)], collapse
 
     @torch.no_grad()
     def evaluate(self, members: list[int] | None = None, float64: bool | None = None) -> list[dict[str, Any]]:
@@ -241,7 +282,7 @@ class Trainer:
         te = self._split_metrics(members, d.x_te[sel], d.y_te[sel], [d.n_test[k] for k in members], f64)
         norms = member_norms([v[sel] for v in self.plist]).tolist()
         return [{"train_loss": tr[0][i], "test_loss": te[0][i], "train_acc": tr[1][i], "test_acc": te[1][i],
-                 "weight_norm": norms[i]} for i in range(len(members))]
+                 "weight_norm": norms[i], "softmax_collapse": tr[2][i]} for i in range(len(members))]
 
     def observe(self, k: int, step: int, row: dict[str, Any]) -> None:
         """Member k's evaluation at `step` (the memorisation switch listens)."""
