@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 
+from tests.benchmarks.step_speed import time_steps
 from training.losses import compute_loss
 from training.models import build_model
 from training.presets import get_preset
@@ -26,18 +26,6 @@ from training.tasks import build_task
 from training.trainer import Trainer
 
 NANDA_MAX_K = 32  # nanda2023 at K = 128 needs ~10 GB of activations and minutes per step on a CPU
-
-
-def timed(step, n: int, device) -> float:
-    step()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n
 
 
 def module_step(cfg, data, device):
@@ -86,7 +74,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for key, step in steps.items():
                 n = max(2, args.steps // (key if isinstance(key, int) and key > 8 else 1))
-                best[key] = min(best.get(key, float("inf")), timed(step, n, device))
+                best[key] = min(best.get(key, float("inf")), time_steps(step, n, device))
         one = best[ks[0]] if ks[0] == 1 else best["module"]
         print(f"\n{name}: batch {cfg.optim.batch_size or len(data.train_idx)}, "
               f"module step {best['module'] * 1e3:.2f} ms, Trainer K=1 {best.get(1, float('nan')) * 1e3:.2f} ms")
