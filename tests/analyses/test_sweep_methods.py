@@ -64,7 +64,7 @@ def test_a_reference_that_never_generalised_bounds_the_speedup(tmp_path, capsys)
 
 
 def test_a_reference_with_a_longer_budget_bounds_the_methods_that_did_not_generalise_within_theirs(tmp_path, capsys):
-    """accel-nanda: every method has 2000 steps, adamw runs until it generalises. A method that mostly did not
+    """As accel-nanda: each method has a short budget, adamw runs until it generalises. A method that mostly did not
     generalise within its 2000 steps is at most S_gen(adamw) / 2000 times faster; one that did gets the ratio."""
     outcomes = {("adamw", None): [(150, 7000, 1.0), (150, 8000, 1.0), (150, 6000, 1.0)],
                 ("fast", None): [(150, 700, 1.0), (150, 800, 1.0), (150, 900, 1.0)],
