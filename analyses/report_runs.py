@@ -320,7 +320,7 @@ def sequence_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
         ratio = r["S_gen"] / r["S_mem"] if r.get("S_gen") and r.get("S_mem") else None
         table.rows.append([name, r.get("S_mem"), r.get("S_gen"), ratio, r.get("final_test_acc"),
                            f"exit {rc}" + (f", {', '.join(f.name for f in found)}" if found else "")])
-        check = _sequence_check(name, r, ratio, out.numbers[name]["analysis"].get("sequence.json", {}))
+        check = _sequence_check(name, r, out.numbers[name]["analysis"].get("sequence.json", {}))
         out.checks += [check] if check else []
     if "digits5-700" not in st["sweeps"]:
         out.notes.append("the 700-example grokking run (digits5-700, ~15 minutes on one CPU core) is in the gpu scale; "
@@ -331,7 +331,7 @@ def sequence_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
     return out
 
 
-def _sequence_check(name: str, r: dict[str, Any], ratio: float | None, seq: dict[str, Any]) -> Check | None:
+def _sequence_check(name: str, r: dict[str, Any], seq: dict[str, Any]) -> Check | None:
     """000's claims: on infinite data each answer digit has its own phase change; on limited data (700 examples,
     512 sequences) the model groks. max-element has no claim in the seeds: numbers only."""
     if name.endswith("infinite"):
@@ -343,6 +343,17 @@ def _sequence_check(name: str, r: dict[str, Any], ratio: float | None, seq: dict
                      bool(steps) and len(found) == len(steps) and len(set(found.values())) > 1)
     if name not in ("digits5-700", "repeat-512"):
         return None
+    # On losses, as the seed's figures: repeat-512's accuracy has a ceiling below 99% (tokens repeated inside a
+    # sequence make some targets ambiguous), so S_mem / S_gen need not exist there.
+    fit, change = _fitted_step(seq.get("curves", {})), (seq.get("phase_change", {}).get("test", {}).get("all") or {})
+    drop = change.get("step")
     return Check(f"000: {name} groks: the test loss falls long after the training loss",
-                 "generalises (test accuracy >= 99%) with S_gen >= 2 x S_mem",
-                 f"S_mem {r.get('S_mem')}, S_gen {r.get('S_gen')}", r.get("S_gen") is not None and (ratio or 0) >= 2)
+                 "the test loss's phase change (analyses.sequence, all targets) comes at >= 2x the step where the "
+                 "train loss first falls below a fifth of its initial value",
+                 f"train loss fitted at {fit}, test-loss phase change at {drop}; S_mem {r.get('S_mem')}, "
+                 f"S_gen {r.get('S_gen')}", fit is not None and drop is not None and drop >= 2 * max(fit, 1))
+
+
+def _fitted_step(curves: dict[str, Any]) -> int | None:
+    steps, loss = curves.get("steps") or [], (curves.get("overall") or {}).get("train_loss") or []
+    return next((s for s, v in zip(steps, loss) if loss and v is not None and v <= loss[0] / 5), None)

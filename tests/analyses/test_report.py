@@ -13,7 +13,7 @@ import pytest
 
 from analyses import report
 from analyses.report_common import VERDICTS, Check, verdict
-from analyses.report_runs import turning_points
+from analyses.report_runs import _sequence_check, turning_points
 from analyses.report_sweeps import min_fraction, optimisers_settings
 
 NOT_LANDED = "not landed"
@@ -131,6 +131,22 @@ def test_turning_points_find_the_decline():
     steps = [0, 10, 20, 40, 80, 160, 320, 640]
     norm = [1.0, 2.0, 3.0, 2.5, 1.5, 1.02, 1.0, 1.01]
     assert turning_points(steps, norm) == (40, 160)  # 10% and 90% of the fall from 3 to 1
+
+
+def test_the_limited_data_sequence_check_reads_the_losses_not_the_99_percent_rule():
+    """repeat-512 never reaches 99% accuracy (ambiguous targets), so grokking is judged on the loss curves: the
+    test loss's phase change against the step where the train loss fell below a fifth of its start."""
+    def seq(train, test_change):
+        return {"curves": {"steps": [0, 100, 200, 300, 400], "overall": {"train_loss": train}},
+                "phase_change": {"test": {"all": {"step": test_change} if test_change else None}}}
+
+    r = {"S_mem": None, "S_gen": None}
+    fast_fit = [4.8, 0.9, 0.5, 0.5, 0.4]  # below 4.8 / 5 at step 100
+    assert _sequence_check("repeat-512", r, seq(fast_fit, 2300)).ok is True
+    assert _sequence_check("repeat-512", r, seq(fast_fit, 150)).ok is False  # falls together: no grokking
+    assert _sequence_check("repeat-512", r, seq(fast_fit, None)).ok is False  # never falls
+    assert _sequence_check("digits5-700", r, seq([2.3, 2.0, 1.9, 1.9, 1.8], 300)).ok is False  # never fitted
+    assert _sequence_check("max-element", r, seq(fast_fit, 2300)) is None
 
 
 def test_min_fraction_is_the_smallest_where_most_seeds_generalised():
