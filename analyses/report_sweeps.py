@@ -246,7 +246,7 @@ def optimisers_settings(scale: str, data_path: str = "") -> dict[str, Any]:
 def optimisers_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
     """Per method (and grid point), the view `python -m analyses.sweep` gives of the same sweep
     (analyses.sweep_methods: S_gen, S_mem, final test accuracy, speed-up over plain AdamW)."""
-    from analyses.sweep_methods import REFERENCE, group, plot_acc, plot_sgen, speedups
+    from analyses.sweep_methods import REFERENCE, group, plot_acc, plot_sgen, speed_text, speedups
     from training.sweep import METHOD
 
     (name, spec), = st["sweeps"].items()
@@ -267,7 +267,7 @@ def optimisers_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
     table = Table(["grid point", "method", "generalised", "S_mem median", "S_gen median", f"speed-up over {reference}",
                    "final test acc median"],
                   [[g["key"] or "-", g["method"], f"{g['generalised']}/{g['runs']}", g["S_mem"]["median"],
-                    g["S_gen"]["median"], None if g["speedup"] is None else round(g["speedup"], 2),
+                    g["S_gen"]["median"], None if g["speedup"] is None else speed_text(g),
                     g["final_test_acc"]["median"]] for g in groups])
     return Outcome([f.name for f in figures], [table], _optimiser_checks(groups, spec),
                    {"sweep": name, "reference": reference, "groups": groups}, failed_note(rows))

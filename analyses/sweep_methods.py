@@ -6,8 +6,10 @@ method (and grid point), compared with a reference method (plain AdamW, "adamw",
 Per method and grid point, over the finished runs (seeds): how many generalised, S_mem and S_gen (median and
 [min, max]), the speed-up (the reference's median S_gen over the method's, at the same grid point), and the final
 test accuracy (median and [min, max]). When the reference never generalised within its budget B but the method did,
-the speed-up is only bounded: "> B / S_gen". No speed-up where at most half the seeds of the method (or of the
-reference) generalised. A run that never generalises is drawn at the budget as a red x.
+the speed-up is only bounded: "> B / S_gen"; when the method mostly did not generalise within its own budget B (methods
+may have different budgets: `accel-nanda` runs the reference until it generalises) but the reference did, it is
+bounded the other way: "< S_gen(reference) / B". No speed-up where at most half the seeds of the method (or of the
+reference) generalised and neither bound applies. A run that never generalises is drawn above its budget as a red x.
 
 Writes SWEEP_DIR/analyses/sweep_by_method.json, .md (the table) and .png (S_gen per method); with one swept numeric
 field (the training fraction of `accel-budget`) also sweep_by_method_<field>.png: final test accuracy against that
@@ -68,28 +70,35 @@ def stats(method: str, key: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def speedups(groups: list[dict[str, Any]], reference: str) -> None:
     """Each group's speed-up over the reference method at the same grid point (in place): `speedup` (a float or
-    None) and `speedup_bound` (True when the reference did not generalise, so the value is a lower bound).
-    Only where most seeds of the method (and of the reference) generalised: the median S_gen of the few seeds that
-    did would flatter a method that usually does not."""
+    None) and `speedup_bound`: None for a measured ratio, ">" when the reference never generalised within its
+    budget (the ratio is a lower bound), "<" when the method mostly did not generalise within its own budget B
+    but the reference did (its median S_gen is at least B, so the speed-up is at most S_gen(reference) / B).
+    A ratio only where most seeds of the method (and of the reference) generalised: the median S_gen of the few
+    seeds that did would flatter a method that usually does not."""
     refs = {g["key"]: g for g in groups if g["method"] == reference}
     for g in groups:
         ref, mine = refs.get(g["key"]), g["S_gen"]["median"]
-        g["speedup"], g["speedup_bound"] = None, False
-        if ref is None or mine is None or ref["runs"] == 0 or g["generalised"] * 2 <= g["runs"]:
+        g["speedup"], g["speedup_bound"] = None, None
+        if ref is None or ref["runs"] == 0 or g["runs"] == 0:
             continue
-        if ref["generalised"] * 2 > ref["runs"]:
+        ref_gen, gen = ref["generalised"] * 2 > ref["runs"], g["generalised"] * 2 > g["runs"]
+        if gen and ref_gen:
             g["speedup"] = ref["S_gen"]["median"] / mine
-        elif ref["generalised"] == 0 and ref["budget"]:
-            g["speedup"], g["speedup_bound"] = ref["budget"] / mine, True
+        elif gen and ref["generalised"] == 0 and ref["budget"]:
+            g["speedup"], g["speedup_bound"] = ref["budget"] / mine, ">"
+        elif not gen and ref_gen and g["budget"] and g["unfinished"] == 0:
+            g["speedup"], g["speedup_bound"] = ref["S_gen"]["median"] / g["budget"], "<"
 
 
 # --- output --------------------------------------------------------------------------------------------------
 
 
-def _speed(g: dict[str, Any]) -> str:
+def speed_text(g: dict[str, Any]) -> str:
     if g["speedup"] is None:
         return "-"
-    return f"> {g['speedup']:.1f}x" if g["speedup_bound"] else f"{g['speedup']:.2f}x"
+    if g["speedup_bound"]:
+        return f"{g['speedup_bound']} {g['speedup']:.1f}x"
+    return f"{g['speedup']:.2f}x"
 
 
 def _acc(sp: dict[str, Any]) -> str:
@@ -100,22 +109,22 @@ def _acc(sp: dict[str, Any]) -> str:
 
 def table(groups: list[dict[str, Any]], reference: str) -> str:
     """Markdown: one row per method (a bold row per grid point when the sweep has a grid)."""
-    lines = [f"| method | generalised | S_mem median | S_gen median | S_gen [min, max] | speed-up over {reference} | "
-             "final test acc median [min, max] |", "|" + " --- |" * 7]
+    lines = [f"| method | budget | generalised | S_mem median | S_gen median | S_gen [min, max] | "
+             f"speed-up over {reference} | final test acc median [min, max] |", "|" + " --- |" * 8]
     key = None
     for g in groups:
         if g["key"] and g["key"] != key:
-            lines.append(f"| **{g['key']}** |" + " |" * 6)
+            lines.append(f"| **{g['key']}** |" + " |" * 7)
         key = g["key"]
         unf = f" ({g['unfinished']} unfinished)" if g["unfinished"] else ""
-        lines.append(f"| {g['method']} | {g['generalised']}/{g['runs']}{unf} | {_n(g['S_mem']['median'])} | "
-                     f"{_n(g['S_gen']['median'])} | {_range(g['S_gen'])} | {_speed(g)} | {_acc(g['final_test_acc'])} |")
+        lines.append(f"| {g['method']} | {_n(g['budget'])} | {g['generalised']}/{g['runs']}{unf} | {_n(g['S_mem']['median'])} | "
+                     f"{_n(g['S_gen']['median'])} | {_range(g['S_gen'])} | {speed_text(g)} | {_acc(g['final_test_acc'])} |")
     return "\n".join(lines)
 
 
 def plot_sgen(groups: list[dict[str, Any]], rows: list[dict[str, Any]], methods: list[str], title: str,
               path: Path) -> None:
-    """S_gen per method: each seed a dot (a red x at the budget when it never generalised), the median a bar;
+    """S_gen per method: each seed a dot (a red x above its budget when it never generalised), the median a bar;
     one colour per grid point."""
     from matplotlib.figure import Figure
 
@@ -135,11 +144,13 @@ def plot_sgen(groups: list[dict[str, Any]], rows: list[dict[str, Any]], methods:
             for r in mine:
                 if r.get("S_gen") is not None:
                     ax.scatter(x, r["S_gen"], color=colour, s=14, alpha=0.7)
-                else:
-                    ax.scatter(x, budget * 1.15, color="tab:red", marker="x", s=24)
+                else:  # at the run's own budget: methods may have different ones
+                    ax.scatter(x, (r.get("budget") or budget) * 1.15, color="tab:red", marker="x", s=24)
         if k:
             ax.plot([], [], color=colour, linewidth=2, label=k)
-    ax.axhline(budget, color="grey", linestyle=":", linewidth=1, label="budget (x: never generalised)")
+    for b in sorted({g["budget"] for g in groups if g["budget"]}):
+        ax.axhline(b, color="grey", linestyle=":", linewidth=1)
+    ax.plot([], [], color="grey", linestyle=":", label="budget (x: never generalised within it)")
     ax.set_yscale("log")
     if len(keys) == 1:  # the share that generalised under each label (the red x's of several seeds overlap)
         share = {g["method"]: f"{g['generalised']}/{g['runs']}" for g in groups}
