@@ -49,7 +49,9 @@ def test_the_accel_sweeps_reach_the_config():
     assert (c.task.p, c.task.frac, c.model.model, c.model.dropout, c.train.steps) == (97, 0.3, "mlp", 0.1, 1800)
     assert c.optim.batch_size == 512 and budget["method=adamw-full-batch_frac=0.7_seed=0"].optim.batch_size == 0
     nanda = {r.name: r.config for r in plan(SWEEPS["accel-nanda"], ["seed", "batch_seed"])}
-    assert nanda["method=sgd-momentum_seed=0"].optim.optimizer == "sgd" and len(nanda) == 14
+    assert nanda["method=sgd-momentum_seed=2"].optim.optimizer == "sgd" and len(nanda) == 14 * 3
+    # every method has the short budget; the reference runs until it generalises
+    assert nanda["method=perp-adamw_seed=1"].train.steps == 1500 and nanda["method=adamw_seed=1"].train.steps == 15000
 
 
 @pytest.mark.parametrize("variants, grid, words", [
