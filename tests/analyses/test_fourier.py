@@ -57,7 +57,11 @@ def test_analysis_writes_json_figures_and_phases(grokked_run):
     for key in ("train_loss", "test_loss", "restricted_loss", "excluded_loss"):
         values = [x for x in ck[key] if x is not None]
         assert any(x != round(x, 10) for x in values), key
-    assert ck["test_loss"][-1] == pytest.approx(result["final"]["test_loss"], rel=1e-9)
+    # the last checkpoint's loss and the "final" loss are two float32 forwards of one model in different batch
+    # shapes (the checkpoint stack vs one model), so the GEMM kernels may round differently: float32's unit
+    # roundoff is 6e-8 and the loss of a trained model sums tail log-probabilities whose logits carry that error
+    # relative to their size (|logit| ~ 10-30), so agreement to rel 1e-5 is what the precision supports.
+    assert ck["test_loss"][-1] == pytest.approx(result["final"]["test_loss"], rel=1e-5)
     for name in ("fourier_embedding.png", "fourier_clusters.png", "fourier_progress.png", "fourier_key_norms.png"):
         assert (out / name).stat().st_size > 10_000, name
     # the phases go into fourier.json; every file the training loop owns (summary.json included) is untouched

@@ -85,7 +85,9 @@ def test_slice_at_scale_one_matches_the_loops_evaluation():
     model = build_model(cfg.model, data, seed=0)
     sl = landscape_slice(model, data, scales=[1.0])
     loss, acc = evaluate(model, data.inputs[data.test_idx], data.labels[data.test_idx], data, True)
-    assert abs(sl.test_loss[0] - loss) < 1e-9 and sl.test_acc[0] == acc
+    # two evaluations of one float32 model (possibly in different batch shapes), each loss summed in float64:
+    # they agree to float32 rounding of the logits, not bit for bit
+    assert sl.test_loss[0] == pytest.approx(loss, rel=1e-6) and sl.test_acc[0] == acc
     assert abs(sl.total_norms[0] - sl.base_norm) < 1e-9
 
 
