@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
+from training.constants import MAX_INT
 from training.errors import ConfigError  # noqa: F401  (re-exported: bad configuration value, one line, exit 2)
 
 
@@ -250,7 +251,6 @@ def field_type(name: str) -> type:
     return type(default)
 
 
-MAX_INT = 2**63 - 1  # seeds, sizes and steps must fit torch's int64
 MAX_LAYERS = 1000
 MAX_INIT_SCALE = 1e6
 MAX_CKPT_FLOOR = 100_000

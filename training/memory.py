@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import re
 
+from training.constants import EVAL_CHUNK
 from training.errors import ConfigError
 
 LIMIT_ENV = "GROKSCOPE_MEMORY_LIMIT"
 PHYSICAL_SHARE = 0.8
-EVAL_CHUNK = 16384  # examples per evaluation forward pass (training.loop.EVAL_CHUNK)
 UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 

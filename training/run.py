@@ -21,6 +21,7 @@ from pathlib import Path
 
 from training.cli import Parser, main_entry
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
+from training.constants import CONFIG
 from training.errors import RunDirError
 from training.presets import PRESETS, get_preset
 
@@ -171,10 +172,10 @@ def parse_seeds(text: str) -> list[int]:
 
 def seed_dirs(parent: Path) -> list[Path]:
     """The run directories `<parent>/seed=<s>/` of a seeds ensemble, by seed (none when parent is a run itself)."""
-    if not Path(parent).is_dir() or (Path(parent) / "config.json").exists():
+    if not Path(parent).is_dir() or (Path(parent) / CONFIG).exists():
         return []
     found = [p for p in Path(parent).glob(SEED_DIR.format("*"))
-             if p.name[5:].isdigit() and (p / "config.json").is_file()]
+             if p.name[5:].isdigit() and (p / CONFIG).is_file()]
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 

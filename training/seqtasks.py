@@ -29,10 +29,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from training.constants import IGNORE
 from training.errors import ConfigError
 from training.taskshape import SEQ_N_TEST, SEQ_N_TRAIN, repeat_interval, sequence_layout
 
-IGNORE = -100  # label of a position that is not a target (F.cross_entropy's ignore_index)
 BATCH_STREAM, TEST_STREAM, TRAIN_EVAL_STREAM, FINITE_STREAM = 0, 1, 2, 3
 
 Draw = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]  # (rng, n) -> (inputs, labels)

@@ -42,12 +42,13 @@ from typing import Any
 from training.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, MAX_INT, Parser, main_entry, nonneg_int,
                           positive_int, require)
 from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, validate
+from training.constants import CKPT_DIR, LOCK, STATE_DIR, STATE_PATH, SWEEP_CKPT, SWEEP_INDEX
 from training.errors import RunDirError
 from training.presets import PRESETS, get_preset
 
-INDEX = "sweep.json"
+INDEX = SWEEP_INDEX
 STOP_FILE = ".drain"  # written by a draining driver, watched by every chunk executor (training.sweep_exec)
-STATE = Path("state") / "state.safetensors"
+STATE = STATE_PATH
 
 
 METHOD = "method"  # the key a variant's label is stored under, in each run's params and index entry
@@ -68,7 +69,7 @@ class SweepSpec:
 
 
 # Small checkpoint budgets: a sweep wants S_mem / S_gen, not dense checkpoints (analyse single runs for that).
-_SWEEP_CKPT = {"ckpt_floor": 8, "ckpt_max": 12}
+_SWEEP_CKPT = SWEEP_CKPT
 
 SWEEPS: dict[str, SweepSpec] = {
     # H1 (the grokking blog, seed 003): raising weight decay once the training set is memorised speeds up
@@ -269,7 +270,7 @@ def merged(spec: SweepSpec, old: dict[str, Any], seed_fields: list[str]) -> Swee
 
 
 # What a killed run can leave before its first config write: the lock and the (empty) folders the writer makes.
-_STARTUP_DEBRIS = {".lock", "ckpt", "state"}
+_STARTUP_DEBRIS = {LOCK, CKPT_DIR, STATE_DIR}
 
 
 def existing_status(r: PlannedRun, path: Path) -> tuple[str, dict[str, Any] | None]:
