@@ -11,11 +11,13 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
 
 from training.constants import MAX_INT
 from training.errors import ConfigError  # noqa: F401  (re-exported: bad configuration value, one line, exit 2)
+from training.memory import check_memory
+from training.registry import check_pairing, model_names, model_spec, task_shape
 
 
 @dataclass(frozen=True)
@@ -306,102 +308,102 @@ def _check_types(cfg: RunConfig) -> None:
             raise ConfigError(f"{flag}: contains a NUL character")
 
 
+def _choices(names) -> str:
+    names = list(names)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def _in(lo: float, hi: float, closed: str = "[)") -> tuple[Callable[[Any], bool], str]:
+    left = (lambda v: v >= lo) if closed[0] == "[" else (lambda v: v > lo)
+    right = (lambda v: v <= hi) if closed[1] == "]" else (lambda v: v < hi)
+    return (lambda v: left(v) and right(v)), f"must be in {closed[0]}{lo:g}, {hi:g}{closed[1]}"
+
+
+def _at_least(lo: float, note: str = "") -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= lo), f"must be >= {lo:g}{note}"
+
+
+def _positive(note: str = "") -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v > 0), f"must be positive{note}"
+
+
+def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), f"must be {_choices(choices)}"
+
+
+def _off_or(rule: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v == -1 or rule[0](v)), f"{rule[1]} (or -1 = off)"
+
+
+# The one check of each field's value (its type is checked from its default first). A rule between fields, or one
+# that needs the task's or the model's spec, lives in `validate` and in the specs (training.taskshape, ...).
+CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    # task (the name, the group and --data-path are the task spec's to check)
+    "frac": _in(0, 1, "()"), "p": _at_least(2), "k": _at_least(1), "split_seed": _at_least(0),
+    "n_train": _at_least(0, " (0 = the task's default)"), "n_test": _at_least(0, " (0 = the task's default)"),
+    "n_bits": _at_least(1), "label_noise": _in(0, 0.5, "[]"), "n_digits": _at_least(1), "seq_len": _at_least(1),
+    "seq_vocab": _at_least(1), "repeat_len": _at_least(1), "n_repeats": _at_least(1),
+    "repeat_interval": _at_least(0, " (0 = derived)"), "n_elements": _at_least(1), "n_values": _at_least(1),
+    # model (the model name is checked against the registry in `validate`)
+    "act_fn": _one_of("relu", "gelu", "tanh"), "normalization_type": _one_of("none", "LN"), "dropout": _in(0, 1),
+    # float32 weights times a larger alpha overflow to inf at initialisation (Omnigrok's alphas stay below 1e2)
+    "init_scale": _in(0, MAX_INIT_SCALE, "(]"),
+    # each layer is a Python module: a million tiny ones fit in memory but take hours to build
+    "n_layers": _in(1, MAX_LAYERS, "[]"), "d_model": _positive(), "n_heads": _positive(), "d_head": _positive(),
+    "d_mlp": _at_least(0, " (0 = attention-only)"),
+    # optim
+    "optimizer": _one_of("adamw", "adam", "sgd"), "lr": _positive(), "wd": _at_least(0), "beta1": _in(0, 1),
+    "beta2": _in(0, 1), "momentum": _in(0, 1), "batch_size": _at_least(0, " (0 = full batch)"),
+    "warmup_steps": _at_least(0), "constrain_norm": _at_least(0, " (0 = off)"),
+    "wd_after_memorisation": _off_or(_at_least(0)), "lr_after_memorisation": _off_or(_positive()),
+    "weight_noise": _at_least(0, " (0 = off)"), "grokfast": _one_of("none", "ema", "ma"),
+    "grokfast_alpha": _in(0, 1), "grokfast_lamb": _at_least(0),
+    # the window is a ring buffer of that many gradients per parameter
+    "grokfast_window": _in(1, MAX_GROKFAST_WINDOW, "[]"), "loss": _one_of("task", "stablemax"),
+    # train
+    "steps": _positive(), "eval_every": _positive(), "seed": _at_least(0), "batch_seed": _at_least(0),
+    "device": _one_of("auto", "cpu", "cuda"), "stop_after_gen": _at_least(-1, " (-1 = never stop early)"),
+    # ckpt (the floor is laid out as an array of that many steps before training starts)
+    "ckpt_floor": _in(2, MAX_CKPT_FLOOR, "[]"), "ckpt_max": _at_least(2), "ckpt_acc_delta": _at_least(0),
+    "ckpt_loss_delta": _at_least(0), "ckpt_max_mb": _positive(),
+}
+
+
+def check_fields(values: dict[str, Any]) -> None:
+    """ConfigError naming the first field of `values` ({name: value}) that breaks its rule in CHECKS."""
+    for name, value in values.items():
+        rule = CHECKS.get(name)
+        if rule is not None and not rule[0](value):
+            raise ConfigError(f"--{name.replace('_', '-')} {rule[1]}, got {value!r}")
+
+
 def _need(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
 def validate(cfg: RunConfig) -> None:
-    """Every check on a config that needs no tensor: types and ranges here, then the task's own constraints and
-    the memory estimate (training.taskshape, training.memory). The one place: training.run, the sweeps, the
-    analyses that train and `training.loop.train` all call it, and none of it imports torch."""
+    """Every check on a config that needs no tensor: types and field rules here, then the model's and the task's
+    own constraints (their specs, training.registry) and the memory estimate (training.memory). training.run and
+    the sweeps call it before anything is written, `training.loop` for every other caller; none of it imports
+    torch."""
     _check_types(cfg)
-    _check_task_ranges(cfg.task)
-    _check_model_ranges(cfg.model)
-    _check_optim_ranges(cfg.optim)
-    _check_train_ranges(cfg.train, cfg.ckpt)
-    from training.memory import check_memory
-    from training.taskshape import task_shape
-
+    check_fields(cfg.flat())
+    m = cfg.model
+    _need(m.model in model_names(), f"--model must be {_choices(model_names())}, got '{m.model}'")
+    attention_only = [name for name in model_names() if not model_spec(name).needs_mlp]
+    _need(m.d_mlp > 0 or m.model in attention_only,
+          f"--d-mlp must be positive (0 = attention-only, {_choices(attention_only)} only), got {m.d_mlp}")
+    _need(cfg.ckpt.ckpt_floor <= cfg.ckpt.ckpt_max, "need 2 <= --ckpt-floor <= --ckpt-max")
     shape = task_shape(cfg.task)
-    _need(shape.d_vocab > 0 or cfg.model.model == "mlp", f"task '{shape.name}' has vector inputs; use --model mlp")
+    check_pairing(model_spec(m.model), shape.name, vectors=shape.d_vocab == 0, sequence=shape.sequence)
     # token tasks are the classification ones (cross-entropy); vector tasks train MSE or the hinge loss
     _need(cfg.optim.loss == "task" or shape.d_vocab > 0,
           f"--loss {cfg.optim.loss} needs a classification task; '{shape.name}' is not one")
     if shape.sequence:
-        _need(cfg.model.model == "transformer",
-              f"task '{shape.name}' predicts at several positions; use --model transformer, not {cfg.model.model}")
         _need(cfg.optim.loss == "task", f"--loss {cfg.optim.loss} is not available for sequence task '{shape.name}'")
         _need(not cfg.task.infinite or cfg.optim.batch_size > 0,
               "--infinite true draws a fresh batch every step; give its size with --batch-size N")
     else:
         _need(not cfg.task.infinite, f"--infinite true is for the sequence tasks; '{shape.name}' is not one")
     check_memory(cfg, shape)
-
-
-def _check_task_ranges(t: TaskConfig) -> None:
-    _need(0.0 < t.frac < 1.0, f"--frac must be in (0, 1), got {t.frac}")
-    _need(t.p >= 2, f"--p must be >= 2, got {t.p}")
-    _need(t.k >= 1, f"--k must be >= 1, got {t.k}")
-    _need(t.split_seed >= 0, f"--split-seed must be >= 0, got {t.split_seed}")
-    _need(t.n_train >= 0 and t.n_test >= 0, "--n-train and --n-test must be >= 0 (0 = the task's default)")
-    _need(t.n_bits >= 1, f"--n-bits must be >= 1, got {t.n_bits}")
-    _need(0.0 <= t.label_noise <= 0.5, f"--label-noise must be in [0, 0.5], got {t.label_noise}")
-    _need(t.n_digits >= 1, f"--n-digits must be >= 1, got {t.n_digits}")
-    _need(min(t.seq_len, t.seq_vocab, t.repeat_len, t.n_repeats, t.n_elements, t.n_values) >= 1,
-          "--seq-len, --seq-vocab, --repeat-len, --n-repeats, --n-elements and --n-values must be >= 1")
-    _need(t.repeat_interval >= 0, f"--repeat-interval must be >= 0 (0 = derived), got {t.repeat_interval}")
-
-
-def _check_model_ranges(m: ModelConfig) -> None:
-    _need(m.model in ("transformer", "mlp", "lstm"), f"--model must be transformer, mlp or lstm, got '{m.model}'")
-    _need(m.act_fn in ("relu", "gelu", "tanh"), f"--act-fn must be relu, gelu or tanh, got '{m.act_fn}'")
-    _need(m.normalization_type in ("none", "LN"),
-          f"--normalization-type must be none or LN, got '{m.normalization_type}'")
-    _need(0.0 <= m.dropout < 1.0, f"--dropout must be in [0, 1), got {m.dropout}")
-    # float32 weights times a larger alpha overflow to inf at initialisation (Omnigrok's alphas stay below 1e2)
-    _need(0 < m.init_scale <= MAX_INIT_SCALE, f"--init-scale must be in (0, {MAX_INIT_SCALE:g}], got {m.init_scale}")
-    _need(min(m.n_layers, m.d_model, m.n_heads, m.d_head) > 0,
-          "model sizes (--n-layers, --d-model, --n-heads, --d-head, --d-mlp) must be positive")
-    _need(m.d_mlp > 0 or (m.d_mlp == 0 and m.model == "transformer"),
-          f"--d-mlp must be positive (0 = attention-only, transformer only), got {m.d_mlp}")
-    # each layer is a Python module: a million tiny ones fit in memory but take hours to build
-    _need(m.n_layers <= MAX_LAYERS, f"--n-layers must be <= {MAX_LAYERS}, got {m.n_layers}")
-
-
-def _check_optim_ranges(o: OptimConfig) -> None:
-    _need(o.optimizer in ("adamw", "adam", "sgd"), f"--optimizer must be adamw, adam or sgd, got '{o.optimizer}'")
-    _need(o.lr > 0, f"--lr must be positive, got {o.lr}")
-    _need(o.wd >= 0, f"--wd must be >= 0, got {o.wd}")
-    _need(0.0 <= o.beta1 < 1.0, f"--beta1 must be in [0, 1), got {o.beta1}")
-    _need(0.0 <= o.beta2 < 1.0, f"--beta2 must be in [0, 1), got {o.beta2}")
-    _need(0.0 <= o.momentum < 1.0, f"--momentum must be in [0, 1), got {o.momentum}")
-    _need(o.batch_size >= 0, f"--batch-size must be >= 0 (0 = full batch), got {o.batch_size}")
-    _need(o.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {o.warmup_steps}")
-    _need(o.constrain_norm >= 0, f"--constrain-norm must be >= 0 (0 = off), got {o.constrain_norm}")
-    _need(o.wd_after_memorisation >= 0 or o.wd_after_memorisation == -1,
-          f"--wd-after-memorisation must be >= 0 (or -1 = off), got {o.wd_after_memorisation}")
-    _need(o.lr_after_memorisation > 0 or o.lr_after_memorisation == -1,
-          f"--lr-after-memorisation must be positive (or -1 = off), got {o.lr_after_memorisation}")
-    _need(o.weight_noise >= 0, f"--weight-noise must be >= 0 (0 = off), got {o.weight_noise}")
-    _need(o.grokfast in ("none", "ema", "ma"), f"--grokfast must be none, ema or ma, got '{o.grokfast}'")
-    _need(0.0 <= o.grokfast_alpha < 1.0, f"--grokfast-alpha must be in [0, 1), got {o.grokfast_alpha}")
-    _need(o.grokfast_lamb >= 0, f"--grokfast-lamb must be >= 0, got {o.grokfast_lamb}")
-    # the window is a ring buffer of that many gradients per parameter
-    _need(1 <= o.grokfast_window <= MAX_GROKFAST_WINDOW,
-          f"--grokfast-window must be in [1, {MAX_GROKFAST_WINDOW}], got {o.grokfast_window}")
-    _need(o.loss in ("task", "stablemax"), f"--loss must be task or stablemax, got '{o.loss}'")
-
-
-def _check_train_ranges(tr: TrainConfig, c: CheckpointConfig) -> None:
-    _need(tr.steps > 0, f"--steps must be positive, got {tr.steps}")
-    _need(tr.eval_every > 0, f"--eval-every must be positive, got {tr.eval_every}")
-    _need(tr.seed >= 0 and tr.batch_seed >= 0, f"--seed and --batch-seed must be >= 0, got {tr.seed}, {tr.batch_seed}")
-    _need(tr.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got '{tr.device}'")
-    _need(tr.stop_after_gen >= -1, f"--stop-after-gen must be >= 0 (or -1 = never), got {tr.stop_after_gen}")
-    _need(2 <= c.ckpt_floor <= c.ckpt_max, "need 2 <= --ckpt-floor <= --ckpt-max")
-    # the floor is laid out as an array of that many steps before training starts
-    _need(c.ckpt_floor <= MAX_CKPT_FLOOR, f"--ckpt-floor must be <= {MAX_CKPT_FLOOR}, got {c.ckpt_floor}")
-    _need(c.ckpt_acc_delta >= 0 and c.ckpt_loss_delta >= 0,
-          f"--ckpt-acc-delta and --ckpt-loss-delta must be >= 0, got {c.ckpt_acc_delta}, {c.ckpt_loss_delta}")
-    _need(c.ckpt_max_mb > 0, f"--ckpt-max-mb must be positive, got {c.ckpt_max_mb}")

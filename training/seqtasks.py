@@ -31,6 +31,7 @@ import torch
 
 from training.constants import IGNORE
 from training.errors import ConfigError
+from training.taskdata import TaskData
 from training.taskshape import SEQ_N_TEST, SEQ_N_TRAIN, repeat_interval, sequence_layout
 
 BATCH_STREAM, TEST_STREAM, TRAIN_EVAL_STREAM, FINITE_STREAM = 0, 1, 2, 3
@@ -132,11 +133,9 @@ def batch_sampler(draw: Draw, split_seed: int) -> Callable[[int, int, int], tupl
 
 
 def sequence_task(name: str):
-    """The builder of sequence task `name` for training.tasks.TASKS."""
+    """The builder of sequence task `name` (its spec in training.taskshape names it)."""
 
     def build(cfg):
-        from training.tasks import TaskData
-
         n_ctx, d_vocab, d_vocab_out, _ = sequence_layout(name, cfg)
         draw = DRAWS[name](cfg)
         n_train, n_test = cfg.n_train or SEQ_N_TRAIN, cfg.n_test or SEQ_N_TEST
