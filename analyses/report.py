@@ -3,16 +3,20 @@
     python -m analyses.report --scale smoke                 # everything at toy size, a couple of minutes
     python -m analyses.report --scale cpu --only frac       # one section, CPU-sized
     python -m analyses.report --scale gpu --dry-run         # the seeds' own settings: print the plan only
+    python -m analyses.report --scale cpu --out docs/report --md docs/report.md   # the shipped report
 
 For each section (`--only` names them: frac, architectures, operations, optimisers, cosets, omnigrok, parity,
 progress, sequence) the report trains the sweeps behind it with `training.sweep` under
 ROOT/<scale>/<section>/ (default ROOT: checkpoints/report), so a second invocation reuses every finished run and
 resumes interrupted ones; runs the existing analyses on them in-process; and writes DIR/report.json,
 DIR/report.md and DIR/index.html (static: PNGs beside it, no external assets; default DIR:
-ROOT/<scale>/report). Each section quotes its seeds' claims, shows our figures and numbers, tests each claim by a
-stated rule (`analyses.report_common.Check`) and gives a verdict from them (VERDICT_RULE): reproduced, partly,
-not, or "not run: <reason>" where what it needs has not landed (the accelerator sweeps, the sequence tasks) or
-it failed. The report is rewritten after every section; sections not run this time keep their last result.
+ROOT/<scale>/report; --md FILE also writes the markdown there, its figure links into DIR). Each section tests its
+pre-registered checks (analyses.report_checks: the claim quoted from a seed document, the seed's number, the rule
+and its history, the least evidence) on every seed, and gives a verdict from them (VERDICT_RULE): reproduced,
+partly, not, or "not run: <reason>" where what it needs has not landed or it failed. The summary at the top gives
+per section the verdict, the seeds, each deviation from the seeds' settings and the training wall time (recorded
+when the runs were trained, so a re-use still reports it). The report is rewritten after every section; sections
+not run this time keep their last result.
 
 Scales: `smoke` (toy sizes; tested), `cpu` (what a 2-core CPU does in well under an hour; each section states
 its settings), `gpu` (the seeds' own settings; untested here, `--dry-run` prints its plan). Bad input (an unknown

@@ -11,12 +11,12 @@ import math
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from training.errors import GrokscopeError
-from training.sweep import SweepSpec, fmt
+from training.sweep import SweepSpec
 
 SCALES = ("smoke", "cpu", "gpu")
 VERDICTS = ("reproduced", "partly", "not", "not run")

@@ -9,8 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from analyses.report_checks import GROK_RATIO, CheckDef, Rule, Untested, kendall_tau, num, ratio
-from analyses.report_common import (SMOKE_CKPT, SWEEP_CKPT, Ctx, Outcome, Table, by_seed, curves_figure,
-                                    failed_note, median, save_figure)
+from analyses.report_common import (
+    SMOKE_CKPT,
+    SWEEP_CKPT,
+    Ctx,
+    Outcome,
+    Table,
+    by_seed,
+    curves_figure,
+    failed_note,
+    median,
+    save_figure,
+)
 from training.sweep import SweepSpec, fmt
 
 # --- fig. 1: steps to generalise against the training fraction ------------------------------------------------
@@ -99,7 +109,8 @@ FRAC_CHECKS = [
                       _exp),), min_generalised=3),
     CheckDef("frac.local", "000", "In the vicinity of 25-30% of data, a decrease of 1% of training data leads to "
              "an increase of 40-50% in median time to generalization.", (
-                 Rule("the same fit over the fractions 0.2-0.4 that generalised (>= 3): +35% to +55% per 0.01", _local),),
+                 Rule("the same fit over the fractions 0.2-0.4 that generalised (>= 3): +35% to +55% per 0.01",
+                      _local),),
              seed_number="+40-50% per 1% less data", min_generalised=3,
              tested_on="modular addition; the seed's figure is the product in S5"),
     CheckDef("frac.mem", "000", "the number of steps until the train accuracy first reaches 99% generally trends "

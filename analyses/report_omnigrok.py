@@ -13,8 +13,19 @@ from typing import Any
 import numpy as np
 
 from analyses.report_checks import GROK_RATIO, CheckDef, Rule, Untested, num
-from analyses.report_common import (SMOKE_CKPT, SWEEP_CKPT, Ctx, Outcome, Table, analysis, failed_note, first_step,
-                                    read_metrics, save_figure, threshold_line)
+from analyses.report_common import (
+    SMOKE_CKPT,
+    SWEEP_CKPT,
+    Ctx,
+    Outcome,
+    Table,
+    analysis,
+    failed_note,
+    first_step,
+    read_metrics,
+    save_figure,
+    threshold_line,
+)
 from training.sweep import SweepSpec, fmt
 
 TEACHER_FIT, TEACHER_GEN = 1e-3, 1e-2  # t_mem: train loss <= 1e-3; t_gen: test loss <= 1e-2 (MSE per output)

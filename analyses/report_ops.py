@@ -10,8 +10,17 @@ from dataclasses import replace
 from typing import Any
 
 from analyses.report_checks import CheckDef, Rule, Untested, num
-from analyses.report_common import (SMOKE_CKPT, SWEEP_CKPT, Ctx, Outcome, SectionSkipped, Table, failed_note,
-                                    save_figure, threshold_line)
+from analyses.report_common import (
+    SMOKE_CKPT,
+    SWEEP_CKPT,
+    Ctx,
+    Outcome,
+    SectionSkipped,
+    Table,
+    failed_note,
+    save_figure,
+    threshold_line,
+)
 from training.sweep import SWEEPS, SweepSpec, fmt
 
 # --- fig. 3: operations ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from analyses.report_checks import CheckDef, Rule, Untested, num
-from analyses.report_common import (SMOKE_CKPT, Ctx, Outcome, Table, analysis, failed_note, save_figure, single)
+from analyses.report_common import SMOKE_CKPT, Ctx, Outcome, Table, analysis, failed_note, save_figure, single
 from training.sweep import SWEEPS, SweepSpec, fmt
 
 Q_H1 = ("If we increase the weight decay w in the optimizer after the model has achieved memorization, then the model "

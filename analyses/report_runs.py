@@ -7,11 +7,12 @@ while the run and the options are unchanged. Pre-registered checks (analyses.rep
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from analyses.report_checks import GROK_RATIO, CheckDef, Rule, Untested, num, ratio
-from analyses.report_common import (SMOKE_CKPT, Ctx, Outcome, Table, analysis, curves_figure, save_figure, single)
+from analyses.report_common import SMOKE_CKPT, Ctx, Outcome, Table, analysis, curves_figure, save_figure, single
 
 S5_SUBGROUP = "(0 3)(1 4); (1 2)(3 4)"  # seed 000's subgroup of S5 (a dihedral group of order 10)
 
@@ -52,8 +53,8 @@ def cosets_settings(scale: str, data_path: str = "") -> dict[str, Any]:
                 "argv": ["--every", "2", "--n-null", "9", "--timeline-null", "0"],
                 "deviations": ["toy budget: 40 steps, one seed"]}
     every = "2" if scale == "cpu" else "4"
-    dev = ["the seed's model and budget are not stated; ours: Chughtai et al.'s MLP narrowed to 64-wide embeddings, 60% "
-           "of the pairs, 5000 steps", "no transformer (no CPU-sized S5 transformer preset tuned yet)", "3 seeds"] \
+    dev = ["the seed's model and budget are not stated; ours: Chughtai et al.'s MLP narrowed to 64-wide embeddings, "
+           "60% of the pairs, 5000 steps", "no transformer (no CPU-sized S5 transformer preset tuned yet)", "3 seeds"] \
         if scale == "cpu" else ["3 seeds"]
     return {"sweeps": {m: single(p, [0, 1, 2], {}) for m, p in COSET_PRESETS[scale].items()},
             "argv": ["--every", every], "deviations": dev}
@@ -117,6 +118,7 @@ def _stack(fig) -> None:
     for i, ax in enumerate(axes):
         ax.set_subplotspec(gs[i])
     fig.set_size_inches(10, 4.2 * len(axes))
+    fig.suptitle("\n".join(textwrap.wrap(fig.get_suptitle(), 120)), fontsize=9)
     fig.tight_layout()
 
 

@@ -11,8 +11,17 @@ import io
 from typing import Any
 
 from analyses.report_checks import GROK_RATIO, CheckDef, Rule, Untested, num
-from analyses.report_common import (SMOKE_CKPT, Ctx, Outcome, SectionSkipped, Table, curves_figure, read_json,
-                                    save_figure, single)
+from analyses.report_common import (
+    SMOKE_CKPT,
+    Ctx,
+    Outcome,
+    SectionSkipped,
+    Table,
+    curves_figure,
+    read_json,
+    save_figure,
+    single,
+)
 
 PRESETS = {"smoke": ["digits5-infinite"], "cpu": ["digits5-infinite", "digits5-700", "repeat-infinite", "repeat-512"],
            "gpu": ["digits5-infinite", "digits5-700", "repeat-infinite", "repeat-512"]}
@@ -34,7 +43,8 @@ def _phase_v1(ev):
 
 def _sudden(c) -> bool:
     """A phase change proper: a fall of at least 2x in loss, after a plateau, over less than half the plateau."""
-    return c is not None and c["plateau"] >= 2 * c["final"] and c["start"] > 0 and c["end"] - c["start"] <= c["start"] / 2
+    return c is not None and c["plateau"] >= 2 * c["final"] and c["start"] > 0 \
+        and c["end"] - c["start"] <= c["start"] / 2
 
 
 def _phase_v2(ev):
