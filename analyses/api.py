@@ -87,10 +87,12 @@ def options_from(cls: type[O], args: Any, **renamed: Any) -> O:
 
 
 def as_run(run: Any, need_checkpoints: bool = True):
-    """A checked `training.rundir.Run` from a path or a Run (interp.load_run): every file read and checked once,
-    so that a garbage file is one line naming it before any work."""
+    """A `training.rundir.Run` from a path, every file read and checked once (a garbage file is one line naming
+    it before any work); a Run (interp.load_run) is used as given, its reads raising RunDirError naming a bad
+    file."""
     from analyses.common import open_run, require_run_dir
 
-    path = Path(run.dir if hasattr(run, "dir") else run)
-    require_run_dir(path)
-    return open_run(path, need_checkpoints=need_checkpoints)
+    if hasattr(run, "dir") and hasattr(run, "steps"):
+        return run
+    require_run_dir(Path(run))
+    return open_run(Path(run), need_checkpoints=need_checkpoints)
