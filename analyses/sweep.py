@@ -15,7 +15,8 @@ swept fields, each its own series):
   less data).
 
 Writes SWEEP_DIR/analyses/sweep_<field>.json, .png and .md (the table), and prints the table and the summary.
-`analyses.hypotheses` is a client of these functions.
+Reading a sweep and the statistics live in `analyses.sweep_stats`, shared with `analyses.hypotheses` and
+`analyses.sweep_methods`.
 
 A sweep with methods (variants, e.g. `--sweep accel`) is analysed per method by default (`--by method`,
 analyses.sweep_methods: S_gen, speed-up over plain AdamW and final test accuracy per method, and for a swept
