@@ -77,5 +77,21 @@ def assert_round_trip(result_cls, module: str, source: str) -> None:
     assert text == path.read_text()
 
 
-__all__ = ["PLACEHOLDER", "argv_of", "as_written", "assert_matches", "assert_round_trip", "command_json",
-           "copy_fixture", "expected"]
+
+
+
+def check_api_result(res, where: Path, module: str, source: str) -> None:
+    """An `analyse` result: as written, the fixture; from_dict(to_dict()) gives it back; nothing was written."""
+    assert_matches(as_written(res.to_dict(), where), expected(module, source)[1], module)
+    assert type(res).from_dict(res.to_dict()) == res
+    assert not (where / "analyses").exists()  # the API computes; only the command writes
+
+
+def check_command(module: str, source: str, result_cls, tmp: Path, load=None):
+    """The command writes the fixture's JSON, the fixture round-trips byte for byte through `result_cls`, and
+    `load` (the module's, default result_cls.load) reads the written file back as a typed result."""
+    assert_matches(command_json(module, source, tmp), expected(module, source)[1], module)
+    assert_round_trip(result_cls, module, source)
+    res = (load or result_cls.load)(tmp / source.replace("/", "_"))
+    assert isinstance(res, result_cls)
+    return res

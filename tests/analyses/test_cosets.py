@@ -205,25 +205,21 @@ FIXTURE_OPTIONS = dict(n_null=9, timeline_null=2, subgroup="(0 1)", progress=Fal
 def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     import interp
     from analyses import cosets
-    from tests.analyses.golden import as_written, assert_matches, copy_fixture, expected
+    from tests.analyses.golden import check_api_result, copy_fixture
 
     run = copy_fixture("runs/s4", tmp_path)
     res = cosets.analyse(interp.load_run(run), cosets.CosetsOptions(**FIXTURE_OPTIONS))
     assert isinstance(res, cosets.CosetsResult) and res.group == "S4" and res.order == 24
     assert res.steps == [0, 10, 20, 40] and "W_U" in res.matrices and "key" in res.irreps
     assert res.matrices["W_U"]["asked"]["given"] == "(0 1)" and res.settings["n_null"] == 9
-    assert_matches(as_written(res.to_dict(), run), expected("cosets", "runs/s4")[1])
-    assert cosets.CosetsResult.from_dict(res.to_dict()) == res
-    assert not (run / "analyses").exists()
+    check_api_result(res, run, "cosets", "runs/s4")
 
 
 def test_command_writes_the_json_it_wrote_before(tmp_path):
     from analyses import cosets
-    from tests.analyses.golden import assert_matches, assert_round_trip, command_json, expected
+    from tests.analyses.golden import check_command
 
-    assert_matches(command_json("cosets", "runs/s4", tmp_path), expected("cosets", "runs/s4")[1])
-    assert_round_trip(cosets.CosetsResult, "cosets", "runs/s4")
-    assert cosets.load(tmp_path / "runs_s4").n_candidates > 0
+    assert check_command("cosets", "runs/s4", cosets.CosetsResult, tmp_path, cosets.load).n_candidates > 0
 
 
 def test_api_bad_input_is_bad_input(tmp_path):

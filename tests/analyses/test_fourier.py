@@ -13,7 +13,7 @@ import interp
 from analyses import fourier as cli
 from analyses.api import options_from
 from interp import fourier
-from tests.analyses.golden import as_written, assert_matches, assert_round_trip, command_json, copy_fixture, expected
+from tests.analyses.golden import check_api_result, check_command, copy_fixture
 from tests.conftest import ROOT, tiny_config
 from training.errors import ConfigError, RunDirError
 from training.loop import train
@@ -211,15 +211,11 @@ def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     assert isinstance(res, cli.FourierResult)
     assert res.key_frequencies == [4] and res.p == 13 and res.ref_step == 800
     assert res.checkpoints["step"] == Run(run).steps and res.skipped == []
-    assert_matches(as_written(res.to_dict(), run), expected("fourier", "runs/add")[1], "fourier")
-    assert cli.FourierResult.from_dict(res.to_dict()) == res
-    assert not (run / "analyses").exists()  # the API computes; only the command writes
+    check_api_result(res, run, "fourier", "runs/add")
 
 
 def test_command_writes_the_json_it_wrote_before(tmp_path):
-    assert_matches(command_json("fourier", "runs/add", tmp_path), expected("fourier", "runs/add")[1], "fourier")
-    assert_round_trip(cli.FourierResult, "fourier", "runs/add")
-    res = cli.load(tmp_path / "runs_add")
+    res = check_command("fourier", "runs/add", cli.FourierResult, tmp_path, cli.load)
     assert res.key_frequencies == [4] and res.threshold == 0.85
 
 

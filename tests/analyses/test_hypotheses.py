@@ -97,7 +97,7 @@ def test_bad_input(tmp_path, capsys):
 def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     from analyses import hypotheses
     from analyses.api import options_from
-    from tests.analyses.golden import as_written, assert_matches, copy_fixture, expected
+    from tests.analyses.golden import check_api_result, copy_fixture
 
     args = hypotheses.make_parser().parse_args([str(tmp_path)])
     assert options_from(hypotheses.HypothesesOptions, args, progress=False) == hypotheses.HypothesesOptions()
@@ -105,15 +105,12 @@ def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     res = hypotheses.analyse(where)
     assert isinstance(res, hypotheses.HypothesesResult) and res.param == "wd" and res.threshold == 0.2
     assert res.last_generalising_value == 0.1 and res.fastest_value == 0.0 and len(res.rows) == 8
-    assert_matches(as_written(res.to_dict(), where), expected("hypotheses", "sweeps/wd")[1])
-    assert hypotheses.HypothesesResult.from_dict(res.to_dict()) == res
-    assert not (where / "analyses").exists()
+    check_api_result(res, where, "hypotheses", "sweeps/wd")
 
 
 def test_command_writes_the_json_it_wrote_before(tmp_path):
     from analyses import hypotheses
-    from tests.analyses.golden import assert_matches, assert_round_trip, command_json, expected
+    from tests.analyses.golden import check_command
 
-    assert_matches(command_json("hypotheses", "sweeps/wd", tmp_path), expected("hypotheses", "sweeps/wd")[1])
-    assert_round_trip(hypotheses.HypothesesResult, "hypotheses", "sweeps/wd")
-    assert hypotheses.load(tmp_path / "sweeps_wd").threshold == 0.2
+    assert check_command("hypotheses", "sweeps/wd", hypotheses.HypothesesResult, tmp_path,
+                         hypotheses.load).threshold == 0.2

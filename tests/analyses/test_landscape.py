@@ -131,20 +131,16 @@ def test_option_defaults_are_the_commands(tmp_path):
 
 def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     import interp
-    from tests.analyses.golden import as_written, assert_matches, copy_fixture, expected
+    from tests.analyses.golden import check_api_result, copy_fixture
 
     run = copy_fixture("runs/add", tmp_path)
     res = landscape.analyse(interp.load_run(run), landscape.LandscapeOptions(n_norms=5, progress=False))
     assert isinstance(res, landscape.LandscapeResult) and res.group == "all" and res.reduced is None
     assert [s["step"] for s in res.slices] == [0, 80, 800] and len(res.slices[0]["total_norms"]) == 5
-    assert_matches(as_written(res.to_dict(), run), expected("landscape", "runs/add")[1])
-    assert landscape.LandscapeResult.from_dict(res.to_dict()) == res
-    assert not (run / "analyses").exists()
+    check_api_result(res, run, "landscape", "runs/add")
 
 
 def test_command_writes_the_json_it_wrote_before(tmp_path):
-    from tests.analyses.golden import assert_matches, assert_round_trip, command_json, expected
+    from tests.analyses.golden import check_command
 
-    assert_matches(command_json("landscape", "runs/add", tmp_path), expected("landscape", "runs/add")[1])
-    assert_round_trip(landscape.LandscapeResult, "landscape", "runs/add")
-    assert landscape.load(tmp_path / "runs_add").w_c > 0
+    assert check_command("landscape", "runs/add", landscape.LandscapeResult, tmp_path, landscape.load).w_c > 0

@@ -6,7 +6,7 @@ import pytest
 import interp
 from analyses import reduced_landscape as rl
 from analyses.api import options_from
-from tests.analyses.golden import as_written, assert_matches, assert_round_trip, command_json, copy_fixture, expected
+from tests.analyses.golden import check_api_result, check_command, copy_fixture
 from training.errors import ConfigError
 
 OPTIONS = rl.ReducedOptions(alphas=(0.5, 1.0, 2.0), steps=20, progress=False)  # the fixture's flags
@@ -27,13 +27,8 @@ def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     res = rl.analyse(interp.load_run(run), OPTIONS)
     assert isinstance(res, rl.ReducedLandscapeResult) and res.alphas == [0.5, 1.0, 2.0] and res.steps == 20
     assert res.source == str(run) and res.trajectory["steps"][-1] == 800
-    assert_matches(as_written(res.to_dict(), run), expected("reduced_landscape", "runs/add")[1])
-    assert rl.ReducedLandscapeResult.from_dict(res.to_dict()) == res
-    assert not (run / "analyses").exists()
+    check_api_result(res, run, "reduced_landscape", "runs/add")
 
 
 def test_command_writes_the_json_it_wrote_before(tmp_path):
-    assert_matches(command_json("reduced_landscape", "runs/add", tmp_path),
-                   expected("reduced_landscape", "runs/add")[1])
-    assert_round_trip(rl.ReducedLandscapeResult, "reduced_landscape", "runs/add")
-    assert rl.load(tmp_path / "runs_add").w_c > 0
+    assert check_command("reduced_landscape", "runs/add", rl.ReducedLandscapeResult, tmp_path, rl.load).w_c > 0

@@ -157,7 +157,7 @@ def test_option_defaults_are_the_commands(tmp_path):
 def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path, source):
     import interp
     from analyses import sequence
-    from tests.analyses.golden import as_written, assert_matches, copy_fixture, expected
+    from tests.analyses.golden import check_api_result, copy_fixture
 
     run = copy_fixture(source, tmp_path)
     res = sequence.analyse(interp.load_run(run), sequence.SequenceOptions(progress=False))
@@ -167,16 +167,12 @@ def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path, source):
         assert res.induction["steps"] == [0, 10, 20, 60] and res.induction["score"] == "prefix_matching"
     else:
         assert res.task == "digit_add" and "induction" not in res.to_dict()
-    assert_matches(as_written(res.to_dict(), run), expected("sequence", source)[1])
-    assert sequence.SequenceResult.from_dict(res.to_dict()) == res
-    assert not (run / "analyses").exists()
+    check_api_result(res, run, "sequence", source)
 
 
 @pytest.mark.parametrize("source", ["runs/repeat", "runs/digits"])
 def test_command_writes_the_json_it_wrote_before(tmp_path, source):
     from analyses import sequence
-    from tests.analyses.golden import assert_matches, assert_round_trip, command_json, expected
+    from tests.analyses.golden import check_command
 
-    assert_matches(command_json("sequence", source, tmp_path), expected("sequence", source)[1])
-    assert_round_trip(sequence.SequenceResult, "sequence", source)
-    assert sequence.load(tmp_path / source.replace("/", "_")).target_names
+    assert check_command("sequence", source, sequence.SequenceResult, tmp_path, sequence.load).target_names

@@ -121,25 +121,21 @@ def test_option_defaults_are_the_commands(tmp_path):
 def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     import interp
     from analyses import sparsity
-    from tests.analyses.golden import as_written, assert_matches, copy_fixture, expected
+    from tests.analyses.golden import check_api_result, copy_fixture
 
     run = copy_fixture("runs/add", tmp_path)
     res = sparsity.analyse(interp.load_run(run), sparsity.SparsityOptions(n_random=3, tsne=False, progress=False))
     assert isinstance(res, sparsity.SparsityResult) and res.steps == [0, 20, 40, 60, 80, 800]
     assert len(res.effective_sparsity) == len(res.steps) and res.tsne == {}
     assert res.headline["last_step"] == 800 and res.final_circuit_size == res.effective_sparsity[-1]
-    assert_matches(as_written(res.to_dict(), run), expected("sparsity", "runs/add")[1])
-    assert sparsity.SparsityResult.from_dict(res.to_dict()) == res
-    assert not (run / "analyses").exists()
+    check_api_result(res, run, "sparsity", "runs/add")
 
 
 def test_command_writes_the_json_it_wrote_before(tmp_path):
     from analyses import sparsity
-    from tests.analyses.golden import assert_matches, assert_round_trip, command_json, expected
+    from tests.analyses.golden import check_command
 
-    assert_matches(command_json("sparsity", "runs/add", tmp_path), expected("sparsity", "runs/add")[1])
-    assert_round_trip(sparsity.SparsityResult, "sparsity", "runs/add")
-    assert sparsity.load(tmp_path / "runs_add").rule == "merrill2023"
+    assert check_command("sparsity", "runs/add", sparsity.SparsityResult, tmp_path, sparsity.load).rule == "merrill2023"
 
 
 @pytest.mark.parametrize("steps, target, want", [([0, 10, 20], 5, 10), ([0, 10, 20], 10, 10), ([0, 10, 20], 25, 20),

@@ -157,16 +157,14 @@ def test_option_defaults_are_the_commands(tmp_path):
 
 def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     from analyses import sweep
-    from tests.analyses.golden import as_written, assert_matches, copy_fixture, expected
+    from tests.analyses.golden import check_api_result, copy_fixture
 
     where = copy_fixture("sweeps/wd", tmp_path)
     res = sweep.analyse(where, sweep.SweepOptions(fit="exp", progress=False))
     assert isinstance(res, sweep.SweepResult) and res.field == "wd" and res.fit == "exp"
     (s,) = res.series
     assert s["thresholds"]["above"] == 0.2 and [p["value"] for p in s["points"]] == [0.0, 0.1, 0.2, 0.3]
-    assert_matches(as_written(res.to_dict(), where), expected("sweep", "sweeps/wd")[1])
-    assert sweep.SweepResult.from_dict(res.to_dict()) == res
-    assert not (where / "analyses").exists()
+    check_api_result(res, where, "sweep", "sweeps/wd")
     # a sweep with methods gives the method view unless a field is asked for
     methods = sweep.analyse(copy_fixture("sweeps/methods", tmp_path), sweep.SweepOptions(progress=False))
     assert type(methods).__name__ == "MethodsResult" and methods.reference == "adamw"
@@ -174,8 +172,7 @@ def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
 
 def test_command_writes_the_json_it_wrote_before(tmp_path):
     from analyses import sweep
-    from tests.analyses.golden import assert_matches, assert_round_trip, command_json, expected
+    from tests.analyses.golden import check_command
 
-    assert_matches(command_json("sweep", "sweeps/wd", tmp_path), expected("sweep", "sweeps/wd")[1])
-    assert_round_trip(sweep.SweepResult, "sweep", "sweeps/wd")
-    assert sweep.load(tmp_path / "sweeps_wd", "wd").series[0]["fit"]["ok"]
+    assert check_command("sweep", "sweeps/wd", sweep.SweepResult, tmp_path,
+                         lambda where: sweep.load(where, "wd")).series[0]["fit"]["ok"]

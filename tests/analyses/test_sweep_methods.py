@@ -131,7 +131,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, metho
 
 def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     from analyses import sweep_methods
-    from tests.analyses.golden import as_written, assert_matches, copy_fixture, expected
+    from tests.analyses.golden import check_api_result, copy_fixture
 
     where = copy_fixture("sweeps/methods", tmp_path)
     res = sweep_methods.analyse(where, sweep_methods.MethodsOptions(progress=False))
@@ -139,17 +139,14 @@ def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
     speed = {g["method"]: (g["speedup"], g["speedup_bound"]) for g in res.groups}
     assert speed["adamw"] == (1.0, None) and speed["fast"] == (pytest.approx(550 / 110), None)
     assert speed["never"] == (pytest.approx(550 / 1000), "<")  # never within its budget: at most 550 / 1000
-    assert_matches(as_written(res.to_dict(), where), expected("sweep", "sweeps/methods")[1])
-    assert sweep_methods.MethodsResult.from_dict(res.to_dict()) == res
+    check_api_result(res, where, "sweep", "sweeps/methods")
     only = sweep_methods.analyse(where, sweep_methods.MethodsOptions(methods="fast,adamw", progress=False))
     assert only.methods == ["adamw", "fast"] and {r["params"]["method"] for r in only.rows} == {"adamw", "fast"}
-    assert not (where / "analyses").exists()
 
 
 def test_command_writes_the_json_it_wrote_before(tmp_path):
     from analyses import sweep_methods
-    from tests.analyses.golden import assert_matches, assert_round_trip, command_json, expected
+    from tests.analyses.golden import check_command
 
-    assert_matches(command_json("sweep", "sweeps/methods", tmp_path), expected("sweep", "sweeps/methods")[1])
-    assert_round_trip(sweep_methods.MethodsResult, "sweep", "sweeps/methods")
-    assert sweep_methods.load(tmp_path / "sweeps_methods").reference == "adamw"
+    assert check_command("sweep", "sweeps/methods", sweep_methods.MethodsResult, tmp_path,
+                         sweep_methods.load).reference == "adamw"
