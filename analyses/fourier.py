@@ -175,8 +175,6 @@ def analyse(run, options: FourierOptions = FourierOptions()) -> FourierResult:
     """Every probe of `interp.fourier` over every checkpoint of `run` (a path or a Run), with the key frequencies
     from the reference checkpoint, and the phases. Checks every input first (the run's files, the reference
     checkpoint); a corrupt checkpoint elsewhere is skipped (reported on stderr and in `skipped`)."""
-    if isinstance(run, argparse.Namespace):  # the report still calls the command body by this name
-        return run_fourier(run)
     return _analyse(run, options)[0]
 
 

@@ -104,7 +104,7 @@ class Ctx:
 
     def sweep(self, section: str, name: str, spec: SweepSpec) -> list[dict[str, Any]]:
         """Train (or reuse: training.sweep skips finished runs, resumes interrupted ones) one sweep under
-        root/<scale>/<section>/<name>; returns its rows (analyses.sweep.read_run, + "dir") for the spec's own
+        root/<scale>/<section>/<name>; returns its rows (analyses.sweep_stats.read_run, + "dir") for the spec's own
         grid values and seeds (a directory may hold more, from another invocation)."""
         from training.rundir import run_finished
         from training.sweep import plan, sweep
@@ -191,7 +191,7 @@ class SharedBackend:
 
 
 def sweep_rows(path: Path, index: dict[str, Any], spec: SweepSpec) -> list[dict[str, Any]]:
-    from analyses.sweep import read_run
+    from analyses.sweep_stats import read_run
 
     rows = []
     for e in index["runs"]:

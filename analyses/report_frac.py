@@ -27,7 +27,7 @@ from training.sweep import SweepSpec, fmt
 
 
 def _fit(pts: list[dict[str, Any]], lo: float = 0.0, hi: float = 1.0) -> dict[str, Any]:
-    from analyses.sweep import fit_exp
+    from analyses.sweep_stats import fit_exp
 
     gen = [p for p in pts if p["S_gen"] is not None and lo <= p["frac"] <= hi]
     return fit_exp([p["frac"] for p in gen], [p["S_gen"] for p in gen]) if len(gen) >= 3 else \
@@ -170,12 +170,13 @@ def frac_evidence(rows: list[dict[str, Any]], eval_every: int) -> dict[int, dict
 
 
 def frac_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
-    from analyses.sweep import analyse, plot
+    from analyses.sweep import plot
+    from analyses.sweep_stats import field_series
     from training.presets import get_preset
 
     spec = st["sweeps"]["frac"]
     rows = ctx.sweep("frac", "frac", spec)
-    series = analyse(rows, "frac", spec.grid["frac"], "exp")[0]
+    series = field_series(rows, "frac", spec.grid["frac"], "exp")[0]
     fig = ctx.figure("frac", "steps.png")
     plot("frac", [series], rows, f"S_gen and S_mem against training fraction ({spec.preset})", fig)
     pts = [p for p in series["points"] if p["runs"]]

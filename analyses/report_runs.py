@@ -189,7 +189,7 @@ def progress_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
                    "final restricted / excluded loss", "S_mem / S_gen", "phase ends (mem. / circuit / cleanup)"], [])
     for r in rows:
         run = r["dir"]
-        res = analysis("analyses.fourier", "analyse", [str(run), "--workers", "1", "--no-progress"],
+        res = analysis("analyses.fourier", "run_fourier", [str(run), "--workers", "1", "--no-progress"],
                        run / "analyses", "fourier.json")
         key, fin, ph = res["key_frequencies"], res["final"], res["phases"]
         ev = out.seed(r["seed"])

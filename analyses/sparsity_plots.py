@@ -16,7 +16,6 @@ def _mark(ax, res: dict[str, Any]) -> None:
 
 def plot_progress(res: dict[str, Any]):
     """Effective sparsity, faithfulness, spectral norms and neuron norms against step."""
-    import matplotlib
     from matplotlib.figure import Figure
 
     steps = np.array(res["steps"])

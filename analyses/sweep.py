@@ -38,7 +38,6 @@ from analyses.api import Result, options_from
 from analyses.sweep_methods import MethodsResult
 from analyses.sweep_stats import (STEP, Sweep, collect, describe_thresholds, field_series, iqr_text, is_numeric,
                                   open_sweep, pick_field, range_text, series_key, sorted_values, steps_text)
-from analyses.sweep_stats import fit_exp, read_run  # noqa: F401  (the report imports them from here)
 from training.cli import Parser, json_safe, main_entry, require
 from training.sweep import METHOD, fmt
 
@@ -74,11 +73,9 @@ class SweepResult(Result):
     rows: list[dict[str, Any]]  # one per run (analyses.sweep_stats.read_run)
 
 
-def analyse(sweep, options: SweepOptions = SweepOptions(), *old) -> SweepResult | MethodsResult:
+def analyse(sweep, options: SweepOptions = SweepOptions()) -> SweepResult | MethodsResult:
     """S_mem and S_gen against a swept field of `sweep` (a sweep directory or a Sweep); per method for a sweep with
     methods unless options.by == "field" or options.field is given (then a MethodsResult, analyses.sweep_methods)."""
-    if isinstance(sweep, list):  # the report still calls field_series by this name: (rows, field, values, fit)
-        return field_series(sweep, options, *old)
     sweep = open_sweep(sweep)
     variants = sweep.spec.get("variants") or {}
     require(options.by != "method" or bool(variants), f"--by method: {sweep.dir} has no methods (variants)")

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.analyses.fixtures.make_fixtures import CASES, EXPECTED, HERE, PLACEHOLDER, VOLATILE, expected_name, \
+from tests.analyses.fixtures.make_fixtures import CASES, EXPECTED, HERE, VOLATILE, expected_name, \
     normalise, run_case
 
 TOL = 1e-4
