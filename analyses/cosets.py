@@ -20,16 +20,19 @@ cosets_score.png (score against step) and cosets_irreps.png (per-irrep terms, ab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from analyses.common import finite_weights, open_run, require_run_dir, write_outputs
+from analyses.api import BadInput, Result, as_run, options_from
+from analyses.common import finite_weights, require_run_dir, write_outputs
+from analyses.cosets_plots import plot_irreps, plot_rows, plot_scores, summary_lines
 from training.cli import Parser, finite_float, main_entry, nonneg_int, positive_int, require
 from training.config import ConfigError
-from training.errors import GrokscopeError, RunDirError
+from training.errors import RunDirError
 
 # torch and the probes are imported where they are used: --help and bad flags answer at once.
 
@@ -59,29 +62,70 @@ def make_parser() -> Parser:
     return p
 
 
-class AnalysisError(GrokscopeError):
-    """Bad input, printed as one line, exit 2."""
+@dataclasses.dataclass(frozen=True)
+class CosetsOptions:
+    """The settings of `analyse` (the command's flags of the same names)."""
+
+    every: int = 1  # use every k-th checkpoint (the last one always)
+    n_null: int = 99  # row shuffles for the significance of the final best
+    timeline_null: int = 9  # row shuffles per checkpoint for the timeline
+    min_ari: float = 0.5  # smallest agreement (ARI) of the rows' clustering with the cosets that counts as structure
+    alpha: float = 0.05  # significance level of the shuffle test
+    key_threshold: float = 0.05  # an irrep is key when its character term explains this share of the logit variance
+    pcs: int = 0  # score the rows' top k principal components only (0 = all)
+    subgroup: str | None = None  # also report this subgroup (generators in cycle notation) and its conjugates
+    seed: int = 0  # of the row shuffles
+    progress: bool = True
+
+    def __post_init__(self):
+        require(0 <= self.min_ari <= 1, f"--min-ari must be in [0, 1], got {self.min_ari}")
+        require(0 < self.alpha < 1, f"--alpha must be in (0, 1), got {self.alpha}")
+        require(0 <= self.key_threshold <= 1, f"--key-threshold must be in [0, 1], got {self.key_threshold}")
+        require(self.n_null <= 100_000 and self.timeline_null <= 100_000, "--n-null and --timeline-null: at most 100000")
 
 
-def open_group_run(path: Path):
-    """(run, data, group) for a group-task run directory, or AnalysisError naming the problem."""
+SETTINGS = ("every", "n_null", "timeline_null", "min_ari", "alpha", "pcs", "key_threshold", "seed")  # in the JSON
+
+
+@dataclasses.dataclass
+class CosetsResult(Result):
+    """cosets.json: per weight matrix, its best coset partition and its timeline; the irreps view (S_n only)."""
+
+    FILE = f"{NAME}.json"
+    run: str
+    task: str
+    group: str
+    op: str | None
+    order: int
+    n_candidates: int  # coset partitions scored
+    steps: list[int]
+    test_acc: list[float | None]
+    S_gen: int | None
+    settings: dict[str, Any]  # the options that change numbers
+    matrices: dict[str, Any]  # per matrix ("W_U", "W_E_x", ...): best partition, scores, timeline
+    irreps: dict[str, Any]  # interp.irreps' view, or {"skipped": why}
+
+
+def open_group_run(run):
+    """(run, data, group) for a group-task run (a path or a Run), or BadInput naming the problem."""
     from training.groups import get_group
     from training.tasks import GROUP_TASKS
 
-    run = open_run(path)
+    run = as_run(run)
+    path = run.dir
     task = run.config.task.task
     if task not in GROUP_TASKS:
-        raise AnalysisError(f"{path}: task '{task}' is not a group task (cosets needs one of "
+        raise BadInput(f"{path}: task '{task}' is not a group task (cosets needs one of "
                             f"{', '.join(GROUP_TASKS)})")
     try:
         G = get_group(run.config.task.group)
     except ConfigError as e:
-        raise AnalysisError(f"{path / 'config.json'}: {e}") from None
+        raise BadInput(f"{path / 'config.json'}: {e}") from None
     data = run.data
     if data.structure.get("kind") != "group":
-        raise AnalysisError(f"{path}: task '{task}' is not a group task")
+        raise BadInput(f"{path}: task '{task}' is not a group task")
     if not run.steps:
-        raise AnalysisError(f"{path}: no checkpoints in {path / 'ckpt'}")
+        raise BadInput(f"{path}: no checkpoints in {path / 'ckpt'}")
     return run, data, G
 
 
@@ -93,280 +137,141 @@ def parse_subgroup(G, text: str):
 
     gens = re.findall(r"(?:\([^()]*\))+|\be\b", text)
     if not gens or re.sub(r"(?:\([^()]*\))+|\be\b|[\s,;]", "", text):
-        raise AnalysisError(f"--subgroup: cannot read '{text}' as generators in cycle notation")
+        raise BadInput(f"--subgroup: cannot read '{text}' as generators in cycle notation")
     try:
         return find_subgroup(G, gens)
     except ValueError as e:
-        raise AnalysisError(f"--subgroup: {e} in {G.name}") from None
+        raise BadInput(f"--subgroup: {e} in {G.name}") from None
 
 
-def analyse(run, data, G, args) -> dict[str, Any]:
+def analyse(run, options: CosetsOptions = CosetsOptions()) -> CosetsResult:
+    """Every coset partition scored on the rows of W_U and the embeddings of a group-task run (a path or a Run) at
+    every (`every`-th) checkpoint, the last checkpoint's best tested against row shuffles; for S_n the irreps.
+    Every input is checked first (the run, the subgroup, each checkpoint as it is loaded)."""
+    return _analyse(run, options)[0]
+
+
+def load(run) -> CosetsResult:
+    """The result `python -m analyses.cosets` wrote for `run` (a run directory or a Run)."""
+    return CosetsResult.load(run)
+
+
+def _analyse(run, options: CosetsOptions) -> tuple[CosetsResult, dict]:
+    """(result, per matrix (CosetFit, CosetTimeline, its final rows)) - the figures draw the fits."""
+    from interp.cosets import coset_partitions
+    from interp.groups import has_characters
+
+    run, data, G = open_group_run(run)
+    asked = parse_subgroup(G, options.subgroup) if options.subgroup else None  # a bad one: one line, no work
+    steps = run.steps
+    steps = sorted(set(steps[:: max(options.every, 1)]) | {steps[-1]})
+    rows, irrep_rows = _collect(run, data, G, steps, options)
+    metrics = {r["step"]: r for r in run.metrics}
+    result = CosetsResult(
+        run=str(run.dir), task=data.name, group=G.name, op=data.structure.get("op"), order=G.order,
+        n_candidates=len(coset_partitions(G)), steps=steps,
+        test_acc=[metrics.get(s, {}).get("test_acc") for s in steps], S_gen=run.summary.get("S_gen"),
+        settings={k: getattr(options, k) for k in SETTINGS}, matrices={}, irreps={})
+    fits = {}
+    for name, Xs in rows.items():
+        result.matrices[name], fits[name] = _fit_matrix(Xs, G, steps, options, asked)
+    if has_characters(G):
+        result.irreps = _irreps(irrep_rows, G)
+    else:
+        result.irreps = {"skipped": f"characters are implemented for S_n only, not {G.name}"}
+    return result, fits
+
+
+def _collect(run, data, G, steps: list[int], options: CosetsOptions) -> tuple[dict[str, list], list]:
+    """Per matrix its rows at every step; for S_n the logits' irrep view at every step."""
     from tqdm.auto import tqdm
 
-    from interp.cosets import coset_partitions, coset_timeline, fit_cosets, group_rows
+    from interp.cosets import group_rows
     from interp.groups import has_characters
-    from interp.irreps import all_logits, logit_irreps, random_shares, row_shares
+    from interp.irreps import all_logits, logit_irreps
     from training.models import build_model
 
-    steps = run.steps
-    steps = sorted(set(steps[:: max(args.every, 1)]) | {steps[-1]})
-    n = G.order
     use_irreps = has_characters(G)
     answers = data.labels.numpy()
     model = build_model(run.config.model, data, seed=run.config.train.seed)
 
     def weights(step):
-        """The checkpoint's weights, loaded into `model` too; AnalysisError for a bad or misfitting one."""
+        """The checkpoint's weights, loaded into `model` too; BadInput for a bad or misfitting one."""
         try:
             w = finite_weights(run, step)
             model.load_state_dict(w)
             return w
         except RunDirError as e:
-            raise AnalysisError(str(e)) from None
+            raise BadInput(str(e)) from None
         except RuntimeError as e:  # missing, unexpected or wrong-shaped tensors
-            raise AnalysisError(f"{run.checkpoint_path(step)}: does not fit this run's model "
-                                f"({str(e).strip().splitlines()[-1].strip()})") from None
+            raise BadInput(f"{run.checkpoint_path(step)}: does not fit this run's model "
+                           f"({str(e).strip().splitlines()[-1].strip()})") from None
 
     def irrep_view(w, key=None):
         model.load_state_dict(w)
-        return logit_irreps(all_logits(model, data.inputs), answers, G, args.key_threshold, key=key)
+        return logit_irreps(all_logits(model, data.inputs), answers, G, options.key_threshold, key=key)
 
     # the last checkpoint first: it fixes the key irreps followed across training
     final_key = irrep_view(weights(steps[-1])).key if use_irreps else None
     rows: dict[str, list[np.ndarray]] = {}
     irrep_rows = []
-    for step in tqdm(steps, desc=f"cosets {run.dir.name}", unit="ckpt", disable=args.no_progress):
+    for step in tqdm(steps, desc=f"cosets {run.dir.name}", unit="ckpt", disable=not options.progress):
         w = weights(step)
-        for name, X in group_rows(model, n).items():
+        for name, X in group_rows(model, G.order).items():
             rows.setdefault(name, []).append(X)
         if use_irreps:
             irrep_rows.append(irrep_view(w, key=final_key))
+    return rows, irrep_rows
 
-    metrics = {r["step"]: r for r in run.metrics}
-    result: dict[str, Any] = {
-        "run": str(run.dir), "task": data.name, "group": G.name, "op": data.structure.get("op"), "order": n,
-        "n_candidates": len(coset_partitions(G)), "steps": steps,
-        "test_acc": [metrics.get(s, {}).get("test_acc") for s in steps],
-        "S_gen": run.summary.get("S_gen"), "settings": {k: getattr(args, k) for k in
-                                                          ("every", "n_null", "timeline_null", "min_ari", "alpha", "pcs",
-                                                           "key_threshold", "seed")},
-        "matrices": {},
+
+def _fit_matrix(Xs: list[np.ndarray], G, steps: list[int], options: CosetsOptions, asked) -> tuple[dict, tuple]:
+    """One matrix's JSON entry, and its (fit, timeline, final rows) for the figures."""
+    from interp.cosets import coset_partitions, coset_timeline, fit_cosets
+    from interp.groups import has_characters
+    from interp.irreps import row_shares
+
+    o = options
+    fit = fit_cosets(Xs[-1], G, n_null=o.n_null, alpha=o.alpha, min_ari=o.min_ari, seed=o.seed, pcs=o.pcs)
+    tl = coset_timeline(np.stack(Xs), steps, G, n_null=o.timeline_null, min_ari=o.min_ari, seed=o.seed, pcs=o.pcs)
+    entry = {
+        **fit.summary(),
+        "from_step": tl.appears_at(fit.best) if fit.structure else None,
+        "top_from_step": tl.top_from(fit.best),
+        # per checkpoint: the final best partition's ari and score, the best partition then, the null
+        "timeline": {"ari": tl.ari[:, fit.best].tolist(), "score": tl.score[:, fit.best].tolist(),
+                     "top": tl.top.tolist(), "top_ari": tl.ari[np.arange(len(steps)), tl.top].tolist(),
+                     "top_label": [coset_partitions(G)[i].describe() for i in tl.top],
+                     "null_ari": tl.null_ari.tolist()},
+        "irrep_shares": row_shares(Xs[-1], G) if has_characters(G) else None,
     }
-    asked = parse_subgroup(G, args.subgroup) if args.subgroup else None
-    fits = {}
-    for name, Xs in rows.items():
-        fit = fit_cosets(Xs[-1], G, n_null=args.n_null, alpha=args.alpha, min_ari=args.min_ari, seed=args.seed,
-                         pcs=args.pcs)
-        tl = coset_timeline(np.stack(Xs), steps, G, n_null=args.timeline_null, min_ari=args.min_ari,
-                            seed=args.seed, pcs=args.pcs)
-        fits[name] = (fit, tl, Xs[-1])
-        result["matrices"][name] = {
-            **fit.summary(),
-            "from_step": tl.appears_at(fit.best) if fit.structure else None,
-            "top_from_step": tl.top_from(fit.best),
-            # per checkpoint: the final best partition's ari and score, the best partition then, the null
-            "timeline": {"ari": tl.ari[:, fit.best].tolist(), "score": tl.score[:, fit.best].tolist(),
-                         "top": tl.top.tolist(), "top_ari": tl.ari[np.arange(len(steps)), tl.top].tolist(),
-                         "top_label": [coset_partitions(G)[i].describe() for i in tl.top],
-                         "null_ari": tl.null_ari.tolist()},
-            "irrep_shares": row_shares(Xs[-1], G) if use_irreps else None,
-        }
-        if asked is not None:
-            i = fit.best_in_class(asked.conj_class)
-            result["matrices"][name]["asked"] = {
-                "given": args.subgroup, "subgroup": asked.label(), "best_conjugate": fit.describe(i),
-                "from_step": tl.appears_at(i), "ari": tl.ari[:, i].tolist(), "score": tl.score[:, i].tolist(),
-                "best_ari_over_steps": float(tl.ari[:, [j for j, p in enumerate(coset_partitions(G))
-                                                         if p.subgroup.conj_class == asked.conj_class]].max())}
-    if use_irreps:
-        final = irrep_rows[-1]
-        names = final.names
-        result["irreps"] = {
-            **final.to_dict(),
-            "random_shares": random_shares(G),
-            "timeline": {"char_explained": {n: [r.char_explained[i] for r in irrep_rows] for i, n in enumerate(names)},
-                         "variance_share": {n: [r.variance_share[i] for r in irrep_rows] for i, n in enumerate(names)},
-                         "ablation_loss": {n: [r.ablation_loss[i] for r in irrep_rows] for i, n in enumerate(names)},
-                         "key_char_explained": [r.key_char_explained for r in irrep_rows],
-                         "chughtai_logits_explained": [r.chughtai_logits_explained for r in irrep_rows],
-                         "restricted_loss": [r.restricted_loss for r in irrep_rows],
-                         "excluded_loss": [r.excluded_loss for r in irrep_rows],
-                         "loss": [r.loss for r in irrep_rows]},
-        }
-    else:
-        result["irreps"] = {"skipped": f"characters are implemented for S_n only, not {G.name}"}
-    return result, fits, irrep_rows
+    if asked is not None:
+        i = fit.best_in_class(asked.conj_class)
+        entry["asked"] = {
+            "given": o.subgroup, "subgroup": asked.label(), "best_conjugate": fit.describe(i),
+            "from_step": tl.appears_at(i), "ari": tl.ari[:, i].tolist(), "score": tl.score[:, i].tolist(),
+            "best_ari_over_steps": float(tl.ari[:, [j for j, p in enumerate(coset_partitions(G))
+                                                     if p.subgroup.conj_class == asked.conj_class]].max())}
+    return entry, (fit, tl, Xs[-1])
 
 
-# --- figures --------------------------------------------------------------------------------------------------
+def _irreps(irrep_rows: list, G) -> dict[str, Any]:
+    """The last checkpoint's irrep view, and each quantity over the checkpoints."""
+    from interp.irreps import random_shares
 
-
-def _principal(X: np.ndarray, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Rows on their top k principal components [n, k] and the variance share of each. Label-free on purpose:
-    a plane chosen to separate the cosets would show clusters in pure noise as well."""
-    Xc = X - X.mean(0)
-    U, S, _ = np.linalg.svd(Xc, full_matrices=False)
-    k = min(k, len(S))
-    Y = np.zeros((len(X), 4))
-    Y[:, :k] = U[:, :k] * S[:k]
-    share = np.zeros(4)
-    share[:k] = S[:k] ** 2 / max((S**2).sum(), 1e-300)
-    return Y, share
-
-
-def plot_rows(fits, G, title: str):
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    from interp.cosets import coset_partitions
-
-    names = list(fits)
-    fig = Figure(figsize=(10, 4.6 * len(names)), layout="constrained")
-    axes = fig.subplots(len(names), 2, squeeze=False)
-    for row, name in enumerate(names):
-        fit, _, X = fits[name]
-        p = coset_partitions(G)[fit.best]
-        Y, share = _principal(X)
-        cmap = matplotlib.colormaps.get_cmap("tab20" if p.n_cosets <= 20 else "hsv")
-        colours = cmap((p.labels % 20) / 20 if p.n_cosets <= 20 else p.labels / p.n_cosets)
-        verdict = "" if fit.structure else "  (no significant structure)"
-        for ax, (i, j) in zip(axes[row], ((0, 1), (2, 3))):
-            ax.scatter(Y[:, i], Y[:, j], c=colours, s=22, edgecolors="k", linewidths=0.3)
-            ax.set_title(f"{name} rows, PC{i + 1} ({100 * share[i]:.0f}%) / PC{j + 1} ({100 * share[j]:.0f}%)",
-                         fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[row, 0].set_ylabel(f"colour: {p.describe()}\norder {p.subgroup.order}, {p.n_cosets} cosets, "
-                                f"ARI {fit.ari[fit.best]:.2f}, score {fit.score[fit.best]:.2f}{verdict}", fontsize=9)
-    fig.suptitle(f"{title}: rows coloured by the best coset partition", fontsize=11)
-    return fig
-
-
-def plot_scores(result, title: str):
-    from matplotlib.figure import Figure
-
-    steps = np.array(result["steps"])
-    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
-    ax = fig.subplots()
-    for name, m in result["matrices"].items():
-        t = m["timeline"]
-        line, = ax.plot(steps, t["ari"], lw=2, label=f"{name}: {m['best']['side']} cosets of {m['best']['subgroup']}")
-        ax.plot(steps, t["score"], lw=1, ls="--", color=line.get_color())
-        ax.plot(steps, t["null_ari"], lw=0.6, ls=":", color=line.get_color())
-        ax.plot(steps, t["top_ari"], lw=0.7, alpha=0.5, color=line.get_color())
-        if m["from_step"] is not None:
-            ax.axvline(m["from_step"], color=line.get_color(), lw=0.8, alpha=0.6)
-    ax.axhline(result["settings"]["min_ari"], color="grey", lw=0.6, ls="--")
-    acc = result["test_acc"]
-    if any(a is not None for a in acc):
-        ax2 = ax.twinx()
-        ax2.plot(steps, [np.nan if a is None else a for a in acc], color="k", lw=0.8, alpha=0.5)
-        ax2.set_ylabel("test accuracy (grey)")
-        ax2.set_ylim(-0.02, 1.02)
-    ax.set_xscale("symlog", linthresh=max(steps[1] if len(steps) > 1 else 1, 1))
-    ax.set_xlim(0, steps[-1] * 1.05)
-    ax.set_xlabel("step")
-    ax.set_ylabel("ARI with the clustering (solid), variance score (dashed)")
-    ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.02)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(f"{title}: the last checkpoint's best cosets over training\n(thin: best candidate at each step; "
-                 "dotted: shuffle null)", fontsize=10)
-    return fig
-
-
-def plot_irreps(result, title: str):
-    from matplotlib.figure import Figure
-
-    ir = result["irreps"]
-    names = [n for n in ir["irreps"] if n != "trivial"]
-    labels = {n: ir["irreps"][n]["label"] for n in names}
-    steps = np.array(result["steps"])
-    tl = ir["timeline"]
-    fig = Figure(figsize=(19, 4.8))
-    a1, a3, a2 = fig.subplots(1, 3)
-    for n in names:
-        a1.plot(steps, tl["char_explained"][n], lw=2 if n in ir["key"] else 1, label=labels[n])
-    a1.plot(steps, tl["key_char_explained"], "k--", lw=1, label="ours: key irreps together")
-    a1.plot(steps, tl["chughtai_logits_explained"], "k:", lw=1,
-            label="Chughtai et al.: percent logits explained")
-    a1.set_ylabel("logit variance explained by chi(f(a,b) c^-1)")
-    for n in names:  # the same colours in the same order as the left panel
-        a3.plot(steps, tl["ablation_loss"][n], lw=2 if n in ir["key"] else 1, label=labels[n])
-    a3.plot(steps, tl["loss"], "k-", lw=1, label="full logits")
-    a3.set_yscale("log")
-    a3.set_ylabel("loss (all pairs) after removing the irrep from the logits")
-    for ax in (a1, a3):
-        ax.set_xscale("symlog", linthresh=max(steps[1] if len(steps) > 1 else 1, 1))
-        ax.set_xlim(0, steps[-1] * 1.05)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    groups = {"logits": {n: ir["irreps"][n]["variance_share"] for n in names}}
-    for m, rec in result["matrices"].items():
-        if rec["irrep_shares"]:
-            groups[f"{m} rows"] = {n: rec["irrep_shares"][n] for n in names}
-    groups["random"] = {n: ir["random_shares"][n] for n in names}
-    width = 0.8 / len(groups)
-    x = np.arange(len(names))
-    for i, (label, shares) in enumerate(groups.items()):
-        a2.bar(x + i * width, [shares[n] for n in names], width, label=label,
-               color="lightgrey" if label == "random" else None)
-    a2.set_xticks(x + 0.4 - width / 2)
-    a2.set_xticklabels([labels[n] for n in names], fontsize=7, rotation=20)
-    a2.set_ylabel("share of variance in the isotypic component")
-    a2.legend(fontsize=8)
-    a2.set_title("last checkpoint", fontsize=10)
-    key = " + ".join(labels[n] for n in ir["key"]) or "none"
-    key_c = " + ".join(labels[n] for n in ir["key_chughtai"]) or "none"
-    fig.suptitle(f"{title}: irreducible representations (key, ours: {key}; Chughtai et al.'s rule: {key_c})",
-                 fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-# --- summary --------------------------------------------------------------------------------------------------
-
-
-def summary_lines(result) -> list[str]:
-    lines = []
-    for name, m in result["matrices"].items():
-        b = m["best"]
-        side = "cosets" if b["side"] == "both" else f"{b['side']} cosets"
-        what = (f"{side} of {b['subgroup']} (order {b['order']}, {b['n_cosets']} cosets, "
-                f"class of {b['class_size']} conjugate{'s' if b['class_size'] > 1 else ''})")
-        numbers = f"ARI {b['ari']:.2f}, score {b['score']:.2f}, p {m['p_value']:.2g}"
-        if m["structure"]:
-            since = f", from step {m['from_step']}" if m["from_step"] is not None else ""
-            lines.append(f"{name} rows: {what}, {numbers}{since}")
-        else:
-            lines.append(f"{name} rows: no coset clusters (best: {what}, {numbers})")
-        if "asked" in m:
-            a = m["asked"]["best_conjugate"]
-            lines.append(f"    {m['asked']['given']} = {m['asked']['subgroup']} and conjugates: best {a['side']} cosets of {a['subgroup']}, "
-                         f"ARI {a['ari']:.2f}, score {a['score']:.2f} (best ARI over all steps "
-                         f"{m['asked']['best_ari_over_steps']:.2f})")
-    if "key" in result["irreps"]:
-        lines += irrep_lines(result["irreps"])
-    return lines
-
-
-def irrep_lines(ir) -> list[str]:
-    """Our key irreps, Chughtai et al.'s, and what removing each irrep from the logits costs."""
-    per = ir["irreps"]
-
-    def names(key):
-        return " + ".join(per[n]["label"] for n in key) or "none"
-
-    rl = (f"; loss {ir['loss']:.3g} -> {ir['restricted_loss']:.3g} restricted to them, "
-          f"{ir['excluded_loss']:.3g} without them" if ir["key"] else "")
-    ablated = sorted((n for n in per if n != "trivial"), key=lambda n: -per[n]["ablation_loss"])
-    return [f"logits, key irreps (ours: character term >= {100 * ir['key_threshold']:g}% of the logit variance): "
-            f"{names(ir['key'])}; their characters chi(f(a,b) c^-1) explain {100 * ir['key_char_explained']:.1f}% "
-            f"of the logit variance{rl}",
-            f"logits, key irreps (Chughtai et al.: similarity > {ir['key_chughtai_threshold']:g}): "
-            f"{names(ir['key_chughtai'])}; their percent logits explained (every non-trivial irrep): "
-            f"{100 * ir['chughtai_logits_explained']:.1f}%",
-            f"logits, loss {ir['loss']:.3g} after removing one irrep: "
-            + ", ".join(f"{per[n]['label']} {per[n]['ablation_loss']:.3g}" for n in ablated)]
+    final = irrep_rows[-1]
+    names = final.names
+    return {
+        **final.to_dict(),
+        "random_shares": random_shares(G),
+        "timeline": {"char_explained": {n: [r.char_explained[i] for r in irrep_rows] for i, n in enumerate(names)},
+                     "variance_share": {n: [r.variance_share[i] for r in irrep_rows] for i, n in enumerate(names)},
+                     "ablation_loss": {n: [r.ablation_loss[i] for r in irrep_rows] for i, n in enumerate(names)},
+                     "key_char_explained": [r.key_char_explained for r in irrep_rows],
+                     "chughtai_logits_explained": [r.chughtai_logits_explained for r in irrep_rows],
+                     "restricted_loss": [r.restricted_loss for r in irrep_rows],
+                     "excluded_loss": [r.excluded_loss for r in irrep_rows],
+                     "loss": [r.loss for r in irrep_rows]},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,22 +279,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_cosets(args: argparse.Namespace) -> int:
-    require(0 <= args.min_ari <= 1, f"--min-ari must be in [0, 1], got {args.min_ari}")
-    require(0 < args.alpha < 1, f"--alpha must be in (0, 1), got {args.alpha}")
-    require(0 <= args.key_threshold <= 1, f"--key-threshold must be in [0, 1], got {args.key_threshold}")
-    require(args.n_null <= 100_000 and args.timeline_null <= 100_000, "--n-null and --timeline-null: at most 100000")
+    """The command: flags -> options -> analysis -> cosets.json and the figures, and a summary on stdout."""
+    options = options_from(CosetsOptions, args, progress=not args.no_progress)
     require_run_dir(args.run_dir)
-    run, data, G = open_group_run(args.run_dir)
-    if args.subgroup:  # a bad --subgroup is one line before any work
-        parse_subgroup(G, args.subgroup)
-    result, fits, _ = analyse(run, data, G, args)
-    title = f"{run.dir.name} ({data.structure.get('op')} in {G.name})"
-    files = {f"{NAME}.json": result, f"{NAME}_rows.png": plot_rows(fits, G, title),
-             f"{NAME}_score.png": plot_scores(result, title)}
-    if "key" in result["irreps"]:
-        files[f"{NAME}_irreps.png"] = plot_irreps(result, title)
+    run = as_run(args.run_dir)
+    result, fits = _analyse(run, options)
+    res = result.to_dict()
+    title = f"{run.dir.name} ({result.op} in {result.group})"
+    from training.groups import get_group
+
+    files = {CosetsResult.FILE: res, f"{NAME}_rows.png": plot_rows(fits, get_group(run.config.task.group), title),
+             f"{NAME}_score.png": plot_scores(res, title)}
+    if "key" in result.irreps:
+        files[f"{NAME}_irreps.png"] = plot_irreps(res, title)
     written = write_outputs(run, files)
-    for line in summary_lines(result):
+    for line in summary_lines(res):
         print(line)
     print(f"written: {written[0]} and {NAME}_*.png")
     return 0

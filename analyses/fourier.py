@@ -14,6 +14,7 @@ run of another task stops with one line on stderr and exit status 2 before anyth
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -23,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from analyses.common import finite_weights, open_run, require_run_dir, write_outputs
+from analyses.api import Result, as_run, options_from
+from analyses.common import finite_weights, require_run_dir, write_outputs
+from interp.constants import CLUSTER_THRESHOLD
 from training.cli import Parser, finite_float, json_safe, main_entry, nonneg_int, positive_int, require
 from training.errors import RunDirError
 
@@ -33,7 +36,42 @@ NAME = "fourier"
 CHUNK_BYTES = 32 * 2**20  # neuron activations per batch of checkpoints: nanda2023 (26 MB) goes one at a time,
 # small models many at once. Larger batches only add memory traffic and page faults once one checkpoint's
 # activations outgrow the caches (measured: 1 checkpoint per batch is ~10% faster than 8 for nanda2023).
-CLUSTER_THRESHOLD = 0.85  # interp.fourier.CLUSTER_THRESHOLD (a test keeps them equal; importing it needs torch)
+
+
+@dataclasses.dataclass(frozen=True)
+class FourierOptions:
+    """The settings of `analyse` (the command's flags of the same names)."""
+
+    ref_step: int | None = None  # the checkpoint the key frequencies and the figures come from (None: the last)
+    threshold: float = CLUSTER_THRESHOLD  # share of a neuron's variance one frequency explains to join its cluster
+    chunk: int = 0  # checkpoints probed together (0: as many as fit in CHUNK_BYTES of neuron activations)
+    workers: int = os.cpu_count() or 1  # chunks probed at once, one thread each
+    progress: bool = True
+
+    def __post_init__(self):
+        require(0 < self.threshold <= 1, f"--threshold must be in (0, 1], got {self.threshold}")
+
+
+@dataclasses.dataclass
+class FourierResult(Result):
+    """fourier.json: the reference checkpoint's probes, every checkpoint's, and the phases (`interp.phases`)."""
+
+    FILE = f"{NAME}.json"
+    run: str
+    task: str
+    p: int
+    structure: dict[str, Any]
+    ref_step: int
+    threshold: float
+    min_cluster_size: int
+    key_frequencies: list[int]
+    clusters: dict[str, Any]  # the reference checkpoint's neuron clusters
+    final: dict[str, Any]  # the reference checkpoint's probes
+    phases: dict[str, Any]
+    checkpoints: dict[str, Any]  # every probe, one list entry per checkpoint probed
+    skipped: list[dict[str, Any]]  # {"step", "error"} per unreadable checkpoint
+    seconds: float
+    ms_per_checkpoint: float
 
 
 def auto_chunk(s, d_mlp: int) -> int:
@@ -57,7 +95,25 @@ def make_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_entry("analyses.fourier", make_parser, analyse, argv)
+    return main_entry("analyses.fourier", make_parser, run_fourier, argv)
+
+
+def run_fourier(args: argparse.Namespace) -> int:
+    """The command: flags -> options -> analysis -> fourier.json and the figures under RUN_DIR/analyses/ (nothing
+    else: summary.json belongs to the training loop) and a summary on stdout."""
+    options = options_from(FourierOptions, args, progress=not args.no_progress)
+    result, ctx = _analyse(args.run_dir, options)
+    from analyses import fourier_plots
+
+    figures = fourier_plots.draw_all(ctx.run, ctx.s, result.to_dict(), ctx.ref_probe, ctx.model, ctx.ref_weights)
+    written = write_outputs(ctx.run, {FourierResult.FILE: result.to_dict(), **figures})
+    print_summary(ctx.run, ctx.s, result, ctx.found, written[1:], ctx.elapsed)
+    return 0
+
+
+def load(run) -> FourierResult:
+    """The result `python -m analyses.fourier` wrote for `run` (a run directory or a Run)."""
+    return FourierResult.load(run)
 
 
 def check_weights(run, step: int, weights: dict, expected: dict) -> None:
@@ -115,11 +171,28 @@ def probe_checkpoints(run, model, s, steps: list[int], key_freqs: list[int], thr
     return fourier.FourierProbes.concat(parts), done, skipped
 
 
-def analyse(args: argparse.Namespace) -> int:
-    """Checks every input (flags, the run's files, the reference checkpoint), computes, then writes fourier.json
-    and the figures under RUN_DIR/analyses/ (nothing else: summary.json belongs to the training loop)."""
-    require(0 < args.threshold <= 1, f"--threshold must be in (0, 1], got {args.threshold}")
-    require_run_dir(args.run_dir)
+def analyse(run, options: FourierOptions = FourierOptions()) -> FourierResult:
+    """Every probe of `interp.fourier` over every checkpoint of `run` (a path or a Run), with the key frequencies
+    from the reference checkpoint, and the phases. Checks every input first (the run's files, the reference
+    checkpoint); a corrupt checkpoint elsewhere is skipped (reported on stderr and in `skipped`)."""
+    return _analyse(run, options)[0]
+
+
+@dataclasses.dataclass
+class _Context:
+    """What the figures and the printed summary need beside the result."""
+
+    run: Any
+    s: Any
+    model: Any
+    ref_probe: Any
+    ref_weights: dict
+    found: Any
+    elapsed: float
+
+
+def _analyse(run, options: FourierOptions) -> tuple[FourierResult, _Context]:
+    require_run_dir(Path(run.dir if hasattr(run, "dir") else run))  # before torch loads: a wrong path answers at once
     import torch
     from tqdm.auto import tqdm
 
@@ -129,37 +202,32 @@ def analyse(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # parallel over checkpoints instead (see probe_checkpoints)
     try:
         t0 = time.perf_counter()
-        run, s, model, ref, ref_weights = open_fourier_run(args.run_dir, args.ref_step)
-        ref_probe = fourier.probe_states(model, [ref_weights], s, None, args.threshold)
+        run, s, model, ref, ref_weights = open_fourier_run(run, options.ref_step)
+        ref_probe = fourier.probe_states(model, [ref_weights], s, None, options.threshold)
         key_freqs = ref_probe.key_freqs
         steps = run.steps
-        bar = tqdm(total=len(steps), disable=args.no_progress, desc=f"fourier {run.dir.name}", unit="ckpt",
+        bar = tqdm(total=len(steps), disable=not options.progress, desc=f"fourier {run.dir.name}", unit="ckpt",
                    dynamic_ncols=True)
-        chunk = args.chunk or auto_chunk(s, ref_probe.neuron_share.shape[1])
-        probes, done, skipped = probe_checkpoints(run, model, s, steps, key_freqs, args.threshold, chunk,
-                                                  args.workers, bar)
+        chunk = options.chunk or auto_chunk(s, ref_probe.neuron_share.shape[1])
+        probes, done, skipped = probe_checkpoints(run, model, s, steps, key_freqs, options.threshold, chunk,
+                                                  options.workers, bar)
         bar.close()
     finally:
         torch.set_num_threads(threads)
     elapsed = time.perf_counter() - t0
     found = phases.detect_phases(run.metrics, done, probes.test_loss, probes.excluded_loss if key_freqs else None,
                                  run.data.d_vocab_out)
-    result = build_result(run, s, ref, ref_probe, done, probes, found, skipped, elapsed, args.threshold)
-    from analyses import fourier_plots
-
-    figures = fourier_plots.draw_all(run, s, result, ref_probe, model, ref_weights)
-    written = write_outputs(run, {f"{NAME}.json": result, **figures})
-    print_summary(run, s, result, found, written[1:], elapsed)
-    return 0
+    result = build_result(run, s, ref, ref_probe, done, probes, found, skipped, elapsed, options.threshold)
+    return result, _Context(run, s, model, ref_probe, ref_weights, found, elapsed)
 
 
-def open_fourier_run(path: Path, ref_step: int | None):
+def open_fourier_run(run, ref_step: int | None):
     """(run, structure, model, reference step, its weights), or the one-line error naming what is wrong."""
     from interp.modular import NotModularError, modular_structure
     from training.models import build_model
     from training.rundir import CONFIG
 
-    run = open_run(path)
+    run = as_run(run)
     try:
         s = modular_structure(run.data)
     except NotModularError as e:
@@ -193,23 +261,22 @@ def _list(a, digits: int | None = 6) -> list:
 
 
 def build_result(run, s, ref: int, ref_probe, steps: list[int], probes, found, skipped: list[dict], elapsed: float,
-                 threshold: float) -> dict[str, Any]:
-    """fourier.json: the reference checkpoint's probes, every checkpoint's, and the phases (`interp.phases`)."""
+                 threshold: float) -> FourierResult:
     from interp import fourier
 
     r = ref_probe
     key = r.key_freqs
     d_mlp = r.neuron_freq.shape[1]
     sizes = {int(k) + 1: int(v) for k, v in enumerate(r.cluster_sizes[0]) if v > 0}
-    return {
-        "run": str(run.dir), "task": s.op, "p": s.p, "structure": s.to_dict(),
-        "ref_step": ref, "threshold": threshold, "min_cluster_size": fourier.min_cluster_size(d_mlp),
-        "key_frequencies": key,
-        "clusters": {"sizes": {str(k): v for k, v in sizes.items()}, "key_sizes": {str(k): sizes.get(k, 0) for k in key},
+    return FourierResult(
+        run=str(run.dir), task=s.op, p=s.p, structure=s.to_dict(),
+        ref_step=ref, threshold=threshold, min_cluster_size=fourier.min_cluster_size(d_mlp),
+        key_frequencies=key,
+        clusters={"sizes": {str(k): v for k, v in sizes.items()}, "key_sizes": {str(k): sizes.get(k, 0) for k in key},
                      "in_clusters": int(r.in_clusters[0]), "n_neurons": d_mlp,
                      "share_in_clusters": round(float(r.in_clusters[0]) / d_mlp, 4),
-                     "neuron_freq": r.neuron_freq[0].tolist(), "neuron_share": _list(r.neuron_share[0], 4)},
-        "final": {"logit_periodicity": _num(r.periodicity[0], 4),
+                  "neuron_freq": r.neuron_freq[0].tolist(), "neuron_share": _list(r.neuron_share[0], 4)},
+        final={"logit_periodicity": _num(r.periodicity[0], 4),
                   "logit_periodicity_by_freq": {str(k): _num(r.periodicity_by_freq[0, k - 1], 4) for k in key},
                   "restricted_loss": _num(r.restricted_loss[0]), "excluded_loss": _num(r.excluded_loss[0]),
                   "train_loss": _num(r.train_loss[0]), "test_loss": _num(r.test_loss[0]),
@@ -217,9 +284,9 @@ def build_result(run, s, ref: int, ref_probe, steps: list[int], probes, found, s
                   "weight_norm": _num(r.weight_norm[0], 4),
                   "attention_from_eq": None if r.attention is None else _list(r.attention[0], 4),
                   "embed_fourier_norms": _list(r.embed_norms[0], 5), "unembed_fourier_norms": _list(r.unembed_norms[0], 5),
-                  "basis": list(r.embed_names)},
-        "phases": found.to_dict(),
-        "checkpoints": {
+               "basis": list(r.embed_names)},
+        phases=found.to_dict(),
+        checkpoints={
             # losses at full precision: a grokked run's reach 1e-7, where a fixed number of decimals keeps 3 digits
             "step": steps, "train_loss": _list(probes.train_loss, None), "test_loss": _list(probes.test_loss, None),
             "restricted_loss": _list(probes.restricted_loss, None), "excluded_loss": _list(probes.excluded_loss, None),
@@ -234,27 +301,27 @@ def build_result(run, s, ref: int, ref_probe, steps: list[int], probes, found, s
             # mean over heads of the first layer's attention from '=' to [a, b, '=']
             "attention_from_eq": None if probes.attention is None else _list(probes.attention[:, 0].mean(1), 4),
         },
-        "skipped": skipped,
-        "seconds": round(elapsed, 2), "ms_per_checkpoint": round(1000 * elapsed / max(len(steps), 1), 1),
-    }
+        skipped=skipped,
+        seconds=round(elapsed, 2), ms_per_checkpoint=round(1000 * elapsed / max(len(steps), 1), 1),
+    )
 
 
-def print_summary(run, s, result: dict, found, figures: list[Path], elapsed: float) -> None:
-    key, c = result["key_frequencies"], result["clusters"]
-    n = len(result["checkpoints"]["step"])
+def print_summary(run, s, result: FourierResult, found, figures: list[Path], elapsed: float) -> None:
+    key, c = result.key_frequencies, result.clusters
+    n = len(result.checkpoints["step"])
     print(f"{s.description}")
     print(f"{n} checkpoints in {elapsed:.1f} s ({1000 * elapsed / max(n, 1):.0f} ms each); reference step "
-          f"{result['ref_step']}" + (f"; skipped {len(result['skipped'])} corrupt" if result["skipped"] else ""))
+          f"{result.ref_step}" + (f"; skipped {len(result.skipped)} corrupt" if result.skipped else ""))
     print(f"key frequencies: {', '.join(map(str, key)) if key else 'none (no neuron cluster; has the run grokked?)'}")
     sizes = ", ".join(f"{k}: {v}" for k, v in c["key_sizes"].items())
-    print(f"neuron clusters (share >= {result['threshold']}): {sizes or '-'}; {c['in_clusters']}/{c['n_neurons']} "
+    print(f"neuron clusters (share >= {result.threshold}): {sizes or '-'}; {c['in_clusters']}/{c['n_neurons']} "
           f"neurons ({100 * c['share_in_clusters']:.1f}%) in clusters")
-    f = result["final"]
+    f = result.final
     share = "n/a" if f["logit_periodicity"] is None else f"{100 * f['logit_periodicity']:.1f}%"
     print(f"logit periodicity: the key frequencies explain {share} of the logit variance; "
           f"restricted loss {_fmt(f['restricted_loss'])}, excluded loss {_fmt(f['excluded_loss'])}")
     print(f"phases: {found.describe()}")
-    print(f"wrote {run.analyses_dir / (NAME + '.json')}, " + ", ".join(p.name for p in figures))
+    print(f"wrote {run.analyses_dir / FourierResult.FILE}, " + ", ".join(p.name for p in figures))
 
 
 def _fmt(x: float | None) -> str:

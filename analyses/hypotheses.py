@@ -18,16 +18,62 @@ Writes SWEEP_DIR/analyses/hypotheses.json and hypotheses.png, prints the table.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-from analyses.sweep import collect as collect_runs
-from analyses.sweep import describe_thresholds, pick_field, point, read_sweep, thresholds
+from analyses.api import Result, options_from
+from analyses.sweep_stats import collect as collect_runs
+from analyses.sweep_stats import describe_thresholds, open_sweep, pick_field, point, sorted_values, thresholds
 from training.cli import Parser, json_safe, main_entry, require
 from training.sweep import fmt
 
 NAME = "hypotheses"
+
+
+@dataclasses.dataclass(frozen=True)
+class HypothesesOptions:
+    """The settings of `analyse` (the command's flags of the same names)."""
+
+    param: str | None = None  # the swept field to analyse (needed when the grid has several)
+    progress: bool = False
+
+
+@dataclasses.dataclass
+class HypothesesResult(Result):
+    """hypotheses.json: steps to generalise per value of the swept parameter, and its thresholds."""
+
+    FILE = f"{NAME}.json"
+    sweep: str
+    param: str
+    preset: str | None
+    seeds: list[int] | None
+    points: list[dict[str, Any]]  # per value: runs, generalised, S_gen statistics, steps after memorisation
+    threshold: Any  # the smallest value from which on no run generalised (H1, H2)
+    threshold_below: Any  # the largest value up to which no run generalised
+    thresholds: dict[str, Any]  # analyses.sweep_stats.thresholds
+    last_generalising_value: Any
+    fastest_value: Any
+    fastest_S_gen_median: float | None
+    rows: list[dict[str, Any]]  # one per finished run
+
+
+def analyse(sweep, options: HypothesesOptions = HypothesesOptions()) -> HypothesesResult:
+    """Steps to generalise against the swept parameter of `sweep` (a sweep directory or a Sweep), the threshold."""
+    sweep = open_sweep(sweep)
+    grid = sweep.spec["grid"]
+    param = pick_field(grid, options.param, "--param")
+    rows = collect(sweep.dir, sweep.index, param, options.progress)
+    require(bool(rows), f"{sweep.dir}: no finished runs yet")
+    values = sorted_values(grid[param])  # mixed kinds: the order given
+    return HypothesesResult(sweep=str(sweep.dir), param=param, preset=sweep.spec.get("preset"),
+                            seeds=sweep.spec.get("seeds"), **summarise(rows, values), rows=rows)
+
+
+def load(sweep) -> HypothesesResult:
+    """The result `python -m analyses.hypotheses` wrote for `sweep` (a sweep directory)."""
+    return HypothesesResult.load(sweep)
 
 
 def collect(sweep_dir: Path, index: dict[str, Any], param: str, progress: bool = False) -> list[dict[str, Any]]:
@@ -175,26 +221,16 @@ def make_parser() -> Parser:
 
 
 def body(args) -> int:
+    """The command: flags -> options -> analysis -> hypotheses.json and .png, and the table printed."""
     from training.rundir import atomic_write_json
 
-    index = read_sweep(args.sweep_dir)
-    grid = index["spec"]["grid"]
-    param = pick_field(grid, args.param, "--param")
-    rows = collect(args.sweep_dir, index, param)
-    require(bool(rows), f"{args.sweep_dir}: no finished runs yet")
-    values = grid[param]
-    try:
-        values = sorted(values)
-    except TypeError:  # mixed kinds: the order given
-        pass
-    res = {"sweep": str(args.sweep_dir), "param": param, "preset": index["spec"].get("preset"),
-           "seeds": index["spec"].get("seeds"), **summarise(rows, values), "rows": rows}
+    res = analyse(args.sweep_dir, options_from(HypothesesOptions, args, progress=False)).to_dict()
     out = args.sweep_dir / "analyses"
     out.mkdir(exist_ok=True)
     plot(res, out / f"{NAME}.png")
-    atomic_write_json(out / f"{NAME}.json", json_safe(res))
+    atomic_write_json(out / HypothesesResult.FILE, json_safe(res))
     print(table(res))
-    print(f"wrote {out / (NAME + '.json')} and {NAME}.png")
+    print(f"wrote {out / HypothesesResult.FILE} and {NAME}.png")
     return 0
 
 

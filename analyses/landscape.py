@@ -18,6 +18,7 @@ Writes RUN_DIR/analyses/landscape.json and landscape.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,58 +26,49 @@ from typing import Any
 
 import numpy as np
 
-from analyses.common import check_checkpoints, finite, open_run, require_run_dir, write_outputs
+from analyses.api import Result, as_run, options_from
+from analyses.common import check_checkpoints, finite, require_run_dir, write_outputs
+from analyses.landscape_plots import describe_trajectory, draw_norm_panel, draw_trajectory
+from analyses.reduced_landscape import ReducedLandscapeResult
 from training.cli import Parser, main_entry, positive_float, positive_int, regex, require
 from training.errors import ConfigError, RunDirError
 
 # torch and matplotlib are imported where they are used: --help and bad flags answer at once.
 
 NAME = "landscape"
-REDUCED = "reduced_landscape.json"
 
 
-# --- shared drawing (also used by analyses.reduced_landscape) --------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class LandscapeOptions:
+    """The settings of `analyse` (the command's flags of the same names)."""
+
+    steps: str = "auto"  # checkpoints: 'auto', 'all', or a list such as 0,2000,last
+    group: str | None = None  # rescale only the parameters matching this regex (None: all)
+    n_norms: int = 25  # points on the norm grid
+    span: float = 6.0  # the grid reaches this factor beyond the norms the run visited
+    progress: bool = True
+
+    def __post_init__(self):
+        require(3 <= self.n_norms <= 10_000, f"need 3 <= --n-norms <= 10000, got {self.n_norms}")
+        require(1 < self.span <= 1e6, f"need 1 < --span <= 1e6, got {self.span}")
 
 
-def draw_trajectory(ax, metrics: list[dict[str, Any]], cbar: bool = True) -> None:
-    """The run's (weight norm, train/test loss) path, coloured by step on a log scale."""
-    import matplotlib.colors
+@dataclasses.dataclass
+class LandscapeResult(Result):
+    """landscape.json: a landscape slice per checkpoint, w_c and the run's norm trajectory against it."""
 
-    rows = [r for r in metrics if finite([r.get("weight_norm")])]
-    if not rows:
-        return
-    w = np.array([r["weight_norm"] for r in rows])
-    steps = np.maximum(np.array([r["step"] for r in rows]), 1)
-    norm = matplotlib.colors.LogNorm(vmin=steps.min(), vmax=max(steps.max(), 2))
-    for key, marker in (("train_loss", "o"), ("test_loss", "s")):
-        y = np.array([r.get(key) if finite([r.get(key)]) else np.nan for r in rows], dtype=float)
-        ax.plot(w, y, color="grey", lw=0.6, alpha=0.6, zorder=2)
-        sc = ax.scatter(w, y, c=steps, cmap="viridis", norm=norm, s=10, marker=marker, zorder=3,
-                        label="the run: o train, s test (colour: step)" if key == "train_loss" else None)
-    if cbar:
-        ax.figure.colorbar(sc, ax=ax, label="step of the run")
-
-
-def draw_norm_panel(ax, traj: dict[str, Any], summary: dict[str, Any], w_c: float) -> None:
-    steps = np.maximum(np.array(traj["steps"]), 1)
-    ax.plot(steps, traj["weight_norm"], color="tab:purple", label="weight norm")
-    ax.axhline(w_c, color="tab:green", ls="--", label=f"w_c = {w_c:.3g}")
-    for key, style in (("S_mem", ":"), ("S_gen", "-.")):
-        if summary.get(key):
-            ax.axvline(max(summary[key], 1), color="grey", ls=style, label=f"{key} = {summary[key]}")
-    if traj.get("step_at_wc") is not None:
-        ax.axvline(max(traj["step_at_wc"], 1), color="tab:green", ls=":", label=f"reaches w_c: {traj['step_at_wc']}")
-    ax.set_xscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("total weight norm")
-    ax.legend(fontsize=7)
-
-
-def nearest(steps: list[int], target: int | None) -> int | None:
-    return None if target is None or not steps else min(steps, key=lambda s: abs(s - target))
-
-
-# --- the analysis ----------------------------------------------------------------------------------------------
+    FILE = f"{NAME}.json"
+    run: str
+    task: str
+    loss: str
+    group: str  # the regex rescaled, or "all"
+    w_c: float  # the norm of lowest test loss (from the reduced landscape when there is one)
+    w_c_source: str
+    diagnosis: dict[str, Any]  # the shapes of the train (L) and test (U) curves
+    slices: list[dict[str, Any]]  # one per checkpoint (interp.landscape.LandscapeSlice + its diagnosis)
+    trajectory: dict[str, Any]
+    summary: dict[str, Any]  # S_mem and S_gen
+    reduced: dict[str, Any] | None  # the reduced landscape the run's analyses/ held
 
 
 def pick_steps(run, spec: str) -> list[int]:
@@ -87,8 +79,8 @@ def pick_steps(run, spec: str) -> list[int]:
         return have
     if spec == "auto":
         s = run.summary
-        chosen = [have[0], nearest(have, s.get("S_mem")), nearest(have, s.get("S_gen")), have[-1]]
-        return sorted({c for c in chosen if c is not None})
+        chosen = [have[0], *(run.nearest_step(s[k]) for k in ("S_mem", "S_gen") if s.get(k) is not None), have[-1]]
+        return sorted(set(chosen))
     out = []
     for part in spec.split(","):
         part = part.strip()
@@ -97,13 +89,34 @@ def pick_steps(run, spec: str) -> list[int]:
         except ValueError:
             raise ConfigError(f"--steps: '{part}' is not a step, 'first', 'last', 'auto' or 'all'") from None
         if step not in have:
-            raise ConfigError(f"--steps: no checkpoint at step {step} (nearest: {nearest(have, step)})")
+            raise ConfigError(f"--steps: no checkpoint at step {step} (nearest: {run.nearest_step(step)})")
         out.append(step)
     return sorted(set(out))
 
 
-def analyse(run, steps: list[int], group: str | None, n_norms: int, span: float,
-            progress: bool = True) -> dict[str, Any]:
+def analyse(run, options: LandscapeOptions = LandscapeOptions()) -> LandscapeResult:
+    """Omnigrok's landscape slices of `run` (a path or a Run) at the chosen checkpoints, w_c and the run's path.
+    Every input is checked first (the checkpoints, --group), so a bad one is one line before any work."""
+    from interp.landscape import group_names
+
+    run = as_run(run)
+    steps = pick_steps(run, options.steps)
+    check_checkpoints(run, steps)  # missing, corrupt or NaN: one line before any work
+    if options.group:  # a group matching no parameter is one line before any work
+        try:
+            group_names([n for n, _ in run.model(steps[0]).named_parameters()], options.group)
+        except ValueError as e:
+            raise ConfigError(f"--group: {e}") from None
+    return _slices(run, steps, options.group, options.n_norms, options.span, options.progress)
+
+
+def load(run) -> LandscapeResult:
+    """The result `python -m analyses.landscape` wrote for `run` (a run directory or a Run)."""
+    return LandscapeResult.load(run)
+
+
+def _slices(run, steps: list[int], group: str | None, n_norms: int, span: float,
+            progress: bool = True) -> LandscapeResult:
     from tqdm.auto import tqdm
 
     from interp.landscape import ReducedLandscape, diagnose, landscape_slice, norm_trajectory
@@ -122,10 +135,11 @@ def analyse(run, steps: list[int], group: str | None, n_norms: int, span: float,
         d = sl.to_dict()
         d["diagnosis"] = diagnose(sl.total_norms, sl.train_loss, sl.test_loss)
         slices.append(d)
-    reduced_path = run.dir / "analyses" / REDUCED
+    reduced_path = run.dir / "analyses" / ReducedLandscapeResult.FILE
     reduced = None
     if reduced_path.exists():
         try:
+            # leniently: only the landscape's own fields, as files written by earlier versions have them
             reduced = ReducedLandscape.from_dict(json.loads(reduced_path.read_text()))
         except (TypeError, ValueError, KeyError, AttributeError) as e:  # JSONDecodeError is a ValueError
             raise RunDirError(f"{reduced_path}: unreadable ({e})") from None
@@ -138,10 +152,10 @@ def analyse(run, steps: list[int], group: str | None, n_norms: int, span: float,
     if not finite([w_c]):
         raise RunDirError(f"{run.dir}: no finite test loss on the norm grid (try a smaller --span)")
     traj = norm_trajectory(metrics, w_c)
-    return {"run": str(run.dir), "task": data.name, "loss": data.loss, "group": group or "all", "w_c": w_c,
-            "w_c_source": source, "diagnosis": diag, "slices": slices, "trajectory": traj,
-            "summary": {k: run.summary.get(k) for k in ("S_mem", "S_gen")},
-            "reduced": reduced.to_dict() if reduced is not None else None}
+    return LandscapeResult(run=str(run.dir), task=data.name, loss=data.loss, group=group or "all", w_c=w_c,
+                           w_c_source=source, diagnosis=diag, slices=slices, trajectory=traj,
+                           summary={k: run.summary.get(k) for k in ("S_mem", "S_gen")},
+                           reduced=reduced.to_dict() if reduced is not None else None)
 
 
 def plot(result: dict[str, Any], metrics: list[dict[str, Any]], title: str):
@@ -176,18 +190,6 @@ def plot(result: dict[str, Any], metrics: list[dict[str, Any]], title: str):
     return fig
 
 
-def describe_trajectory(traj: dict[str, Any], summary: dict[str, Any]) -> str:
-    if not traj["steps"]:
-        return "trajectory: no weight norms in metrics.jsonl"
-    s = (f"trajectory: norm {traj['weight_norm'][0]:.4g} at step {traj['steps'][0]} ({traj['start_ratio']:.3g} x w_c)"
-         f" -> {traj['weight_norm'][-1]:.4g} at step {traj['steps'][-1]} ({traj['end_ratio']:.3g} x w_c); ")
-    s += (f"within 10% of w_c from step {traj['step_at_wc']}" if traj["step_at_wc"] is not None
-          else "never within 10% of w_c")
-    if summary.get("S_gen") is not None:
-        s += f"; S_gen {summary['S_gen']}"
-    return s
-
-
 def make_parser() -> Parser:
     p = Parser(prog="python -m analyses.landscape", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -208,30 +210,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_landscape(args: argparse.Namespace) -> int:
-    require(3 <= args.n_norms <= 10_000, f"need 3 <= --n-norms <= 10000, got {args.n_norms}")
-    require(1 < args.span <= 1e6, f"need 1 < --span <= 1e6, got {args.span}")
+    """The command: flags -> options -> analysis -> landscape.json and .png, and a summary on stdout."""
+    options = options_from(LandscapeOptions, args, progress=not args.no_progress)
     require_run_dir(args.run_dir)
-    from interp.landscape import group_names
-
-    run = open_run(args.run_dir)
-    steps = pick_steps(run, args.steps)
-    check_checkpoints(run, steps)  # missing, corrupt or NaN: one line before any work
-    if args.group:  # a group matching no parameter is one line before any work
-        try:
-            group_names([n for n, _ in run.model(steps[0]).named_parameters()], args.group)
-        except ValueError as e:
-            raise ConfigError(f"--group: {e}") from None
-    result = analyse(run, steps, args.group, args.n_norms, args.span, progress=not args.no_progress)
-    written = write_outputs(run, {f"{NAME}.json": result,
-                                  f"{NAME}.png": plot(result, run.metrics, f"{run.dir.name}: {result['task']}")})
-    print(f"landscape of {run.dir} ({result['task']}, {len(steps)} checkpoint(s), rescaling {result['group']})")
-    for sl in result["slices"]:
+    run = as_run(args.run_dir)
+    res = analyse(run, options)
+    result = res.to_dict()
+    written = write_outputs(run, {LandscapeResult.FILE: result,
+                                  f"{NAME}.png": plot(result, run.metrics, f"{run.dir.name}: {res.task}")})
+    print(f"landscape of {run.dir} ({res.task}, {len(res.slices)} checkpoint(s), rescaling {res.group})")
+    for sl in res.slices:
         d = sl["diagnosis"]
         print(f"  slice @ step {sl['step']:>6}: train {d['train_shape']}, test {d['test_shape']}, "
               f"min test loss {d['test_min']:.3g} at w = {sl['w_c']:.4g} (checkpoint norm {sl['base_norm']:.4g})")
-    print(f"w_c = {result['w_c']:.4g}  (from the {result['w_c_source']})")
-    print(describe_trajectory(result["trajectory"], result["summary"]))
-    print(f"diagnosis: {result['diagnosis']['text']}")
+    print(f"w_c = {res.w_c:.4g}  (from the {res.w_c_source})")
+    print(describe_trajectory(res.trajectory, res.summary))
+    print(f"diagnosis: {res.diagnosis['text']}")
     print(f"wrote {written[0]} and {written[1]}")
     return 0
 

@@ -18,14 +18,16 @@ The task, model, optimiser (lr, betas, batch size, warmup) and seed come from th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from analyses.common import finite, open_run, require_run_dir, require_writable_dir, write_outputs
-from analyses.landscape import describe_trajectory, draw_norm_panel, draw_trajectory
+from analyses.api import Result, as_run, options_from
+from analyses.common import finite, require_run_dir, require_writable_dir, write_outputs
+from analyses.landscape_plots import describe_trajectory, draw_norm_panel, draw_trajectory
 from training.cli import Parser, main_entry, nonneg_float, nonneg_int, positive_float, positive_float_list, \
     positive_int, require
 from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, validate
@@ -38,13 +40,63 @@ NAME = "reduced_landscape"
 MAX_ALPHAS = 1000
 
 
-def alphas_from(args: argparse.Namespace) -> list[float]:
-    """--alphas as given (positive finite numbers, parsed by its type), else --n-alphas between --alpha-min and
-    --alpha-max on a log scale (the default is Omnigrok's 10^linspace(-1, 1, 11))."""
-    require(args.alpha_min <= args.alpha_max, "need --alpha-min <= --alpha-max")
-    n = len(args.alphas) if args.alphas else args.n_alphas
-    require(n <= MAX_ALPHAS, f"at most {MAX_ALPHAS} alphas, got {n}")  # before np.geomspace allocates them
-    return args.alphas or np.geomspace(args.alpha_min, args.alpha_max, args.n_alphas).tolist()
+@dataclasses.dataclass(frozen=True)
+class ReducedOptions:
+    """The settings of `analyse` (the command's flags of the same names)."""
+
+    preset: str | None = None  # sweep a preset's config instead of a run's
+    alphas: tuple[float, ...] | None = None  # init scales (None: n_alphas from alpha_min to alpha_max, log-spaced)
+    n_alphas: int = 11
+    alpha_min: float = 0.1
+    alpha_max: float = 10.0
+    steps: int = 10_000  # optimiser steps per alpha (Omnigrok: 1e4)
+    eval_every: int = 0  # evaluate every N steps (0: steps/200)
+    wd: float = 0.0  # weight decay during the fixed-norm training
+    device: str = "cpu"
+    set: tuple[str, ...] = ()  # FIELD=VALUE config overrides
+    progress: bool = True
+
+    def __post_init__(self):
+        require(self.alpha_min <= self.alpha_max, "need --alpha-min <= --alpha-max")
+        n = len(self.alphas) if self.alphas else self.n_alphas
+        require(n <= MAX_ALPHAS, f"at most {MAX_ALPHAS} alphas, got {n}")  # before np.geomspace allocates them
+
+    def alpha_values(self) -> list[float]:
+        """The alphas as given, else n_alphas on a log scale (the default is Omnigrok's 10^linspace(-1, 1, 11))."""
+        if self.alphas:
+            return list(self.alphas)
+        return np.geomspace(self.alpha_min, self.alpha_max, self.n_alphas).tolist()
+
+
+@dataclasses.dataclass
+class ReducedLandscapeResult(Result):
+    """reduced_landscape.json: interp.landscape.ReducedLandscape's fields, its diagnosis, the run's trajectory."""
+
+    FILE = f"{NAME}.json"
+    alphas: list[float]
+    norms: list[float]
+    best_train_loss: list[float | None]
+    best_test_loss: list[float | None]
+    final_train_loss: list[float | None]
+    final_test_loss: list[float | None]
+    best_train_acc: list[float | None] | None
+    best_test_acc: list[float | None] | None
+    final_train_acc: list[float | None] | None
+    final_test_acc: list[float | None] | None
+    eval_steps: list[int]
+    train_curves: list[list[float | None]]
+    test_curves: list[list[float | None]]
+    steps: int
+    wd: float
+    lr: float
+    optimizer: str
+    extra: dict[str, Any]
+    w_c: float
+    diagnosis: dict[str, Any]
+    trajectory: dict[str, Any] | None  # the run's weight norm against w_c (None for a preset)
+    config: dict[str, Any]
+    source: str  # the run directory, or "preset NAME"
+    loss: str
 
 
 def apply_sets(cfg: RunConfig, sets: list[str]) -> RunConfig:
@@ -126,24 +178,27 @@ def main(argv: list[str] | None = None) -> int:
     return main_entry("analyses.reduced_landscape", make_parser, run_reduced, argv)
 
 
-def config_from(args: argparse.Namespace):
-    """(config, run or None, output folder): every flag and the config checked, nothing read beyond config.json."""
-    require((args.run_dir is None) != (args.preset is None), "give either RUN_DIR or --preset NAME")
-    require(args.out is None or args.preset is not None, "--out goes with --preset (a run's go to RUN_DIR/analyses)")
-    if args.run_dir is not None:
-        require_run_dir(args.run_dir)
-        run = open_run(args.run_dir, need_checkpoints=False)
-        return apply_sets(run.config, args.set), run, None
-    cfg = apply_sets(get_preset(args.preset), args.set)
-    out = args.out or Path("checkpoints") / f"reduced-{args.preset}"
-    require_writable_dir(out)
-    return cfg, None, out
+def config_from(run, options: ReducedOptions):
+    """(config, run or None): the run's config or the preset's, with the overrides, checked (torch-free for a
+    preset)."""
+    require((run is None) != (options.preset is None), "give either RUN_DIR or --preset NAME")
+    if run is not None:
+        run = as_run(run, need_checkpoints=False)
+        return apply_sets(run.config, list(options.set)), run
+    return apply_sets(get_preset(options.preset), list(options.set)), None
 
 
-def run_reduced(args: argparse.Namespace) -> int:
-    alphas = alphas_from(args)
-    if args.preset is not None:  # a preset's config needs no torch to check
-        config_from(args)
+def analyse(run=None, options: ReducedOptions = ReducedOptions()) -> ReducedLandscapeResult:
+    """Omnigrok's reduced landscape of `run` (a path or a Run), or of `options.preset` when run is None: the
+    model trained at fixed norm from its init scaled by each alpha, the best losses against the norm."""
+    return _analyse(run, options)[0]
+
+
+def _analyse(run, options: ReducedOptions):
+    """(result, the interp.landscape.ReducedLandscape, the task data, the run or None)."""
+    alphas = options.alpha_values()
+    if options.preset is not None:  # a preset's config needs no torch to check
+        config_from(run, options)
     from tqdm.auto import tqdm
 
     from interp.landscape import norm_trajectory, reduced_landscape
@@ -151,24 +206,48 @@ def run_reduced(args: argparse.Namespace) -> int:
     from training.loop import pick_device
     from training.tasks import build_task
 
-    cfg, run, out = config_from(args)
-    device = pick_device(args.device)
-    data = run.data if run is not None and not args.set else build_task(cfg.task)
-    bar = None if args.no_progress else (lambda it: tqdm(it, desc=f"{len(alphas)} alphas at fixed norm",
-                                                         unit="step", dynamic_ncols=True))
-    res = reduced_landscape(train_fixed_norm(cfg, data, alphas, steps=args.steps, eval_every=args.eval_every or None,
-                                             wd=args.wd, device=device, progress=bar))
+    cfg, run = config_from(run, options)
+    device = pick_device(options.device)
+    data = run.data if run is not None and not options.set else build_task(cfg.task)
+    bar = None if not options.progress else (lambda it: tqdm(it, desc=f"{len(alphas)} alphas at fixed norm",
+                                                             unit="step", dynamic_ncols=True))
+    res = reduced_landscape(train_fixed_norm(cfg, data, alphas, steps=options.steps,
+                                             eval_every=options.eval_every or None, wd=options.wd, device=device,
+                                             progress=bar))
     if not finite([res.w_c]):
         raise RunDirError(f"no alpha reached a finite test loss (alphas {', '.join(f'{a:g}' for a in alphas)}); "
                           "nothing written")
-    diag = res.diagnosis()
     traj = norm_trajectory(run.metrics, res.w_c) if run is not None else None
-    result = {**res.to_dict(), "diagnosis": diag, "trajectory": traj, "config": cfg.to_dict(),
-              "source": str(run.dir) if run is not None else f"preset {args.preset}", "loss": data.loss}
-    fig = plot(res, diag, f"reduced landscape: {data.name}, {cfg.model.model} "
-               f"({res.optimizer} lr {res.lr:g}, {res.steps} steps per alpha, norm fixed)", run, traj)
-    written = write_outputs(run if run is not None else out, {f"{NAME}.json": result, f"{NAME}.png": fig})
-    print_result(res, diag, traj, result["source"], data, run)
+    result = ReducedLandscapeResult(**res.to_dict(), diagnosis=res.diagnosis(), trajectory=traj,
+                                    config=cfg.to_dict(), loss=data.loss,
+                                    source=str(run.dir) if run is not None else f"preset {options.preset}")
+    return result, res, data, run
+
+
+def load(run) -> ReducedLandscapeResult:
+    """The result `python -m analyses.reduced_landscape` wrote for `run` (a run directory, a Run or the file)."""
+    return ReducedLandscapeResult.load(run)
+
+
+def run_reduced(args: argparse.Namespace) -> int:
+    """The command: flags -> options -> analysis -> reduced_landscape.json and .png, and a summary on stdout."""
+    options = options_from(ReducedOptions, args, alphas=tuple(args.alphas) if args.alphas else None,
+                           set=tuple(args.set), progress=not args.no_progress)
+    require((args.run_dir is None) != (args.preset is None), "give either RUN_DIR or --preset NAME")
+    require(args.out is None or args.preset is not None, "--out goes with --preset (a run's go to RUN_DIR/analyses)")
+    out = None
+    if args.run_dir is not None:  # everything checked before torch loads, nothing created
+        require_run_dir(args.run_dir)
+    else:
+        out = args.out or Path("checkpoints") / f"reduced-{args.preset}"
+    _, run = config_from(args.run_dir, options)
+    if out is not None:
+        require_writable_dir(out)
+    result, res, data, run = _analyse(run, options)
+    fig = plot(res, result.diagnosis, f"reduced landscape: {data.name}, {result.config['model']['model']} "
+               f"({res.optimizer} lr {res.lr:g}, {res.steps} steps per alpha, norm fixed)", run, result.trajectory)
+    written = write_outputs(run if run is not None else out, {result.FILE: result.to_dict(), f"{NAME}.png": fig})
+    print_result(res, result.diagnosis, result.trajectory, result.source, data, run)
     print(f"wrote {written[0]} and {written[1]}")
     return 0
 

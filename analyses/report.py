@@ -3,16 +3,20 @@
     python -m analyses.report --scale smoke                 # everything at toy size, a couple of minutes
     python -m analyses.report --scale cpu --only frac       # one section, CPU-sized
     python -m analyses.report --scale gpu --dry-run         # the seeds' own settings: print the plan only
+    python -m analyses.report --scale cpu --out docs/report --md docs/report.md   # the shipped report
 
 For each section (`--only` names them: frac, architectures, operations, optimisers, cosets, omnigrok, parity,
 progress, sequence) the report trains the sweeps behind it with `training.sweep` under
 ROOT/<scale>/<section>/ (default ROOT: checkpoints/report), so a second invocation reuses every finished run and
 resumes interrupted ones; runs the existing analyses on them in-process; and writes DIR/report.json,
 DIR/report.md and DIR/index.html (static: PNGs beside it, no external assets; default DIR:
-ROOT/<scale>/report). Each section quotes its seeds' claims, shows our figures and numbers, tests each claim by a
-stated rule (`analyses.report_common.Check`) and gives a verdict from them (VERDICT_RULE): reproduced, partly,
-not, or "not run: <reason>" where what it needs has not landed (the accelerator sweeps, the sequence tasks) or
-it failed. The report is rewritten after every section; sections not run this time keep their last result.
+ROOT/<scale>/report; --md FILE also writes the markdown there, its figure links into DIR). Each section tests its
+pre-registered checks (analyses.report_checks: the claim quoted from a seed document, the seed's number, the rule
+and its history, the least evidence) on every seed, and gives a verdict from them (VERDICT_RULE): reproduced,
+partly, not, or "not run: <reason>" where what it needs has not landed or it failed. The summary at the top gives
+per section the verdict, the seeds, each deviation from the seeds' settings and the training wall time (recorded
+when the runs were trained, so a re-use still reports it). The report is rewritten after every section; sections
+not run this time keep their last result.
 
 Scales: `smoke` (toy sizes; tested), `cpu` (what a 2-core CPU does in well under an hour; each section states
 its settings), `gpu` (the seeds' own settings; untested here, `--dry-run` prints its plan). Bad input (an unknown
@@ -26,78 +30,36 @@ import time
 from pathlib import Path
 from typing import Any
 
+from analyses import report_frac as rf
 from analyses import report_omnigrok as om
+from analyses import report_ops as ro
+from analyses import report_parity as rp
 from analyses import report_runs as rr
-from analyses import report_sweeps as rs
-from analyses.report_common import (SCALES, VERDICT_RULE, Ctx, SectionDef, SectionSkipped, spec_summary,
-                                    verdict)
+from analyses import report_sequence as rq
+from analyses.report_checks import SOURCES, VERDICT_RULE, contradiction_note, evaluate, verdict
+from analyses.report_common import SCALES, Ctx, SectionDef, SectionSkipped, spec_summary
 from analyses.report_write import write_report
 from training.cli import Parser, json_safe, main_entry, positive_int, require
 
-Q004_FRAC = ("When α=80%, the model generalizes in 10^4 steps. As α decreases, it becomes easier for the model to "
-             "overfit the training data, while the number of steps required for generalization increases rapidly. "
-             "When α≤30%, the model would not generalize in 10^5 steps.")
-Q000_FRAC = ("In the vicinity of 25-30% of data, a decrease of 1% of training data leads to an increase of 40-50% in "
-             "median time to generalization. While the number of steps until validation accuracy > 99% grows "
-             "quickly as dataset size decreases, the number of steps until the train accuracy first reaches 99% "
-             "generally trends down as dataset size decreases and stays in the range of 10^3 - 10^4 optimization "
-             "steps.")
-Q001_FRAC = "It finds that grokking is most pronounced around a training data fraction of α ≈ 0.5 for a p=97 " \
-            "modular arithmetic task"
-Q004_ARCH = ("In Figures 3a and 4a, we again observe a delay of generalization which, however, is not as significant "
-             "as that in Figure 1a.")
-Q001_ARCH = "with Transformer models showing the phenomenon while MLPs and LSTMs do not under the tested encoding"
-Q000_OPS = ("Generalization happens at higher percentages of data for intuitively more complicated and less "
-            "symmetrical operations. [...] x/y (mod 97) ~ x-y (mod 96) ~ x-y (mod 97)")
-Q000_OPT = ("Optimization budget of 10^5 steps for the problem of learning the product in the abstract group S5. "
-            "Weight decay improves generalization the most, but some generalization happens even with full batch "
-            "optimizers and models without weight or activation noise at high percentages of training data.")
-Q001_OPT = ("Figure 5: Different optimization algorithms lead to different amount of generalization within an "
-            "optimization budget of 1800 steps for the problem of (x+y) mod 97. Weight decay, i.e. AdamW, improves "
-            "generalization the most [...] training accuracy achieved after approximately 100-200 updates for all "
-            "optimization methods and training data fractions.")
-Q000_COS = ("clusters of permutations, and each cluster is a coset of the subgroup ⟨(0, 3)(1, 4), (1, 2)(3, 4)⟩ "
-            "or one of its conjugates.")
-Q002 = ("By reducing the optimization to a one-dimensional landscape over weight norm and direction, the authors "
-        "show how initialization scale and weight decay govern the time to generalize, including delays that scale "
-        "as t ∝ 1/γ.")
-Q000_NORM = "ω(t) ≈ exp(-γ t) ω0. The standard initialization schemes typically initialize ω no larger than ω_c"
-Q003_H = ("we notice that the spectral norm has two inflection points at roughly the same epoch when the model "
-          "achieves memorization and when it achieves generalization. Between these two points, the spectral norm "
-          "sharply declines.")
-Q003_K = "there exists a 1-layer RELU network with 2^k neurons that computes the (n,k)-parity function."
-QNANDA = ("Timing: memorisation ends ~1.4k, circuit formation to ~9.4k, cleanup to ~14k. [...] Headline (seed 0, 40k): "
-          "key freqs {14,35,41,42,52}; [...] other seeds 3-6 key freqs")
-Q000_SEQ = ("Grokking shown when training 1L Transformer to do 5 digit addition on 700 training examples. [...] train "
-            "loss plateaus at 3 × 10^-8, test loss plateaus at 0.2")
-Q000_PHASE = ("Phase Change in 5 Digit Addition Infinite Data Training Curve [...] Per-digit Loss Curves for 5 digit "
-              "addition (Infinite Data)")
-
 SECTIONS: list[SectionDef] = [
-    SectionDef("frac", "Steps to generalise against the training fraction", [
-        ("004_13923347f76a5174.txt", Q004_FRAC), ("000_d67ced260143ae56.txt", Q000_FRAC),
-        ("001_583ee9f787d52ca0.txt", Q001_FRAC)], rs.frac_settings, rs.frac_run, "1"),
-    SectionDef("architectures", "Transformer, LSTM and MLP on (x+y) mod p", [
-        ("004_13923347f76a5174.txt", Q004_ARCH), ("001_583ee9f787d52ca0.txt", Q001_ARCH)],
-        rs.architectures_settings, rs.architectures_run, "2"),
-    SectionDef("operations", "Minimum training fraction per operation", [("000_d67ced260143ae56.txt", Q000_OPS)],
-               rs.operations_settings, rs.operations_run, "3"),
-    SectionDef("optimisers", "Optimisers and regularisers within a budget", [
-        ("000_d67ced260143ae56.txt", Q000_OPT), ("001_583ee9f787d52ca0.txt", Q001_OPT)],
-        rs.optimisers_settings, rs.optimisers_run, "4"),
-    SectionDef("cosets", "S5: which subgroup's cosets the output embedding clusters by", [
-        ("000_d67ced260143ae56.txt", Q000_COS)], rr.cosets_settings, rr.cosets_run, "5"),
-    SectionDef("omnigrok", "Omnigrok: init scale, weight decay, the LU landscape, data size, norm decay", [
-        ("002_6600599428c7f857.txt", Q002), ("000_d67ced260143ae56.txt", Q000_NORM)],
-        om.omnigrok_settings, om.omnigrok_run, "6"),
-    SectionDef("parity", "Parity: H1, H2, the spectral-norm progress measure, effective sparsity", [
-        ("003_03dc83c77ae91d41.txt", Q003_H), ("003_03dc83c77ae91d41.txt", Q003_K)],
-        rr.parity_settings, rr.parity_run, "7"),
-    SectionDef("progress", "Nanda's progress measures", [("REFERENCE.md (Nanda et al. 2023)", QNANDA)],
-               rr.progress_settings, rr.progress_run, "8"),
-    SectionDef("sequence", "Sequence tasks: phase changes", [("000_d67ced260143ae56.txt", Q000_PHASE),
-                                                               ("000_d67ced260143ae56.txt", Q000_SEQ)],
-               rr.sequence_settings, rr.sequence_run, "9"),
+    SectionDef("frac", "Steps to generalise against the training fraction", rf.FRAC_CHECKS, rf.FRAC_UNTESTED,
+               rf.frac_settings, rf.frac_run, "1"),
+    SectionDef("architectures", "Transformer, LSTM and MLP on (x+y) mod p", rf.ARCH_CHECKS, rf.ARCH_UNTESTED,
+               rf.architectures_settings, rf.architectures_run, "2"),
+    SectionDef("operations", "Minimum training fraction per operation", ro.OPS_CHECKS, ro.OPS_UNTESTED,
+               ro.operations_settings, ro.operations_run, "3"),
+    SectionDef("optimisers", "Optimisers and regularisers within a budget", ro.OPT_CHECKS, ro.OPT_UNTESTED,
+               ro.optimisers_settings, ro.optimisers_run, "4"),
+    SectionDef("cosets", "S5: which subgroup's cosets the output embedding clusters by", rr.COSET_CHECKS,
+               rr.COSET_UNTESTED, rr.cosets_settings, rr.cosets_run, "5"),
+    SectionDef("omnigrok", "Omnigrok: init scale, weight decay, the LU landscape, data size, norm decay",
+               om.OMNI_CHECKS, om.OMNI_UNTESTED, om.omnigrok_settings, om.omnigrok_run, "6"),
+    SectionDef("parity", "Parity: H1, H2, the spectral-norm progress measure, effective sparsity", rp.PARITY_CHECKS,
+               rp.PARITY_UNTESTED, rp.parity_settings, rp.parity_run, "7"),
+    SectionDef("progress", "Nanda et al.'s setting: grokking and its progress measures", rr.PROGRESS_CHECKS,
+               rr.PROGRESS_UNTESTED, rr.progress_settings, rr.progress_run, "8"),
+    SectionDef("sequence", "Sequence tasks: phase changes and grokking on limited data", rq.SEQ_CHECKS,
+               rq.SEQ_UNTESTED, rq.sequence_settings, rq.sequence_run, "9"),
 ]
 NAMES = [s.name for s in SECTIONS]
 DEFAULT_ROOT = Path("checkpoints") / "report"
@@ -110,6 +72,8 @@ def make_parser() -> Parser:
     p.add_argument("--only", nargs="+", choices=NAMES, default=None, metavar="NAME",
                    help=f"sections to run: {', '.join(NAMES)} (default: all)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: ROOT/<scale>/report)")
+    p.add_argument("--md", type=Path, default=None, help="also write the markdown to this file, its figure links "
+                   "pointing into --out (e.g. --out docs/report --md docs/report.md)")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the runs go: ROOT/<scale>/<section>/")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="sweep backend (training.sweep)")
     p.add_argument("--workers", type=positive_int, default=2, help="sweep chunks trained at once")
@@ -142,7 +106,7 @@ def plan(args) -> dict[str, Any]:
 
 def settings_json(st: dict[str, Any]) -> dict[str, Any]:
     return json_safe({k: ({n: spec_summary(s) for n, s in v.items()} if k == "sweeps" else v)
-                      for k, v in st.items()})
+                      for k, v in st.items() if k != "deviations"})
 
 
 def command(args, name: str | None = None) -> str:
@@ -151,6 +115,8 @@ def command(args, name: str | None = None) -> str:
         parts += ["--only", name]
     if args.out is not None:
         parts += ["--out", str(args.out)]
+    if args.md is not None and name is None:
+        parts += ["--md", str(args.md)]
     if args.root != DEFAULT_ROOT:
         parts += ["--root", str(args.root)]
     if args.data_path:
@@ -177,25 +143,40 @@ def print_plan(args, plans: dict[str, Any]) -> None:
     print(f"{total} runs in all")
 
 
+def seeds_of(st: dict[str, Any]) -> list[int]:
+    return sorted({x for spec in st.get("sweeps", {}).values() for x in spec.seeds})
+
+
+def section_head(sec: SectionDef, args) -> dict[str, Any]:
+    return {"name": sec.name, "figure": sec.figure, "title": sec.title, "scale": args.scale,
+            "command": command(args, sec.name), "verdict_rule": VERDICT_RULE,
+            "untested": [{"source": SOURCES[u.source], "claim": u.claim, "why": u.why} for u in sec.untested]}
+
+
+def judge(sec: SectionDef, evidence: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    """The section's pre-registered checks on its evidence, and the verdict they give."""
+    checks = [evaluate(c, evidence) for c in sec.checks]
+    return {"checks": checks, "verdict": verdict(checks), "contradiction": contradiction_note(checks)}
+
+
 def run_section(sec: SectionDef, st: dict[str, Any], ctx: Ctx, args) -> dict[str, Any]:
-    res = {"name": sec.name, "figure": sec.figure, "title": sec.title, "scale": args.scale,
-           "claims": [{"seed": f, "claim": c} for f, c in sec.claims], "command": command(args, sec.name),
-           "verdict_rule": VERDICT_RULE}
+    res = section_head(sec, args)
     t0 = time.perf_counter()
     if "skipped" in st:
         return {**res, "verdict": "not run", "reason": st["skipped"], "wall_s": 0.0, "settings": {}}
+    res.update(seeds=seeds_of(st), deviations=st.get("deviations", []), settings=settings_json(st))
     try:
         o = sec.run(ctx, st)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001  (one broken section must not cost the others their report)
         return {**res, "verdict": "not run", "reason": f"failed: {type(e).__name__}: {e}",
-                "wall_s": round(time.perf_counter() - t0, 1), "settings": settings_json(st)}
+                "wall_s": round(time.perf_counter() - t0, 1)}
     res["runs"] = ctx.counts.get(sec.name, {"reused": 0, "trained": 0})
-    return {**res, "verdict": verdict(o.checks), "checks": [c.to_dict() for c in o.checks],
-            "tables": [t.to_dict() for t in o.tables], "figures": [f for f in o.figures if f],
-            "numbers": json_safe(o.numbers), "notes": o.notes, "settings": settings_json(st),
-            "wall_s": round(time.perf_counter() - t0, 1)}
+    return {**res, **judge(sec, o.evidence), "tables": [t.to_dict() for t in o.tables],
+            "figures": [{"file": f, "caption": c} for f, c in o.figures], "numbers": json_safe(o.numbers),
+            "evidence": json_safe({str(k): v for k, v in o.evidence.items()}), "notes": o.notes,
+            "training": ctx.training_wall(sec.name), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def body(args) -> int:
@@ -204,8 +185,11 @@ def body(args) -> int:
     out = args.out if args.out is not None else args.root / args.scale / "report"
     require(not out.exists() or out.is_dir(), f"--out {out}: exists and is not a folder")
     require(not args.data_path or Path(args.data_path).is_dir(), f"--data-path {args.data_path}: no such folder")
+    require(args.md is None or not args.md.is_dir(), f"--md {args.md}: is a folder, not a file")
     require_writable_dir(out)
     require_writable_dir(args.root)
+    if args.md is not None:
+        require_writable_dir(args.md.parent)
     plans = plan(args)
     if args.dry_run:
         print_plan(args, plans)
@@ -225,9 +209,23 @@ def body(args) -> int:
             write_report(out, args.scale, done, NAMES, command(args), time.perf_counter() - t0)
     finally:
         ctx.close()
+    if args.md is not None and done:
+        publish_md(out, args.md)
     print(f"report: {out / 'index.html'}, {out / 'report.md'}, {out / 'report.json'} "
           f"({time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def publish_md(out: Path, md: Path) -> None:
+    """The report's markdown at `md`, its figure links relative to md's folder."""
+    import json
+    import os
+
+    from analyses.report_render import markdown
+    from training.rundir import atomic_write_bytes
+
+    rep = json.loads((out / "report.json").read_text())
+    atomic_write_bytes(md, markdown(rep, os.path.relpath(out, md.parent) + "/").encode())
 
 
 def main(argv: list[str] | None = None) -> int:

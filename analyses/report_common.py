@@ -10,18 +10,17 @@ import json
 import math
 import shutil
 import statistics
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from training.constants import SWEEP_CKPT  # noqa: F401  (re-exported)
 from training.errors import GrokscopeError
-from training.sweep import SweepSpec, fmt
+from training.sweep import SweepSpec
 
 SCALES = ("smoke", "cpu", "gpu")
 VERDICTS = ("reproduced", "partly", "not", "not run")
-VERDICT_RULE = ("reproduced: every check below holds; partly: some hold; not: none holds (a check that cannot be "
-                "evaluated, e.g. because no run generalised, counts as not holding)")
 # Small checkpoint budgets for sweeps (training.constants.SWEEP_CKPT, as training.sweep's named sweeps): they want
 # S_mem / S_gen, not dense checkpoints; a run a probe reads over its checkpoints keeps its preset's policy.
 SMOKE_CKPT = {"ckpt_floor": 4, "ckpt_max": 6}
@@ -29,27 +28,6 @@ SMOKE_CKPT = {"ckpt_floor": 4, "ckpt_max": 6}
 
 class SectionSkipped(GrokscopeError):
     """A section that cannot run here (a task, sweep or analysis that has not landed): 'not run: <reason>'."""
-
-
-@dataclass
-class Check:
-    """One claim tested by a stated rule: `value` is our number(s), `ok` whether the rule holds (None: could not
-    be evaluated, counted as not holding)."""
-
-    claim: str
-    rule: str
-    value: str
-    ok: bool | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def verdict(checks: list[Check]) -> str:
-    held = sum(c.ok is True for c in checks)
-    if not checks:
-        return "not run"
-    return "reproduced" if held == len(checks) else "partly" if held else "not"
 
 
 @dataclass
@@ -73,13 +51,22 @@ def cell(v: Any) -> str:
 
 @dataclass
 class Outcome:
-    """What a section's runner returns: figures (file names under the report folder), tables, checks, numbers."""
+    """What a section's runner returns: figures (file name under the report folder, caption: what to look at),
+    tables, the evidence its checks read (per seed), numbers, notes."""
 
-    figures: list[str] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
+    evidence: dict[Any, dict[str, Any]] = field(default_factory=dict)
     numbers: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def figure(self, name: str | None, caption: str) -> None:
+        if name:
+            self.figures.append((name, caption))
+
+    def seed(self, s: Any) -> dict[str, Any]:
+        """One seed's evidence (created empty, with no generalised run)."""
+        return self.evidence.setdefault(s, {"generalised": 0})
 
 
 @dataclass
@@ -117,7 +104,7 @@ class Ctx:
 
     def sweep(self, section: str, name: str, spec: SweepSpec) -> list[dict[str, Any]]:
         """Train (or reuse: training.sweep skips finished runs, resumes interrupted ones) one sweep under
-        root/<scale>/<section>/<name>; returns its rows (analyses.sweep.read_run, + "dir") for the spec's own
+        root/<scale>/<section>/<name>; returns its rows (analyses.sweep_stats.read_run, + "dir") for the spec's own
         grid values and seeds (a directory may hold more, from another invocation)."""
         from training.rundir import run_finished
         from training.sweep import plan, sweep
@@ -127,11 +114,19 @@ class Ctx:
         reused = sum(run_finished(path / r.name) for r in planned)
         c = self.counts.setdefault(section, {"reused": 0, "trained": 0})
         c["reused"], c["trained"] = c["reused"] + reused, c["trained"] + len(planned) - reused
+        t0 = time.perf_counter()
         index = sweep(spec, path, backend=self.backend_for_sweeps(), threads=1, progress=self.progress,
                       log=lambda m: self.log(f"  {section}/{name}: {m}"))
         if index.get("interrupted"):
             raise KeyboardInterrupt
+        if reused < len(planned):
+            record_training(self.run_root(section), name, time.perf_counter() - t0, len(planned) - reused,
+                            fresh=reused == 0)
         return sweep_rows(path, index, spec)
+
+    def training_wall(self, section: str) -> dict[str, Any]:
+        """The wall time the section's runs took to train, summed over the invocations that trained them."""
+        return training_wall(self.run_root(section))
 
     def figure(self, section: str, name: str) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -144,6 +139,33 @@ class Ctx:
         dst = self.figure(section, src.name)
         shutil.copyfile(src, dst)
         return dst.name
+
+
+TIMING = "report_training.json"  # per section folder: the wall time of the sweeps that trained its runs
+
+
+def record_training(section_root: Path, sweep_name: str, wall_s: float, trained: int, fresh: bool) -> None:
+    """Add one sweep call's training wall time to the section's record (restarted when every run is new)."""
+    from training.rundir import atomic_write_bytes
+
+    path = section_root / TIMING
+    try:
+        rec = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        rec = {}
+    old = {"wall_s": 0.0, "runs_trained": 0} if fresh else rec.get(sweep_name, {"wall_s": 0.0, "runs_trained": 0})
+    rec[sweep_name] = {"wall_s": round(old["wall_s"] + wall_s, 1), "runs_trained": old["runs_trained"] + trained}
+    atomic_write_bytes(path, (json.dumps(rec, indent=1, sort_keys=True) + "\n").encode())
+
+
+def training_wall(section_root: Path) -> dict[str, Any]:
+    path = section_root / TIMING
+    try:
+        rec = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        rec = {}
+    return {"wall_s": round(sum(v["wall_s"] for v in rec.values()), 1),
+            "runs_trained": sum(v["runs_trained"] for v in rec.values()), "sweeps": rec}
 
 
 class SharedBackend:
@@ -169,7 +191,7 @@ class SharedBackend:
 
 
 def sweep_rows(path: Path, index: dict[str, Any], spec: SweepSpec) -> list[dict[str, Any]]:
-    from analyses.sweep import read_run
+    from analyses.sweep_stats import read_run
 
     rows = []
     for e in index["runs"]:
@@ -219,25 +241,34 @@ def save_figure(fig, path: Path) -> str:
     return path.name
 
 
-def curves_figure(runs: list[tuple[str, Path]], title: str):
-    """Train / test accuracy against step (log x) for a few runs, one panel each."""
+def threshold_line(ax, y: float, label: str, horizontal: bool = True) -> None:
+    """A labelled threshold line (grey, dashed); its label goes in the legend."""
+    (ax.axhline if horizontal else ax.axvline)(y, color="grey", linestyle="--", linewidth=0.9, label=label)
+
+
+def curves_figure(runs: list[tuple[str, list[Path]]], title: str):
+    """Train / test accuracy against step (log x), one panel per model or preset, one faint line per seed, with
+    the 99% line that S_mem and S_gen read."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(4 * max(len(runs), 1), 3.4))
     axes = fig.subplots(1, max(len(runs), 1), squeeze=False)[0]
-    for ax, (label, run_dir) in zip(axes, runs):
-        m = [r for r in read_metrics(run_dir) if r["step"] > 0]
-        steps = [r["step"] for r in m]
-        for key, colour in (("train_acc", "tab:blue"), ("test_acc", "tab:red")):
-            ax.plot(steps, [r.get(key) for r in m], color=colour, label=key.replace("_acc", ""))
+    for ax, (label, dirs) in zip(axes, runs):
+        for i, run_dir in enumerate(dirs):
+            m = [r for r in read_metrics(run_dir) if r["step"] > 0]
+            steps = [r["step"] for r in m]
+            for key, colour in (("train_acc", "tab:blue"), ("test_acc", "tab:red")):
+                ax.plot(steps, [r.get(key) for r in m], color=colour, alpha=0.8 if i == 0 else 0.35,
+                        label=key.replace("_acc", "") if i == 0 else None)
+        threshold_line(ax, 0.99, "99%: S_mem (train), S_gen (test)")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log range
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(f"{label} ({len(dirs)} seed(s))", fontsize=9)
         ax.set_xlabel("step")
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7, loc="center left")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -245,12 +276,50 @@ def curves_figure(runs: list[tuple[str, Path]], title: str):
 
 @dataclass
 class SectionDef:
-    """One figure of the report: its seeds' claims, its settings at a scale (sweep specs and analysis options;
-    SectionSkipped when what it needs has not landed) and its runner."""
+    """One figure of the report: its pre-registered checks (analyses.report_checks), the claims it quotes but does
+    not test, its settings at a scale (sweep specs, analysis options and the deviations from the seeds' settings
+    in words; SectionSkipped when what it needs has not landed) and its runner."""
 
     name: str
     title: str
-    claims: list[tuple[str, str]]  # (seed file, the claim quoted)
+    checks: list[Any]  # analyses.report_checks.CheckDef
+    untested: list[Any]  # analyses.report_checks.Untested
     settings: Callable[[str, str], dict[str, Any]]  # (scale, data_path) -> settings
     run: Callable[[Ctx, dict[str, Any]], Outcome]
-    figure: str = ""  # which figure of the issue it is
+    figure: str = ""  # which figure of the report it is
+
+
+def analysis(module: str, body: str, argv: list[str], out_dir: Path, result: str) -> dict[str, Any]:
+    """Run `module.body` (an analysis' command body) on argv, quietly, and return its JSON `out_dir/result`;
+    reused when an earlier call with the same argv wrote it after the run last changed."""
+    import contextlib
+    import importlib
+    import io
+
+    stamp = out_dir / f".report_{Path(result).stem}.argv"
+    target = out_dir / result
+    summary = Path(argv[0]) / "summary.json" if argv and Path(argv[0]).is_dir() else None
+    fresh = target.exists() and stamp.exists() and json.loads(stamp.read_text()) == argv and \
+        (summary is None or not summary.exists() or summary.stat().st_mtime <= target.stat().st_mtime)
+    if not fresh:
+        mod = importlib.import_module(module)
+        args = mod.make_parser().parse_args(argv)
+        with contextlib.redirect_stdout(io.StringIO()):
+            getattr(mod, body)(args)
+        stamp.write_text(json.dumps(argv))
+    return read_json(target)
+
+
+def single(preset: str, seeds: list[int], overrides: dict[str, Any]) -> SweepSpec:
+    """One config over seeds as a sweep (a one-value grid on its split seed), so that it is trained or reused as
+    every other run of the report."""
+    from training.presets import get_preset
+
+    return SweepSpec(preset, {"split_seed": [get_preset(preset).task.split_seed]}, seeds, overrides)
+
+
+def by_seed(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["seed"], []).append(r)
+    return out

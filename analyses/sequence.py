@@ -16,6 +16,7 @@ prints a summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import sys
@@ -24,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from analyses.common import check_checkpoints, open_run, require_run_dir, write_outputs
+from analyses.api import BadInput, Result, as_run, optional, options_from
+from analyses.common import check_checkpoints, require_run_dir, write_outputs
 from training.cli import Parser, finite_float, main_entry, nonneg_int, positive_int, require
-from training.errors import GrokscopeError
 
 # torch and the probes are imported where they are used: --help and bad flags answer at once.
 
@@ -35,8 +36,43 @@ ONSET_SCORES = ("prefix_matching", "stripe", "induction_detect")
 INDUCTION_TASKS = ("repeat_subseq",)  # the tasks whose solution is an induction circuit
 
 
-class BadInput(GrokscopeError):
-    """Input the analysis cannot work with; printed as one line, exit 2."""
+@dataclasses.dataclass(frozen=True)
+class SequenceOptions:
+    """The settings of `analyse` (the command's flags of the same names)."""
+
+    score: str = "prefix_matching"  # the score whose crossing of `threshold` makes a head an induction head
+    threshold: float = 0.4
+    heads: tuple[tuple[int, int], ...] | None = None  # (layer, head) to report (None: all)
+    n_seqs: int = 64  # random [BOS] + R + R sequences scored
+    half_len: int | None = None  # length of R (None: the task's repeat interval)
+    seed: int = 0  # of the random sequences
+    window: int = 5  # evaluations in the running median that smooths each loss curve
+    min_drop: float = 1.25  # a loss must fall by at least this factor to count as a phase change
+    every: int = 1  # score every k-th checkpoint (the last always)
+    progress: bool = True
+
+    def __post_init__(self):
+        require(self.score in ONSET_SCORES, f"--score must be one of {', '.join(ONSET_SCORES)}, got {self.score}")
+        require(0 < self.threshold <= 1, f"--threshold must be in (0, 1], got {self.threshold}")
+        require(self.min_drop > 1, f"--min-drop must be a factor > 1, got {self.min_drop}")
+        require(self.n_seqs <= 4096, f"--n-seqs must be <= 4096, got {self.n_seqs}")
+
+
+@dataclasses.dataclass
+class SequenceResult(Result):
+    """sequence.json: per-target loss curves and phase changes; for the repeat task, the induction scores."""
+
+    FILE = f"{NAME}.json"
+    run: str
+    task: str
+    infinite: bool
+    target_names: list[str]
+    window: int
+    min_drop: float
+    curves: dict[str, Any]  # steps, per-target train/test loss and accuracy, and "overall"
+    phase_change: dict[str, Any]  # {"train"|"test": {target or "all": phase change or None}}
+    phase_change_order: list[str]  # targets by the step of their test-loss phase change
+    induction: dict[str, Any] | None = optional()  # every head's scores per checkpoint (induction tasks only)
 
 
 def head_arg(text: str) -> tuple[int, int]:
@@ -85,33 +121,32 @@ def thin(steps: list[int], every: int) -> list[int]:
     return sorted(set(steps[::every]) | {steps[-1]}) if steps else []
 
 
-def open_sequence_run(args: argparse.Namespace):
+def open_sequence_run(run, options: SequenceOptions):
     """(run, structure, curves, steps to score or []) with every input checked; nothing computed or written."""
     from interp import sequence as sq
     from training.rundir import METRICS
 
-    require_run_dir(args.run_dir)
-    run = open_run(args.run_dir, need_checkpoints=False)
+    run = as_run(run, need_checkpoints=False)
     structure = run.data.structure
     if structure.get("kind") != "sequence":
-        raise BadInput(f"analyses.sequence needs a sequence task; {args.run_dir} is {describe_task(run)}")
+        raise BadInput(f"analyses.sequence needs a sequence task; {run.dir} is {describe_task(run)}")
     curves = sq.per_target_curves(run.metrics, structure.get("target_names"))
     if not np.isfinite(curves.test_loss).any():
         raise BadInput(f"{run.dir / METRICS}: no per-target losses (test_loss_by_target) in its rows")
     if structure.get("task") not in INDUCTION_TASKS:
-        if args.heads or args.half_len is not None:
+        if options.heads or options.half_len is not None:
             raise BadInput(f"--heads/--half-len: induction scores are computed for {', '.join(INDUCTION_TASKS)} "
-                           f"only; {args.run_dir} is {structure.get('task')}")
+                           f"only; {run.dir} is {structure.get('task')}")
         return run, structure, curves, []
     m = run.config.model
-    bad = [f"{l}.{h}" for l, h in args.heads or [] if not (l < m.n_layers and h < m.n_heads)]
+    bad = [f"{l}.{h}" for l, h in options.heads or [] if not (l < m.n_layers and h < m.n_heads)]
     if bad:
         raise BadInput(f"--heads: no head {', '.join(bad)} in a model of {m.n_layers} layer(s) x {m.n_heads} heads")
     try:
-        sq.batch_for(structure, run.data.d_vocab, run.data.n_ctx, 1, args.half_len)
+        sq.batch_for(structure, run.data.d_vocab, run.data.n_ctx, 1, options.half_len)
     except ValueError as e:
         raise BadInput(f"--half-len: {e}") from None
-    steps = thin(run.steps, args.every)
+    steps = thin(run.steps, options.every)
     if not steps:
         raise BadInput(f"{run.dir / 'ckpt'}: no checkpoints to score")
     check_checkpoints(run, steps)  # corrupt or NaN (a diverged run): one line before any work
@@ -130,14 +165,14 @@ def phase_changes(curves, window: int, min_drop: float) -> dict[str, Any]:
     return out
 
 
-def induction(run, structure, steps: list[int], args, loss_drop) -> dict[str, Any]:
+def induction(run, structure, steps: list[int], args: SequenceOptions, loss_drop) -> dict[str, Any]:
     """Every head's scores at every checkpoint of `steps`, the onsets and the final values."""
     from tqdm.auto import tqdm
 
     from interp import sequence as sq
 
     batch = sq.batch_for(structure, run.data.d_vocab, run.data.n_ctx, args.n_seqs, args.half_len, args.seed)
-    models = tqdm(run.iter_models(steps), total=len(steps), desc="induction scores", disable=args.no_progress)
+    models = tqdm(run.iter_models(steps), total=len(steps), desc="induction scores", disable=not args.progress)
     steps, scores = sq.scores_over_checkpoints(models, batch)
     n_layers, n_heads = scores[args.score].shape[1:]
     heads = args.heads or [(l, h) for l in range(n_layers) for h in range(n_heads)]
@@ -154,26 +189,33 @@ def induction(run, structure, steps: list[int], args, loss_drop) -> dict[str, An
     }
 
 
-def analyse(run, structure, curves, steps: list[int], args) -> dict[str, Any]:
+def analyse(run, options: SequenceOptions = SequenceOptions()) -> SequenceResult:
+    """Per-target loss curves and phase changes of a sequence-task run (a path or a Run), and for the repeat
+    task every head's induction scores at every (`every`-th) checkpoint. Every input is checked first."""
     from interp.sequence import SCORES
 
-    changes = phase_changes(curves, args.window, args.min_drop)
-    res = {
-        "run": str(run.dir), "task": structure.get("task"), "infinite": bool(structure.get("infinite")),
-        "target_names": curves.names, "window": args.window,
-        "min_drop": args.min_drop,
-        "curves": {"steps": curves.steps.tolist(),
-                   **{k: dict(zip(curves.names, getattr(curves, k).tolist()))
-                      for k in ("train_loss", "test_loss", "train_acc", "test_acc")},
-                   "overall": {k: v.tolist() for k, v in curves.overall.items()}},
-        "phase_change": changes,
-        "phase_change_order": sorted((n for n in curves.names if changes["test"][n]),
-                                     key=lambda n: changes["test"][n]["step"]),
-    }
+    run, structure, curves, steps = open_sequence_run(run, options)
+    changes = phase_changes(curves, options.window, options.min_drop)
+    res = SequenceResult(
+        run=str(run.dir), task=structure.get("task"), infinite=bool(structure.get("infinite")),
+        target_names=curves.names, window=options.window, min_drop=options.min_drop,
+        curves={"steps": curves.steps.tolist(),
+                **{k: dict(zip(curves.names, getattr(curves, k).tolist()))
+                   for k in ("train_loss", "test_loss", "train_acc", "test_acc")},
+                "overall": {k: v.tolist() for k, v in curves.overall.items()}},
+        phase_change=changes,
+        phase_change_order=sorted((n for n in curves.names if changes["test"][n]),
+                                  key=lambda n: changes["test"][n]["step"]),
+    )
     if steps:
-        res["induction"] = induction(run, structure, steps, args, changes["test"]["all"])
-        res["induction"]["score_names"] = list(SCORES)
+        res.induction = induction(run, structure, steps, options, changes["test"]["all"])
+        res.induction["score_names"] = list(SCORES)
     return res
+
+
+def load(run) -> SequenceResult:
+    """The result `python -m analyses.sequence` wrote for `run` (a run directory or a Run)."""
+    return SequenceResult.load(run)
 
 
 # --- figures --------------------------------------------------------------------------------------------------
@@ -306,12 +348,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sequence(args: argparse.Namespace) -> int:
-    require(0 < args.threshold <= 1, f"--threshold must be in (0, 1], got {args.threshold}")
-    require(args.min_drop > 1, f"--min-drop must be a factor > 1, got {args.min_drop}")
-    require(args.n_seqs <= 4096, f"--n-seqs must be <= 4096, got {args.n_seqs}")
-    run, structure, curves, steps = open_sequence_run(args)
-    res = analyse(run, structure, curves, steps, args)
-    files = {f"{NAME}.json": res, f"{NAME}_loss.png": plot_loss(res)}
+    """The command: flags -> options -> analysis -> sequence.json and the figures, and a summary on stdout."""
+    options = options_from(SequenceOptions, args, heads=tuple(args.heads) if args.heads else None,
+                           progress=not args.no_progress)
+    require_run_dir(args.run_dir)
+    run = as_run(args.run_dir, need_checkpoints=False)
+    res = analyse(run, options).to_dict()
+    files = {SequenceResult.FILE: res, f"{NAME}_loss.png": plot_loss(res)}
     if "induction" in res:
         files[f"{NAME}_induction.png"] = plot_induction(res)
     written = write_outputs(run, files)

@@ -17,26 +17,92 @@ Writes RUN_DIR/analyses/sparsity.json, sparsity.png, sparsity_kde.png, sparsity_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from analyses.common import check_checkpoints, open_run, require_run_dir, write_outputs
+from analyses.api import BadInput, Result, as_run, options_from
+from analyses.common import check_checkpoints, require_run_dir, write_outputs
+from analyses.sparsity_plots import describe, plot_kde, plot_progress, plot_tsne
 from training.cli import Parser, main_entry, nonneg_int, positive_int, require
-from training.errors import GrokscopeError
 
 # torch and the probes are imported where they are used: --help and bad flags answer at once.
 
 NAME = "sparsity"
+RULES = ("merrill2023", "reach")
+SEP_POINTS = 500  # test inputs class_separation is measured on (a seeded subsample)
+PER_CHECKPOINT = ("effective_sparsity", "full_train_acc", "faithfulness", "random_faithfulness",
+                  "subnetwork_test_acc", "full_test_acc", "random_test_acc", "final_circuit_faithfulness",
+                  "final_circuit_random_faithfulness", "W_in_l1_l2", "W_in_hoyer", "W_in_gini", "neuron_norm_gini",
+                  "neuron_norm_hoyer", "class_separation")
 
 
-class BadInput(GrokscopeError):
-    """Input the analysis cannot work with; printed as one line, exit 2."""
+@dataclasses.dataclass(frozen=True)
+class SparsityOptions:
+    """The settings of `analyse` (the command's flags of the same names)."""
+
+    layer: int = 0  # hidden layer (MLP) or block (transformer) to probe
+    rule: str = "merrill2023"  # effective sparsity: Merrill et al.'s, or the earlier "reach"
+    n_random: int = 20  # random subnetworks per checkpoint for the baseline
+    tsne_steps: tuple[int, ...] | None = None  # checkpoints of the KDE and t-SNE panels (None: chosen_steps)
+    tsne_points: int = 1000  # inputs embedded by t-SNE (a seeded subsample)
+    tsne: bool = True  # False: skip t-SNE (the slowest part)
+    progress: bool = True
+
+    def __post_init__(self):
+        require(self.rule in RULES, f"--rule must be one of {', '.join(RULES)}, got {self.rule}")
+        require(self.n_random <= 10_000, f"--n-random must be <= 10000, got {self.n_random}")
+        require(10 <= self.tsne_points <= 100_000, f"--tsne-points must be in [10, 100000], got {self.tsne_points}")
 
 
-def nearest(steps: list[int], target: int | None) -> int | None:
+@dataclasses.dataclass
+class SparsityResult(Result):
+    """sparsity.json: per-checkpoint lists (one entry per step in `steps`), the panels' data and the headline."""
+
+    FILE = f"{NAME}.json"
+    run: str
+    task: str
+    layer: str
+    hook: str
+    d_mlp: int
+    linear_readout: bool
+    n_random: int
+    rule: str
+    final_circuit_size: int
+    S_mem: int | None
+    S_gen: int | None
+    switch_step: int | None
+    steps: list[int]
+    train_acc: list[float | None]
+    test_acc: list[float | None]
+    effective_sparsity: list[int]
+    full_train_acc: list[float]
+    faithfulness: list[float]
+    random_faithfulness: list[float]
+    subnetwork_test_acc: list[float]
+    full_test_acc: list[float]
+    random_test_acc: list[float]
+    final_circuit_faithfulness: list[float]
+    final_circuit_random_faithfulness: list[float]
+    W_in_l1_l2: list[float]
+    W_in_hoyer: list[float]
+    W_in_gini: list[float]
+    neuron_norm_gini: list[float]
+    neuron_norm_hoyer: list[float]
+    class_separation: list[float]
+    spectral_norms: dict[str, list]
+    interface_spectral_norms: dict[str, list[float]]
+    neuron_norms: list[list[float]]
+    kde: dict[str, Any]
+    tsne: dict[str, Any]
+    class_names: list[str]
+    headline: dict[str, Any] = dataclasses.field(default_factory=dict)  # before/after numbers (`headline`)
+
+
+def first_at_or_after(steps: list[int], target: int | None) -> int | None:
     """The first checkpoint at or after `target` (the last one if none is)."""
     if target is None or not steps:
         return None
@@ -45,11 +111,11 @@ def nearest(steps: list[int], target: int | None) -> int | None:
 
 def chosen_steps(steps: list[int], s_mem: int | None, s_gen: int | None) -> list[int]:
     """Checkpoints for the KDE and t-SNE panels: init, memorisation, midway to generalisation, generalisation, last."""
-    picks = [steps[0], nearest(steps, s_mem)]
+    picks = [steps[0], first_at_or_after(steps, s_mem)]
     if s_mem is not None:
         end = s_gen if s_gen is not None else steps[-1]
-        picks.append(nearest(steps, (s_mem + end) // 2))
-    picks += [nearest(steps, s_gen), steps[-1]]
+        picks.append(first_at_or_after(steps, (s_mem + end) // 2))
+    picks += [first_at_or_after(steps, s_gen), steps[-1]]
     return sorted({s for s in picks if s is not None})
 
 
@@ -73,67 +139,109 @@ def final_circuit(run, model, x_tr, y_tr, loss: str, layer: int, rule: str) -> n
     return sp.effective_sparsity(model, x_tr, y_tr, loss, layer, rule=rule).keep
 
 
-def analyse(run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] | None = None,
-            tsne_points: int = 1000, sep_points: int = 500, do_tsne: bool = True,
-            progress: bool = True, rule: str = "merrill2023") -> dict[str, Any]:
-    """All probes over the run's checkpoints; returns the JSON-ready result.
+def analyse(run, options: SparsityOptions = SparsityOptions()) -> SparsityResult:
+    """All probes over the checkpoints of `run` (a path or a Run), and the headline.
 
     Two faithfulness measures (test set): ours, each checkpoint's own effective subnetwork against the mean of
     `n_random` random subnetworks of its size; and Merrill et al.'s, the final checkpoint's circuit at every
     checkpoint against one random set of its size (drawn once, seed 0, the same set at every checkpoint)."""
-    import torch
     from tqdm.auto import tqdm
 
-    from interp import sparsity as sp
-    from training.models import build_model
     from training.rundir import RunDirError
 
-    data = run.data
-    if data.structure.get("kind") == "sequence":
-        raise BadInput(f"{run.dir}: task '{data.name}' predicts at several positions (a sequence task); sparsity "
-                       "probes need one answer per example")
-    if data.labels.dtype != torch.long:
-        raise BadInput(f"{run.dir}: task '{data.name}' is a regression; sparsity probes need class labels")
-    steps = run.steps
-    if not steps:
-        raise BadInput(f"{run.dir}: no checkpoints")
-    model = build_model(run.config.model, data, seed=run.config.train.seed).eval()
-    try:
-        h = sp.hidden_layer(model, layer)
-    except ValueError as e:
-        raise BadInput(f"--layer: {e}") from None
-    x_tr, y_tr = data.inputs[data.train_idx], data.labels[data.train_idx]
-    x_te, y_te = data.inputs[data.test_idx], data.labels[data.test_idx]
-    classes, class_names = classes_for(data)
-    rng = np.random.default_rng(0)
-    sep_idx = np.sort(rng.permutation(len(data.test_idx))[:sep_points])
-    x_sep, c_sep = x_te[sep_idx], classes[data.test_idx.numpy()][sep_idx]
-    summary = run.summary
-    metrics = {r["step"]: r for r in run.metrics}
-    s_mem, s_gen = summary.get("S_mem"), summary.get("S_gen")
-    picks = sorted(set(tsne_steps)) if tsne_steps else chosen_steps(steps, s_mem, s_gen)
-    missing = [s for s in picks if s not in steps]
-    if missing:
-        raise BadInput(f"--tsne-steps: no checkpoint at step(s) {', '.join(map(str, missing))} in {run.dir}")
-    check_checkpoints(run, steps)  # corrupt or NaN (a diverged run): one line before any work
-    final_keep = final_circuit(run, model, x_tr, y_tr, data.loss, layer, rule)
-
-    rows: dict[str, list] = {k: [] for k in (
-        "effective_sparsity", "full_train_acc", "faithfulness", "random_faithfulness", "subnetwork_test_acc",
-        "full_test_acc", "random_test_acc", "final_circuit_faithfulness", "final_circuit_random_faithfulness",
-        "W_in_l1_l2", "W_in_hoyer", "W_in_gini", "neuron_norm_gini", "neuron_norm_hoyer", "class_separation")}
+    ctx = _Setup.of(as_run(run), options)
+    rows: dict[str, list] = {k: [] for k in PER_CHECKPOINT}
     spectral: dict[str, list] = {}
     views: dict[str, list] = {}  # spectral norms of the interface's matrices, for the figure
     norms_over_time, kde, tsne = [], {}, {}
-    for step, weights in tqdm(run.iter_weights(steps), total=len(steps), desc="sparsity", disable=not progress):
+    for step, weights in tqdm(ctx.run.iter_weights(ctx.steps), total=len(ctx.steps), desc="sparsity",
+                              disable=not options.progress):
         if isinstance(weights, RunDirError):
             raise weights
+        values, W, norms = ctx.probe(step, weights)
+        for k, v in values.items():
+            rows[k].append(v)
+        ctx.matrix_norms(weights, spectral, views)
+        norms_over_time.append(norms)
+        if step in ctx.picks:
+            kde[step] = W.ravel()
+            if options.tsne:
+                tsne[step] = ctx.tsne_panel(step, options.tsne_points)
+    res = ctx.result(rows, spectral, views, np.stack(norms_over_time), kde, tsne)
+    res.headline = headline(res.to_dict())
+    return res
+
+
+def load(run) -> SparsityResult:
+    """The result `python -m analyses.sparsity` wrote for `run` (a run directory or a Run)."""
+    return SparsityResult.load(run)
+
+
+@dataclasses.dataclass
+class _Setup:
+    """Everything checked and prepared before the first checkpoint is probed."""
+
+    run: Any
+    options: SparsityOptions
+    model: Any
+    hidden: Any  # interp.sparsity.hidden_layer's view of the probed layer
+    steps: list[int]
+    picks: list[int]  # the checkpoints of the KDE and t-SNE panels
+    split: tuple  # x_tr, y_tr, x_te, y_te
+    classes: np.ndarray
+    class_names: list[str]
+    separation: tuple  # the inputs and classes class_separation is measured on
+    final_keep: np.ndarray
+
+    @classmethod
+    def of(cls, run, options: SparsityOptions) -> _Setup:
+        """BadInput (one line, before any work) for a task, layer or panel step the probes cannot use."""
+        import torch
+
+        from interp import sparsity as sp
+        from training.models import build_model
+
+        data = run.data
+        if data.structure.get("kind") == "sequence":
+            raise BadInput(f"{run.dir}: task '{data.name}' predicts at several positions (a sequence task); "
+                           "sparsity probes need one answer per example")
+        if data.labels.dtype != torch.long:
+            raise BadInput(f"{run.dir}: task '{data.name}' is a regression; sparsity probes need class labels")
+        steps = run.steps
+        if not steps:
+            raise BadInput(f"{run.dir}: no checkpoints")
+        model = build_model(run.config.model, data, seed=run.config.train.seed).eval()
+        try:
+            h = sp.hidden_layer(model, options.layer)
+        except ValueError as e:
+            raise BadInput(f"--layer: {e}") from None
+        split = (data.inputs[data.train_idx], data.labels[data.train_idx], data.inputs[data.test_idx],
+                 data.labels[data.test_idx])
+        classes, class_names = classes_for(data)
+        sep_idx = np.sort(np.random.default_rng(0).permutation(len(data.test_idx))[:SEP_POINTS])
+        separation = (split[2][sep_idx], classes[data.test_idx.numpy()][sep_idx])
+        summary = run.summary
+        picks = sorted(set(options.tsne_steps)) if options.tsne_steps else \
+            chosen_steps(steps, summary.get("S_mem"), summary.get("S_gen"))
+        missing = [s for s in picks if s not in steps]
+        if missing:
+            raise BadInput(f"--tsne-steps: no checkpoint at step(s) {', '.join(map(str, missing))} in {run.dir}")
+        check_checkpoints(run, steps)  # corrupt or NaN (a diverged run): one line before any work
+        keep = final_circuit(run, model, split[0], split[1], data.loss, options.layer, options.rule)
+        return cls(run, options, model, h, steps, picks, split, classes, class_names, separation, keep)
+
+    def probe(self, step: int, weights: dict) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        """One checkpoint's PER_CHECKPOINT values, its hidden W_in and its neuron norms."""
+        from interp import sparsity as sp
+
+        model, layer, loss, rule = self.model, self.options.layer, self.run.data.loss, self.options.rule
+        x_tr, y_tr, x_te, y_te = self.split
         model.load_state_dict(weights)
-        es = sp.effective_sparsity(model, x_tr, y_tr, data.loss, layer, rule=rule)
-        f = sp.faithfulness(model, es.keep, x_te, y_te, data.loss, layer, n_random=n_random, seed=step)
-        fc = sp.faithfulness(model, final_keep, x_te, y_te, data.loss, layer, n_random=1, seed=0)
+        es = sp.effective_sparsity(model, x_tr, y_tr, loss, layer, rule=rule)
+        f = sp.faithfulness(model, es.keep, x_te, y_te, loss, layer, n_random=self.options.n_random, seed=step)
+        fc = sp.faithfulness(model, self.final_keep, x_te, y_te, loss, layer, n_random=1, seed=0)
         W = sp.hidden_layer(model, layer).W_in.numpy().copy()  # the parameter is overwritten by the next load
-        hid = sp.hidden_activations(model, x_sep, layer)
+        hid = sp.hidden_activations(model, self.separation[0], layer)
         values = {"effective_sparsity": es.n_neurons, "full_train_acc": es.full_accuracy,
                   "faithfulness": f["faithfulness"], "random_faithfulness": f["random_faithfulness"],
                   "subnetwork_test_acc": f["subnetwork_accuracy"], "full_test_acc": f["full_accuracy"],
@@ -142,158 +250,57 @@ def analyse(run, layer: int = 0, n_random: int = 20, tsne_steps: list[int] | Non
                   "W_in_l1_l2": float(sp.l1_l2_ratio(W.ravel())),
                   "W_in_hoyer": float(sp.hoyer(W.ravel())), "W_in_gini": float(sp.gini(W.ravel())),
                   "neuron_norm_gini": float(sp.gini(es.norms)), "neuron_norm_hoyer": float(sp.hoyer(es.norms)),
-                  "class_separation": sp.class_separation(hid, c_sep)}
-        for k, v in values.items():
-            rows[k].append(v)
+                  "class_separation": sp.class_separation(hid, self.separation[1])}
+        return values, W, es.norms
+
+    def matrix_norms(self, weights: dict, spectral: dict, views: dict) -> None:
+        """Append this checkpoint's spectral norms: of every weight matrix, and of the interface's views."""
+        import torch
+
+        from interp import sparsity as sp
+
         for name, v in sp.spectral_norms(weights).items():
             spectral.setdefault(name, []).append(v.tolist())
-        readout = model.neuron_readout(layer, approximate=True)
-        for name, w in {"hidden W_in": model.neuron_weights(layer)[0], "W_U": model.W_U,
+        layer = self.options.layer
+        readout = self.model.neuron_readout(layer, approximate=True)
+        for name, w in {"hidden W_in": self.model.neuron_weights(layer)[0], "W_U": self.model.W_U,
                         "neuron readout": readout}.items():
             if w is not None:
                 views.setdefault(name, []).append(float(torch.linalg.matrix_norm(w.detach().double(), ord=2)))
-        norms_over_time.append(es.norms)
-        if step in picks:
-            kde[step] = W.ravel()
-            if do_tsne:
-                idx = np.sort(np.random.default_rng(step).permutation(len(data.inputs))[:tsne_points])
-                emb = sp.tsne(sp.hidden_activations(model, data.inputs[idx], layer), seed=0)
-                tsne[step] = {"xy": emb.round(3).tolist(), "classes": classes[idx].tolist(), "index": idx.tolist()}
 
-    lo = min(float(w.min()) for w in kde.values())
-    hi = max(float(w.max()) for w in kde.values())
-    pad = 0.05 * (hi - lo + 1e-12)
-    grid = np.linspace(lo - pad, hi + pad, 256)
-    kde_out = {str(s): sp.weight_kde(w, grid)[1].tolist() for s, w in kde.items()}
-    norms = np.stack(norms_over_time)  # [T, d_mlp]
-    return {
-        "run": str(run.dir), "task": data.structure.get("op", data.name), "layer": h.name, "hook": h.hook,
-        "d_mlp": h.d_mlp, "linear_readout": h.readout is not None, "n_random": n_random, "rule": rule,
-        "final_circuit_size": int(final_keep.sum()),
-        "S_mem": s_mem, "S_gen": s_gen, "switch_step": summary.get("switch_step"),
-        "steps": steps, "train_acc": [metrics.get(s, {}).get("train_acc") for s in steps],
-        "test_acc": [metrics.get(s, {}).get("test_acc") for s in steps], **rows,
-        "spectral_norms": spectral, "interface_spectral_norms": views, "neuron_norms": norms.round(5).tolist(),
-        "kde": {"grid": grid.tolist(), "density": kde_out}, "tsne": {str(k): v for k, v in tsne.items()},
-        "class_names": class_names,
-    }
+    def tsne_panel(self, step: int, points: int) -> dict[str, Any]:
+        from interp import sparsity as sp
 
+        data = self.run.data
+        idx = np.sort(np.random.default_rng(step).permutation(len(data.inputs))[:points])
+        emb = sp.tsne(sp.hidden_activations(self.model, data.inputs[idx], self.options.layer), seed=0)
+        return {"xy": emb.round(3).tolist(), "classes": self.classes[idx].tolist(), "index": idx.tolist()}
 
-# --- figures --------------------------------------------------------------------------------------------------
+    def result(self, rows, spectral, views, norms: np.ndarray, kde: dict, tsne: dict) -> SparsityResult:
+        from interp import sparsity as sp
 
-
-def _mark(ax, res: dict[str, Any]) -> None:
-    for key, style, label in (("S_mem", ":", "S_mem"), ("switch_step", "-.", "wd/lr switch"), ("S_gen", "--", "S_gen")):
-        if res.get(key) is not None:
-            ax.axvline(res[key], color="grey", linestyle=style, label=label)
-
-
-def plot_progress(res: dict[str, Any]):
-    """Effective sparsity, faithfulness, spectral norms and neuron norms against step."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    steps = np.array(res["steps"])
-    fig = Figure(figsize=(8, 11))
-    axes = fig.subplots(4, 1, sharex=True)
-    ax = axes[0]
-    ax.plot(steps, res["effective_sparsity"], color="tab:purple", marker=".", label="effective sparsity")
-    ax.set_yscale("log")
-    ax.set_ylabel(f"neurons (of {res['d_mlp']})")
-    ax.set_title(f"{res['run']}: {res['task']}, {res['layer']}")
-    ax = axes[1]
-    ax.plot(steps, res["train_acc"], color="tab:blue", label="train acc")
-    ax.plot(steps, res["test_acc"], color="tab:orange", label="test acc")
-    ax.plot(steps, res["faithfulness"], color="tab:purple", label="faithfulness (test)")
-    ax.plot(steps, res["random_faithfulness"], color="tab:purple", alpha=0.4, linestyle=":",
-            label="random subnetwork")
-    ax.plot(steps, res["final_circuit_faithfulness"], color="tab:green",
-            label=f"final {res['final_circuit_size']}-neuron circuit (Merrill et al.)")
-    ax.plot(steps, res["final_circuit_random_faithfulness"], color="tab:green", alpha=0.4, linestyle=":",
-            label="one random set of that size")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("accuracy / agreement")
-    ax = axes[2]
-    for name, vals in res["interface_spectral_norms"].items():
-        ax.plot(steps, vals, label=name)
-    ax.set_ylabel("spectral norm")
-    ax = axes[3]
-    norms = np.array(res["neuron_norms"])
-    top = np.argsort(-norms[-1])[: max(res["effective_sparsity"][-1], 1)]
-    rest = np.setdiff1d(np.arange(norms.shape[1]), top)
-    for j in top:
-        ax.plot(steps, norms[:, j], color="tab:red", linewidth=0.8)
-    ax.plot([], [], color="tab:red", label=f"final top {len(top)} neurons")
-    if len(rest):
-        ax.fill_between(steps, np.percentile(norms[:, rest], 5, axis=1), np.percentile(norms[:, rest], 95, axis=1),
-                        color="grey", alpha=0.3, label="other neurons (5-95%)")
-        ax.plot(steps, np.median(norms[:, rest], axis=1), color="grey")
-    ax.set_ylabel("incoming-weight norm")
-    ax.set_xlabel("step")
-    for ax in axes:
-        _mark(ax, res)
-        ax.legend(loc="best", fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_kde(res: dict[str, Any]):
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    grid = np.array(res["kde"]["grid"])
-    dens = res["kde"]["density"]
-    colours = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(dens)))
-    for c, (step, d) in zip(colours, dens.items()):
-        ax.plot(grid, d, color=c, label=f"step {step}")
-    ax.set_yscale("log")
-    top = max(max(d) for d in dens.values())
-    ax.set_ylim(top * 1e-4, top * 2)
-    ax.set_xlabel(f"{res['layer']}.W_in entry")
-    ax.set_ylabel("density (KDE)")
-    ax.set_title(f"{res['run']}: hidden-layer weights")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_tsne(res: dict[str, Any]):
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    panels = res["tsne"]
-    fig = Figure(figsize=(3.2 * len(panels), 3.4))
-    axes = fig.subplots(1, len(panels), squeeze=False)
-    names = res["class_names"]
-    for ax, (step, p) in zip(axes[0], panels.items()):
-        xy, cls = np.array(p["xy"]), np.array(p["classes"])
-        if names:
-            for c, name in enumerate(names):
-                sel = cls == c
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=matplotlib.colormaps["tab10"](c % 10), label=name)
-        else:
-            ax.scatter(xy[:, 0], xy[:, 1], s=5, c=cls, cmap="hsv")
-        i = res["steps"].index(int(step))
-        ax.set_title(f"step {step}\ntest acc {res['test_acc'][i]:.2f}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if names:
-        axes[0][-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle(f"t-SNE of {res['hook']}" + (" coloured by the relevant bits" if names else " coloured by label"),
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-# --- summary --------------------------------------------------------------------------------------------------
+        lo = min(float(w.min()) for w in kde.values())
+        hi = max(float(w.max()) for w in kde.values())
+        pad = 0.05 * (hi - lo + 1e-12)
+        grid = np.linspace(lo - pad, hi + pad, 256)
+        run, data, h, steps = self.run, self.run.data, self.hidden, self.steps
+        metrics, summary = {r["step"]: r for r in run.metrics}, run.summary
+        return SparsityResult(
+            run=str(run.dir), task=data.structure.get("op", data.name), layer=h.name, hook=h.hook, d_mlp=h.d_mlp,
+            linear_readout=h.readout is not None, n_random=self.options.n_random, rule=self.options.rule,
+            final_circuit_size=int(self.final_keep.sum()), S_mem=summary.get("S_mem"), S_gen=summary.get("S_gen"),
+            switch_step=summary.get("switch_step"), steps=steps,
+            train_acc=[metrics.get(s, {}).get("train_acc") for s in steps],
+            test_acc=[metrics.get(s, {}).get("test_acc") for s in steps], **rows,
+            spectral_norms=spectral, interface_spectral_norms=views, neuron_norms=norms.round(5).tolist(),
+            kde={"grid": grid.tolist(), "density": {str(s): sp.weight_kde(w, grid)[1].tolist() for s, w in kde.items()}},
+            tsne={str(k): v for k, v in tsne.items()}, class_names=self.class_names)
 
 
 def headline(res: dict[str, Any]) -> dict[str, Any]:
     """Before (at memorisation) / after (at generalisation and at the end) numbers."""
     steps = res["steps"]
-    at = {name: nearest(steps, res.get(key)) for name, key in (("mem", "S_mem"), ("gen", "S_gen"))}
+    at = {name: first_at_or_after(steps, res.get(key)) for name, key in (("mem", "S_mem"), ("gen", "S_gen"))}
     at["init"], at["last"] = steps[0], steps[-1]
 
     def val(key: str, step: int | None):
@@ -320,45 +327,12 @@ def headline(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def describe(res: dict[str, Any]) -> list[str]:
-    h = res["headline"]
-    lines = [f"{res['run']}: {res['task']}, {res['d_mlp']} hidden units ({res['layer']}), {len(res['steps'])} checkpoints; "
-             f"S_mem {res['S_mem']}, S_gen {res['S_gen']}"
-             + (f", wd/lr switch at {res['switch_step']}" if res.get("switch_step") is not None else "")]
-    before, after = h["effective_sparsity_mem"], h["effective_sparsity_last"]
-    if before is not None:
-        lines.append(f"effective sparsity {before} -> {after} neurons between steps {h['mem_step']} and "
-                     f"{h['last_step']}" + (f" ({h['effective_sparsity_gen']} at S_gen, step {h['gen_step']})"
-                                             if h["gen_step"] is not None else "; never generalised"))
-    else:
-        lines.append(f"never memorised; effective sparsity {h['effective_sparsity_init']} -> {after} neurons")
-    if "effective_sparsity_after_gen_min" in h:
-        lines.append(f"after S_gen: effective sparsity min {h['effective_sparsity_after_gen_min']}, median "
-                     f"{h['effective_sparsity_after_gen_median']:g}, max {h['effective_sparsity_after_gen_max']} "
-                     "neurons over the checkpoints since")
-    lines.append(f"faithfulness of the {after}-neuron subnetwork at step {h['last_step']}: {h['faithfulness_last']:.3f}"
-                 f" (random {after}-neuron subnetworks: {h['random_faithfulness_last']:.3f})")
-    if h["mem_step"] is not None:
-        lines.append(f"the final {res['final_circuit_size']}-neuron circuit followed back (Merrill et al.): faithfulness "
-                     f"{h['final_circuit_faithfulness_mem']:.3f} at S_mem, "
-                     + (f"{h['final_circuit_faithfulness_gen']:.3f} at S_gen; " if h["gen_step"] is not None else "")
-                     + f"one random set of its size {h['final_circuit_random_faithfulness_mem']:.3f} at S_mem")
-    if "spectral_norm_name" in h:
-        lines.append(f"spectral norm of {h['spectral_norm_name']}: {h['spectral_norm_init']:.2f} at init, "
-                     + (f"{h['spectral_norm_mem']:.2f} at S_mem, " if h["spectral_norm_mem"] is not None else "")
-                     + (f"{h['spectral_norm_gen']:.2f} at S_gen, " if h["spectral_norm_gen"] is not None else "")
-                     + f"{h['spectral_norm_last']:.2f} at the end (min {h['spectral_norm_min']:.2f} at step "
-                     f"{h['spectral_norm_min_step']}, max {h['spectral_norm_peak']:.2f} at step "
-                     f"{h['spectral_norm_peak_step']})")
-    return lines
-
-
 def make_parser() -> Parser:
     p = Parser(prog="python -m analyses.sparsity", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--layer", type=nonneg_int, default=0, help="hidden layer (MLP) or block (transformer) to probe")
-    p.add_argument("--rule", choices=("merrill2023", "reach"), default="merrill2023",
+    p.add_argument("--rule", choices=RULES, default="merrill2023",
                    help="effective sparsity: Merrill et al.'s (norms without bias, k >= 1, exactly the full training "
                         "accuracy) or the earlier 'reach' (norms with bias, k >= 0, at least that accuracy)")
     p.add_argument("--n-random", type=positive_int, default=20,
@@ -377,15 +351,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sparsity(args: argparse.Namespace) -> int:
-    require(args.n_random <= 10_000, f"--n-random must be <= 10000, got {args.n_random}")
-    require(10 <= args.tsne_points <= 100_000, f"--tsne-points must be in [10, 100000], got {args.tsne_points}")
+    """The command: flags -> options -> analysis -> sparsity.json and the figures, and a summary on stdout."""
+    options = options_from(SparsityOptions, args, tsne_steps=tuple(args.tsne_steps) if args.tsne_steps else None,
+                           tsne=not args.no_tsne, progress=not args.no_progress)
     require_run_dir(args.run_dir)
-    run = open_run(args.run_dir)
-    res = analyse(run, layer=args.layer, n_random=args.n_random, tsne_steps=args.tsne_steps,
-                  tsne_points=args.tsne_points, do_tsne=not args.no_tsne, progress=not args.no_progress,
-                  rule=args.rule)
-    res["headline"] = headline(res)
-    files = {f"{NAME}.json": res, "sparsity.png": plot_progress(res), "sparsity_kde.png": plot_kde(res)}
+    run = as_run(args.run_dir)
+    res = analyse(run, options).to_dict()
+    files = {SparsityResult.FILE: res, "sparsity.png": plot_progress(res), "sparsity_kde.png": plot_kde(res)}
     if res["tsne"]:
         files["sparsity_tsne.png"] = plot_tsne(res)
     written = write_outputs(run, files)

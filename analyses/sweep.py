@@ -15,7 +15,8 @@ swept fields, each its own series):
   less data).
 
 Writes SWEEP_DIR/analyses/sweep_<field>.json, .png and .md (the table), and prints the table and the summary.
-`analyses.hypotheses` is a client of these functions.
+Reading a sweep and the statistics live in `analyses.sweep_stats`, shared with `analyses.hypotheses` and
+`analyses.sweep_methods`.
 
 A sweep with methods (variants, e.g. `--sweep accel`) is analysed per method by default (`--by method`,
 analyses.sweep_methods: S_gen, speed-up over plain AdamW and final test accuracy per method, and for a swept
@@ -25,187 +26,79 @@ training fraction the final test accuracy against it); `--by field` (or `--field
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from training.cli import Parser, main_entry, require
-from training.errors import RunDirError
-from training.sweep import INDEX, METHOD, fmt
+from analyses import sweep_methods
+from analyses.api import Result, options_from
+from analyses.sweep_methods import MethodsResult
+from analyses.sweep_stats import (STEP, Sweep, collect, describe_thresholds, field_series, iqr_text, is_numeric,
+                                  open_sweep, pick_field, range_text, series_key, sorted_values, steps_text)
+from training.cli import Parser, json_safe, main_entry, require
+from training.sweep import METHOD, fmt
 
 NAME = "sweep"
-STEP = 0.01  # the fit reports the change of S_gen per this decrease of the swept value
 
 
-# --- reading a sweep -----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SweepOptions:
+    """The settings of `analyse` (the command's flags of the same names)."""
+
+    field: str | None = None  # the swept field on the x axis (needed when the grid has several)
+    fit: str | None = None  # "exp": fit S_gen ~ a*exp(b*x) to the medians
+    by: str | None = None  # "method" or "field" (None: per method for a sweep with methods)
+    methods: str | None = None  # by method: only these methods ("A,B,...")
+    progress: bool = True
+
+    def __post_init__(self):
+        require(self.fit in (None, "exp"), f"--fit must be exp, got {self.fit}")
+        require(self.by in (None, "method", "field"), f"--by must be method or field, got {self.by}")
 
 
-def read_sweep(sweep_dir: Path) -> dict[str, Any]:
-    path = sweep_dir / INDEX
-    if not sweep_dir.is_dir():
-        raise RunDirError(f"{sweep_dir}: no such sweep directory")
-    if not path.exists():
-        raise RunDirError(f"{sweep_dir}: not a sweep directory (no {INDEX}; make one with python -m training.sweep)")
-    try:
-        index = json.loads(path.read_text())
-        grid, runs = index["spec"]["grid"], index["runs"]
-        if not isinstance(grid, dict) or not isinstance(runs, list):
-            raise TypeError("spec.grid must be an object and runs a list")
-        for r in runs:
-            r["dir"], r["params"], r["seed"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise RunDirError(f"{path}: unreadable sweep index ({type(e).__name__}: {e})") from None
-    return index
+@dataclasses.dataclass
+class SweepResult(Result):
+    """sweep_<field>.json: per series (combination of the other swept fields) its points, thresholds and fit."""
+
+    FILE = "sweep_{field}.json"
+    sweep: str
+    field: str
+    preset: str | None
+    seeds: list[int] | None
+    fit: str | None
+    series: list[dict[str, Any]]  # {"key", "points", "thresholds"[, "fit"]} (analyses.sweep_stats.field_series)
+    rows: list[dict[str, Any]]  # one per run (analyses.sweep_stats.read_run)
 
 
-def read_run(sweep_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """One run of the index as a row: its parameters and seed, whether it is finished, and (if so) its numbers
-    read from its own summary.json (the index can lag behind an interrupted sweep)."""
-    from training.rundir import SUMMARY, run_finished
-
-    run_dir = sweep_dir / str(entry["dir"])
-    row = {"params": entry["params"], "seed": entry["seed"], "finished": run_finished(run_dir),
-           "budget": entry.get("budget")}
-    if row["finished"]:
-        try:
-            s = json.loads((run_dir / SUMMARY).read_text())
-            final = s.get("final") or {}
-            row.update(S_mem=s.get("S_mem"), S_gen=s.get("S_gen"), switch_step=s.get("switch_step"),
-                       diverged_at=s.get("diverged_at"), final_test_acc=final.get("test_acc"))
-        except (OSError, ValueError, AttributeError) as e:
-            raise RunDirError(f"{run_dir / SUMMARY}: unreadable summary ({e})") from None
-        row["budget"] = row["budget"] if row["budget"] is not None else s.get("steps")
-    return row
-
-
-def collect(sweep_dir: Path, index: dict[str, Any], progress: bool = True) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
-
-    runs = index["runs"]
-    return [read_run(sweep_dir, e) for e in tqdm(runs, desc="runs", unit="run", leave=False,
-                                                  disable=not progress or len(runs) < 50)]
+def analyse(sweep, options: SweepOptions = SweepOptions()) -> SweepResult | MethodsResult:
+    """S_mem and S_gen against a swept field of `sweep` (a sweep directory or a Sweep); per method for a sweep with
+    methods unless options.by == "field" or options.field is given (then a MethodsResult, analyses.sweep_methods)."""
+    sweep = open_sweep(sweep)
+    variants = sweep.spec.get("variants") or {}
+    require(options.by != "method" or bool(variants), f"--by method: {sweep.dir} has no methods (variants)")
+    by_method = options.by == "method" or (options.by is None and options.field is None and bool(variants))
+    require(by_method or options.methods is None, "--methods is for --by method")
+    if by_method:
+        require(options.field is None and options.fit is None, "--field and --fit are for --by field")
+        return sweep_methods.analyse(sweep, sweep_methods.MethodsOptions(options.methods, options.progress))
+    grid = {**({METHOD: list(variants)} if variants else {}), **sweep.spec["grid"]}
+    field = pick_field(grid, options.field)
+    rows = collect(sweep.dir, sweep.index, progress=options.progress)
+    require(any(r["finished"] for r in rows), f"{sweep.dir}: no finished runs yet")
+    return SweepResult(sweep=str(sweep.dir), field=field, preset=sweep.spec.get("preset"),
+                       seeds=sweep.spec.get("seeds"), fit=options.fit,
+                       series=field_series(rows, field, grid[field], options.fit), rows=rows)
 
 
-# --- statistics ----------------------------------------------------------------------------------------------
-
-
-def spread(v: list[float]) -> dict[str, float | None]:
-    """Median, min/max and the interquartile range (linear interpolation, as numpy's default)."""
-    if not v:
-        return {"median": None, "min": None, "max": None, "q1": None, "q3": None}
-    s = sorted(v)
-
-    def q(p: float) -> float:
-        i = p * (len(s) - 1)
-        lo = math.floor(i)
-        return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (i - lo)
-
-    return {"median": float(statistics.median(s)), "min": s[0], "max": s[-1], "q1": q(0.25), "q3": q(0.75)}
-
-
-def point(value: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One value of the swept field: the statistics of its finished runs."""
-    done = [r for r in rows if r["finished"]]
-    gen = [r["S_gen"] for r in done if r.get("S_gen") is not None]
-    mem = [r["S_mem"] for r in done if r.get("S_mem") is not None]
-    acc = [r["final_test_acc"] for r in done if r.get("final_test_acc") is not None]
-    return {"value": value, "runs": len(done), "unfinished": len(rows) - len(done), "generalised": len(gen),
-            "S_mem": spread(mem), "S_gen": spread(gen),
-            "budget": max((r["budget"] for r in rows if r.get("budget") is not None), default=None),
-            "final_test_acc_median": float(statistics.median(acc)) if acc else None}
-
-
-def is_numeric(values: list[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
-def thresholds(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """The blocks at either end of the (sorted, numeric) range where no finished run generalised:
-    `below` = the largest value v with no run generalising at any value <= v, `above` = the smallest v with none
-    at any value >= v. Values without finished runs are left out; None where the end generalised."""
-    done = [p for p in points if p["runs"] > 0]
-    res: dict[str, Any] = {"below": None, "above": None, "none_generalised": bool(done) and
-                           all(p["generalised"] == 0 for p in done),
-                           "all_generalised": bool(done) and all(p["generalised"] > 0 for p in done)}
-    if not done or not is_numeric([p["value"] for p in done]):
-        return res
-    done = sorted(done, key=lambda p: p["value"])
-    for p in done:
-        if p["generalised"] > 0:
-            break
-        res["below"] = p["value"]
-    for p in reversed(done):
-        if p["generalised"] > 0:
-            break
-        res["above"] = p["value"]
-    return res
-
-
-def fit_exp(xs: list[float], ys: list[float]) -> dict[str, Any]:
-    """S_gen ~ a * exp(b * x): least squares of log y on x. `per_step_decrease`: the relative change of S_gen
-    when x decreases by STEP (0.05 = 5% more steps)."""
-    if len(xs) < 2 or len(set(xs)) < 2:
-        return {"ok": False, "reason": f"needs generalising runs at 2 or more values (have {len(set(xs))})"}
-    if min(ys) <= 0:
-        return {"ok": False, "reason": "S_gen must be positive to fit an exponential"}
-    ly = [math.log(y) for y in ys]
-    mx, my = statistics.fmean(xs), statistics.fmean(ly)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ly)) / sxx
-    log_a = my - b * mx
-    ss_res = sum((y - (log_a + b * x)) ** 2 for x, y in zip(xs, ly))
-    ss_tot = sum((y - my) ** 2 for y in ly)
-    return {"ok": True, "a": math.exp(log_a), "b": b, "n": len(xs),
-            "r2": 1 - ss_res / ss_tot if ss_tot > 0 else 1.0, "per_step_decrease": math.exp(-b * STEP) - 1}
-
-
-def series_key(params: dict[str, Any], field: str) -> str:
-    return ", ".join(f"{k}={fmt(v)}" for k, v in sorted(params.items()) if k != field)
-
-
-def _sorted_values(values: list[Any]) -> list[Any]:
-    try:
-        return sorted(values)
-    except TypeError:
-        return list(values)
-
-
-def analyse(rows: list[dict[str, Any]], field: str, values: list[Any], fit: str | None = None) -> list[dict[str, Any]]:
-    """One series per combination of the other swept fields: its points (in value order), thresholds, fit."""
-    keys: list[str] = []
-    for r in rows:
-        if (k := series_key(r["params"], field)) not in keys:
-            keys.append(k)
-    out = []
-    for k in keys:
-        mine = [r for r in rows if series_key(r["params"], field) == k]
-        points = [point(v, [r for r in mine if r["params"].get(field) == v]) for v in _sorted_values(values)]
-        points = [p for p in points if p["runs"] + p["unfinished"] > 0]
-        s = {"key": k, "points": points, "thresholds": thresholds(points)}
-        if fit == "exp":
-            gen = [p for p in points if p["S_gen"]["median"] is not None]
-            s["fit"] = (fit_exp([p["value"] for p in gen], [p["S_gen"]["median"] for p in gen])
-                        if is_numeric([p["value"] for p in points]) else {"ok": False, "reason": "not a numeric field"})
-        out.append(s)
-    return out
+def load(sweep, field: str) -> SweepResult:
+    """The result `python -m analyses.sweep SWEEP_DIR --field FIELD` wrote."""
+    return SweepResult.load(sweep.dir if isinstance(sweep, Sweep) else sweep, SweepResult.FILE.format(field=field))
 
 
 # --- output --------------------------------------------------------------------------------------------------
-
-
-def _n(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}"
-
-
-def _range(sp: dict[str, Any]) -> str:
-    return "-" if sp["min"] is None else f"[{_n(sp['min'])}, {_n(sp['max'])}]"
-
-
-def _iqr(sp: dict[str, Any]) -> str:
-    return "-" if sp["q1"] is None else f"{_n(sp['q1'])}-{_n(sp['q3'])}"
 
 
 def table(field: str, series: list[dict[str, Any]]) -> str:
@@ -219,30 +112,9 @@ def table(field: str, series: list[dict[str, Any]]) -> str:
             g, m = p["S_gen"], p["S_mem"]
             unf = f" ({p['unfinished']} unfinished)" if p["unfinished"] else ""
             acc = "-" if p["final_test_acc_median"] is None else f"{p['final_test_acc_median']:.3f}"
-            lines.append(f"| {fmt(p['value'])} | {p['generalised']}/{p['runs']}{unf} | {_n(g['median'])} | "
-                         f"{_range(g)} | {_iqr(g)} | {_n(m['median'])} | {_range(m)} | {acc} |")
+            lines.append(f"| {fmt(p['value'])} | {p['generalised']}/{p['runs']}{unf} | {steps_text(g['median'])} | "
+                         f"{range_text(g)} | {iqr_text(g)} | {steps_text(m['median'])} | {range_text(m)} | {acc} |")
     return "\n".join(lines)
-
-
-def describe_thresholds(field: str, points: list[dict[str, Any]], th: dict[str, Any]) -> str:
-    budget = max((p["budget"] or 0 for p in points), default=0)
-    within = f"within {budget} steps" if budget else "within its budget"
-    done = [p for p in points if p["runs"] > 0]
-    if not done:
-        return "threshold: no finished runs yet"
-    if th["none_generalised"]:
-        return f"threshold: no run generalised {within} at any value of {field}"
-    parts = []
-    if th["below"] is not None:
-        parts.append(f"no run generalises {within} at {field} <= {fmt(th['below'])}")
-    if th["above"] is not None:
-        parts.append(f"no run generalises {within} at {field} >= {fmt(th['above'])}")
-    if parts:
-        return "threshold: " + "; ".join(parts)
-    if th["all_generalised"]:
-        return f"threshold: not reached (some run generalised {within} at every value)"
-    inner = ", ".join(fmt(p["value"]) for p in done if p["generalised"] == 0)
-    return f"threshold: none at either end (runs generalised at both ends; none at {field} = {inner})"
 
 
 def describe_fit(field: str, fit: dict[str, Any]) -> str:
@@ -269,7 +141,7 @@ def plot(field: str, series: list[dict[str, Any]], rows: list[dict[str, Any]], t
     fig = Figure(figsize=(7.5, 6.5))
     ax, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     numeric = all(is_numeric([p["value"] for p in s["points"]]) for s in series)
-    order = _sorted_values(list({json.dumps(p["value"]): p["value"] for s in series for p in s["points"]}.values()))
+    order = sorted_values(list({json.dumps(p["value"]): p["value"] for s in series for p in s["points"]}.values()))
     xpos = (lambda v: v) if numeric else (lambda v: order.index(v))
     budget = max((p["budget"] or 0 for s in series for p in s["points"]), default=0) or 1
     for i, s in enumerate(series):
@@ -328,14 +200,6 @@ def _plot_series(ax, ax2, s, rows, field, xpos, budget, colour, n_series) -> Non
 # --- command line --------------------------------------------------------------------------------------------
 
 
-def pick_field(grid: dict[str, Any], field: str | None, flag: str = "--field") -> str:
-    if field is None:
-        require(len(grid) == 1, f"the grid sweeps {', '.join(grid)}; choose one with {flag}")
-        return next(iter(grid))
-    require(field in grid, f"{flag} {field}: not swept here (the grid sweeps {', '.join(grid) or 'nothing'})")
-    return field
-
-
 def make_parser() -> Parser:
     p = Parser(prog="python -m analyses.sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR")
@@ -349,33 +213,20 @@ def make_parser() -> Parser:
 
 
 def body(args) -> int:
+    """The command: flags -> options -> analysis -> the JSON, table (.md) and figure(s), and the table printed."""
+    options = options_from(SweepOptions, args, progress=not args.no_progress)
+    res = analyse(args.sweep_dir, options)
+    if isinstance(res, MethodsResult):
+        return sweep_methods.write(args.sweep_dir, res)
     from training.rundir import atomic_write_json
-    from training.cli import json_safe
 
-    index = read_sweep(args.sweep_dir)
-    variants = index["spec"].get("variants") or {}
-    require(args.by != "method" or bool(variants), f"--by method: {args.sweep_dir} has no methods (variants)")
-    by_method = args.by == "method" or (args.by is None and args.field is None and bool(variants))
-    require(by_method or args.methods is None, "--methods is for --by method")
-    if by_method:
-        require(args.field is None and args.fit is None, "--field and --fit are for --by field")
-        rows = collect(args.sweep_dir, index, progress=not args.no_progress)
-        from analyses.sweep_methods import run
-
-        return run(args.sweep_dir, index, rows, args.methods)
-    grid = {**({METHOD: list(variants)} if variants else {}), **index["spec"]["grid"]}
-    field = pick_field(grid, args.field)
-    rows = collect(args.sweep_dir, index, progress=not args.no_progress)
-    require(any(r["finished"] for r in rows), f"{args.sweep_dir}: no finished runs yet")
-    series = analyse(rows, field, grid[field], args.fit)
-    res = {"sweep": str(args.sweep_dir), "field": field, "preset": index["spec"].get("preset"),
-           "seeds": index["spec"].get("seeds"), "fit": args.fit, "series": series, "rows": rows}
+    field, series, rows = res.field, res.series, res.rows
     out = args.sweep_dir / "analyses"
     out.mkdir(exist_ok=True)
     stem = f"{NAME}_{field}"
     text = table(field, series)
-    plot(field, series, rows, f"{args.sweep_dir.name}: steps against {field} ({res['preset']})", out / f"{stem}.png")
-    atomic_write_json(out / f"{stem}.json", json_safe(res))
+    plot(field, series, rows, f"{args.sweep_dir.name}: steps against {field} ({res.preset})", out / f"{stem}.png")
+    atomic_write_json(out / f"{stem}.json", json_safe(res.to_dict()))
     (out / f".{stem}.md.tmp").write_text(text + "\n\n" + "\n".join(summary_lines(field, series)) + "\n")
     (out / f".{stem}.md.tmp").replace(out / f"{stem}.md")
     print(text)

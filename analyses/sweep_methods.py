@@ -13,19 +13,66 @@ reference) generalised and neither bound applies. A run that never generalises i
 
 Writes SWEEP_DIR/analyses/sweep_by_method.json, .md (the table) and .png (S_gen per method); with one swept numeric
 field (the training fraction of `accel-budget`) also sweep_by_method_<field>.png: final test accuracy against that
-field, one line per method (Hu et al. 2023, Figure 5). `analyses.sweep` calls `run` when a sweep has variants.
+field, one line per method (Hu et al. 2023, Figure 5). `analyses.sweep` uses it when a sweep has variants.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from analyses.sweep import _n, _range, is_numeric, series_key, spread
-from training.cli import require
+from analyses.api import Result
+from analyses.sweep_stats import collect, is_numeric, open_sweep, range_text, series_key, spread, steps_text
+from training.cli import json_safe, require
 from training.sweep import METHOD
 
 REFERENCE = "adamw"
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodsOptions:
+    """The settings of `analyse` (`python -m analyses.sweep --by method`'s flags)."""
+
+    methods: str | None = None  # only these methods ("A,B,..."; None: all, in the sweep's order)
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class MethodsResult(Result):
+    """sweep_by_method.json: per (grid point, method) the statistics of its runs and the speed-up."""
+
+    FILE = "sweep_by_method.json"
+    sweep: str
+    preset: str | None
+    reference: str  # the method speed-ups are measured against
+    methods: list[str]
+    variants: dict[str, Any]  # each method's config overrides
+    seeds: list[int] | None
+    groups: list[dict[str, Any]]  # `group` + `speedups`: one per (grid point, method)
+    rows: list[dict[str, Any]]  # one per run of the methods shown
+
+
+def analyse(sweep, options: MethodsOptions = MethodsOptions()) -> MethodsResult:
+    """The method view of a sweep with variants (a sweep directory or an analyses.sweep_stats.Sweep)."""
+    sweep = open_sweep(sweep)
+    spec = sweep.spec
+    require(bool(spec.get("variants")), f"--by method: {sweep.dir} has no methods (variants)")
+    rows = collect(sweep.dir, sweep.index, progress=options.progress)
+    methods = pick(list(spec["variants"]), options.methods)
+    rows = [r for r in rows if r["params"].get(METHOD) in methods]
+    require(any(r["finished"] for r in rows), f"{sweep.dir}: no finished runs of these methods yet")
+    reference = REFERENCE if REFERENCE in methods else methods[0]
+    groups = group(rows, methods)
+    speedups(groups, reference)
+    return MethodsResult(sweep=str(sweep.dir), preset=spec.get("preset"), reference=reference, methods=methods,
+                         variants={m: spec["variants"][m] for m in methods}, seeds=spec.get("seeds"), groups=groups,
+                         rows=rows)
+
+
+def load(sweep) -> MethodsResult:
+    """The result `python -m analyses.sweep SWEEP_DIR --by method` wrote."""
+    return MethodsResult.load(sweep)
 
 
 # --- grouping ------------------------------------------------------------------------------------------------
@@ -117,8 +164,8 @@ def table(groups: list[dict[str, Any]], reference: str) -> str:
             lines.append(f"| **{g['key']}** |" + " |" * 7)
         key = g["key"]
         unf = f" ({g['unfinished']} unfinished)" if g["unfinished"] else ""
-        lines.append(f"| {g['method']} | {_n(g['budget'])} | {g['generalised']}/{g['runs']}{unf} | {_n(g['S_mem']['median'])} | "
-                     f"{_n(g['S_gen']['median'])} | {_range(g['S_gen'])} | {speed_text(g)} | {_acc(g['final_test_acc'])} |")
+        lines.append(f"| {g['method']} | {steps_text(g['budget'])} | {g['generalised']}/{g['runs']}{unf} | {steps_text(g['S_mem']['median'])} | "
+                     f"{steps_text(g['S_gen']['median'])} | {range_text(g['S_gen'])} | {speed_text(g)} | {_acc(g['final_test_acc'])} |")
     return "\n".join(lines)
 
 
@@ -192,35 +239,26 @@ def _save(fig, path: Path) -> None:
     tmp.replace(path)
 
 
-# --- the command (called by analyses.sweep) ------------------------------------------------------------------
+# --- the command's outputs (python -m analyses.sweep) ---------------------------------------------------------
 
 
-def run(sweep_dir: Path, index: dict[str, Any], rows: list[dict[str, Any]], methods_text: str | None) -> int:
-    from training.cli import json_safe
+def write(sweep_dir: Path, res: MethodsResult) -> int:
+    """sweep_by_method.json, .md and the figure(s) under SWEEP_DIR/analyses/; the table printed."""
     from training.rundir import atomic_write_json
 
-    spec = index["spec"]
-    methods = pick(list(spec["variants"]), methods_text)
-    rows = [r for r in rows if r["params"].get(METHOD) in methods]
-    require(any(r["finished"] for r in rows), f"{sweep_dir}: no finished runs of these methods yet")
-    reference = REFERENCE if REFERENCE in methods else methods[0]
-    groups = group(rows, methods)
-    speedups(groups, reference)
+    grid = open_sweep(sweep_dir).spec["grid"]
+    groups, methods = res.groups, res.methods
     out = sweep_dir / "analyses"
     out.mkdir(exist_ok=True)
-    name, text = sweep_dir.name, table(groups, reference)
+    name, text = sweep_dir.name, table(groups, res.reference)
     written = [out / "sweep_by_method.png"]
-    plot_sgen(groups, rows, methods, f"{name}: S_gen per method ({spec.get('preset')})", written[0])
-    grid = spec["grid"]
+    plot_sgen(groups, res.rows, methods, f"{name}: S_gen per method ({res.preset})", written[0])
     if len(grid) == 1 and is_numeric(next(iter(grid.values()))):
         field = next(iter(grid))
         budget = max((g["budget"] or 0 for g in groups), default=0)
         written.append(out / f"sweep_by_method_{field}.png")
         plot_acc(groups, methods, field, f"{name}: final test accuracy within {budget} steps", written[-1])
-    res = {"sweep": str(sweep_dir), "preset": spec.get("preset"), "reference": reference, "methods": methods,
-           "variants": {m: spec["variants"][m] for m in methods}, "seeds": spec.get("seeds"), "groups": groups,
-           "rows": rows}
-    atomic_write_json(out / "sweep_by_method.json", json_safe(res))
+    atomic_write_json(out / res.FILE, json_safe(res.to_dict()))
     (out / ".sweep_by_method.md.tmp").write_text(text + "\n")
     (out / ".sweep_by_method.md.tmp").replace(out / "sweep_by_method.md")
     print(text)

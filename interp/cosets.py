@@ -167,11 +167,6 @@ class _Clusters:
         return out
 
 
-def cluster_agreement(X: np.ndarray, G: Group, pcs: int = 0) -> np.ndarray:
-    """[P] ARI between each candidate partition and a Ward clustering of the rows cut at its number of cosets."""
-    return _Clusters(_reduce(X, pcs), G).ari()
-
-
 def _best(ari: np.ndarray, G: Group) -> int:
     """Highest ARI; a tie goes to the larger subgroup (the coarser partition)."""
     orders = np.array([p.subgroup.order for p in coset_partitions(G)])

@@ -43,9 +43,9 @@ import torch
 
 from interp.grid import (FAST_VIEWS, GridActivations, as_model, grid_activations, grid_summary, is_fast, is_linear,
                          stack_states, stacked_views, state_of, summarise)
+from interp.constants import CLUSTER_THRESHOLD
 from interp.modular import ModularStructure, additive_structure, modular_structure
 
-CLUSTER_THRESHOLD = 0.85  # Nanda et al.: a neuron belongs to frequency k when k's block explains >= 85%
 
 
 # --- the basis ------------------------------------------------------------------------------------------------
@@ -85,10 +85,6 @@ def fourier_basis(n: int) -> FourierBasis:
         names += [f"cos {k}", f"sin {k}"]
         freqs += [k, k]
     return FourierBasis(n, torch.stack(rows).float(), tuple(names), torch.tensor(freqs))
-
-
-def n_frequencies(n: int) -> int:
-    return n // 2
 
 
 def fourier_transform(x: torch.Tensor, dim: int = 0) -> torch.Tensor:

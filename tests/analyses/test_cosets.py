@@ -183,3 +183,51 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(s4_run, tmp_path, 
     save_file(weights, ckpt)
     one_line_error(cosets_main(capsys, run), ckpt.name, "does not fit")
     assert (out.read_bytes() if out.exists() else None) == before  # nothing written
+
+
+# --- the Python API, and the JSON it writes against the command's before the API --------------------------------
+
+
+def test_option_defaults_are_the_commands(tmp_path):
+    from analyses.api import options_from
+    from analyses.cosets import CosetsOptions, make_parser
+    from training.errors import ConfigError
+
+    args = make_parser().parse_args([str(tmp_path)])
+    assert options_from(CosetsOptions, args, progress=True) == CosetsOptions()
+    with pytest.raises(ConfigError, match="--alpha"):
+        CosetsOptions(alpha=1.0)
+
+
+FIXTURE_OPTIONS = dict(n_null=9, timeline_null=2, subgroup="(0 1)", progress=False)  # the fixture's flags
+
+
+def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
+    import interp
+    from analyses import cosets
+    from tests.analyses.golden import check_api_result, copy_fixture
+
+    run = copy_fixture("runs/s4", tmp_path)
+    res = cosets.analyse(interp.load_run(run), cosets.CosetsOptions(**FIXTURE_OPTIONS))
+    assert isinstance(res, cosets.CosetsResult) and res.group == "S4" and res.order == 24
+    assert res.steps == [0, 10, 20, 40] and "W_U" in res.matrices and "key" in res.irreps
+    assert res.matrices["W_U"]["asked"]["given"] == "(0 1)" and res.settings["n_null"] == 9
+    check_api_result(res, run, "cosets", "runs/s4")
+
+
+def test_command_writes_the_json_it_wrote_before(tmp_path):
+    from analyses import cosets
+    from tests.analyses.golden import check_command
+
+    assert check_command("cosets", "runs/s4", cosets.CosetsResult, tmp_path, cosets.load).n_candidates > 0
+
+
+def test_api_bad_input_is_bad_input(tmp_path):
+    from analyses import cosets
+    from analyses.api import BadInput
+    from tests.analyses.golden import copy_fixture
+
+    with pytest.raises(BadInput, match="not a group task"):
+        cosets.analyse(copy_fixture("runs/add", tmp_path), cosets.CosetsOptions(progress=False))
+    with pytest.raises(BadInput, match="--subgroup: cannot read"):
+        cosets.analyse(copy_fixture("runs/s4", tmp_path), cosets.CosetsOptions(subgroup="nonsense"))

@@ -9,9 +9,13 @@ import sys
 
 import pytest
 
+import interp
 from analyses import fourier as cli
+from analyses.api import options_from
 from interp import fourier
+from tests.analyses.golden import check_api_result, check_command, copy_fixture
 from tests.conftest import ROOT, tiny_config
+from training.errors import ConfigError, RunDirError
 from training.loop import train
 from training.rundir import Run
 
@@ -194,5 +198,35 @@ def test_checkpoint_with_nan_among_good_ones_is_skipped(grokked_run, capsys):
     assert result["skipped"][0]["step"] == bad
 
 
-def test_threshold_default_is_the_probes(grokked_run):
-    assert cli.CLUSTER_THRESHOLD == fourier.CLUSTER_THRESHOLD
+def test_option_defaults_are_the_commands(tmp_path):
+    args = cli.make_parser().parse_args([str(tmp_path)])
+    assert options_from(cli.FourierOptions, args, progress=not args.no_progress) == cli.FourierOptions()
+    assert cli.FourierOptions().threshold == fourier.CLUSTER_THRESHOLD == 0.85
+    with pytest.raises(ConfigError, match="--threshold"):
+        cli.FourierOptions(threshold=1.5)
+
+
+# --- the Python API, and the JSON it writes against the command's before the API --------------------------------
+
+
+def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
+    run = copy_fixture("runs/add", tmp_path)
+    res = cli.analyse(interp.load_run(run), cli.FourierOptions(workers=1, progress=False))
+    assert isinstance(res, cli.FourierResult)
+    assert res.key_frequencies == [4] and res.p == 13 and res.ref_step == 800
+    assert res.checkpoints["step"] == Run(run).steps and res.skipped == []
+    check_api_result(res, run, "fourier", "runs/add")
+
+
+def test_command_writes_the_json_it_wrote_before(tmp_path):
+    res = check_command("fourier", "runs/add", cli.FourierResult, tmp_path, cli.load)
+    assert res.key_frequencies == [4] and res.threshold == 0.85
+
+
+def test_load_names_a_missing_or_foreign_file(tmp_path):
+    with pytest.raises(RunDirError, match="run the analysis first"):
+        cli.load(tmp_path)
+    (tmp_path / "analyses").mkdir()
+    (tmp_path / "analyses" / "fourier.json").write_text('{"run": "x", "surprise": 1}')
+    with pytest.raises(RunDirError, match="fourier.json: FourierResult: missing task.*unknown surprise"):
+        cli.load(tmp_path)

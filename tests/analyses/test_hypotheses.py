@@ -89,3 +89,28 @@ def test_bad_input(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unreadable sweep index" in err[0]
+
+
+# --- the Python API, and the JSON it writes against the command's before the API --------------------------------
+
+
+def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
+    from analyses import hypotheses
+    from analyses.api import options_from
+    from tests.analyses.golden import check_api_result, copy_fixture
+
+    args = hypotheses.make_parser().parse_args([str(tmp_path)])
+    assert options_from(hypotheses.HypothesesOptions, args, progress=False) == hypotheses.HypothesesOptions()
+    where = copy_fixture("sweeps/wd", tmp_path)
+    res = hypotheses.analyse(where)
+    assert isinstance(res, hypotheses.HypothesesResult) and res.param == "wd" and res.threshold == 0.2
+    assert res.last_generalising_value == 0.1 and res.fastest_value == 0.0 and len(res.rows) == 8
+    check_api_result(res, where, "hypotheses", "sweeps/wd")
+
+
+def test_command_writes_the_json_it_wrote_before(tmp_path):
+    from analyses import hypotheses
+    from tests.analyses.golden import check_command
+
+    assert check_command("hypotheses", "sweeps/wd", hypotheses.HypothesesResult, tmp_path,
+                         hypotheses.load).threshold == 0.2

@@ -9,6 +9,7 @@ import pytest
 
 from analyses import landscape, reduced_landscape
 from tests.conftest import ROOT
+from training.errors import ConfigError
 from training.loop import train
 from training.presets import get_preset
 
@@ -114,3 +115,32 @@ def test_command_line_error_has_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "analyses.landscape", str(tmp_path)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "not a run directory" in r.stderr
+
+
+# --- the Python API, and the JSON it writes against the command's before the API --------------------------------
+
+
+def test_option_defaults_are_the_commands(tmp_path):
+    from analyses.api import options_from
+
+    args = landscape.make_parser().parse_args([str(tmp_path)])
+    assert options_from(landscape.LandscapeOptions, args, progress=True) == landscape.LandscapeOptions()
+    with pytest.raises(ConfigError, match="--n-norms"):
+        landscape.LandscapeOptions(n_norms=2)
+
+
+def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
+    import interp
+    from tests.analyses.golden import check_api_result, copy_fixture
+
+    run = copy_fixture("runs/add", tmp_path)
+    res = landscape.analyse(interp.load_run(run), landscape.LandscapeOptions(n_norms=5, progress=False))
+    assert isinstance(res, landscape.LandscapeResult) and res.group == "all" and res.reduced is None
+    assert [s["step"] for s in res.slices] == [0, 80, 800] and len(res.slices[0]["total_norms"]) == 5
+    check_api_result(res, run, "landscape", "runs/add")
+
+
+def test_command_writes_the_json_it_wrote_before(tmp_path):
+    from tests.analyses.golden import check_command
+
+    assert check_command("landscape", "runs/add", landscape.LandscapeResult, tmp_path, landscape.load).w_c > 0

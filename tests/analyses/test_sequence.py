@@ -137,3 +137,42 @@ def test_damaged_runs_exit_2_and_keep_earlier_results(repeat_run, capsys):
                                for r in rows))
     _one_line_exit_2(capsys, [str(repeat_run), "--no-progress"], "no per-target losses")
     assert (repeat_run / "analyses" / "sequence.json").read_bytes() == before
+
+
+# --- the Python API, and the JSON it writes against the command's before the API --------------------------------
+
+
+def test_option_defaults_are_the_commands(tmp_path):
+    from analyses.api import options_from
+    from analyses.sequence import SequenceOptions, make_parser
+    from training.errors import ConfigError
+
+    args = make_parser().parse_args([str(tmp_path)])
+    assert options_from(SequenceOptions, args, heads=None, progress=True) == SequenceOptions()
+    with pytest.raises(ConfigError, match="--min-drop"):
+        SequenceOptions(min_drop=1.0)
+
+
+@pytest.mark.parametrize("source", ["runs/repeat", "runs/digits"])
+def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path, source):
+    import interp
+    from analyses import sequence
+    from tests.analyses.golden import check_api_result, copy_fixture
+
+    run = copy_fixture(source, tmp_path)
+    res = sequence.analyse(interp.load_run(run), sequence.SequenceOptions(progress=False))
+    assert isinstance(res, sequence.SequenceResult) and res.run == str(run)
+    assert (res.induction is not None) == (source == "runs/repeat")
+    if res.induction:
+        assert res.induction["steps"] == [0, 10, 20, 60] and res.induction["score"] == "prefix_matching"
+    else:
+        assert res.task == "digit_add" and "induction" not in res.to_dict()
+    check_api_result(res, run, "sequence", source)
+
+
+@pytest.mark.parametrize("source", ["runs/repeat", "runs/digits"])
+def test_command_writes_the_json_it_wrote_before(tmp_path, source):
+    from analyses import sequence
+    from tests.analyses.golden import check_command
+
+    assert check_command("sequence", source, sequence.SequenceResult, tmp_path, sequence.load).target_names

@@ -102,3 +102,45 @@ def test_nan_weights_and_garbage_files_exit_2_and_write_nothing(tmp_path, capsys
             (path / f"{damage}.json").write_text("{")
         _one_line_exit_2(capsys, [str(path), "--no-progress", "--no-tsne"], words)
         assert not (path / "analyses").exists()
+
+
+# --- the Python API, and the JSON it writes against the command's before the API --------------------------------
+
+
+def test_option_defaults_are_the_commands(tmp_path):
+    from analyses.api import options_from
+    from analyses.sparsity import SparsityOptions, make_parser
+    from training.errors import ConfigError
+
+    args = make_parser().parse_args([str(tmp_path)])
+    assert options_from(SparsityOptions, args, tsne_steps=None, tsne=True, progress=True) == SparsityOptions()
+    with pytest.raises(ConfigError, match="--tsne-points"):
+        SparsityOptions(tsne_points=5)
+
+
+def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
+    import interp
+    from analyses import sparsity
+    from tests.analyses.golden import check_api_result, copy_fixture
+
+    run = copy_fixture("runs/add", tmp_path)
+    res = sparsity.analyse(interp.load_run(run), sparsity.SparsityOptions(n_random=3, tsne=False, progress=False))
+    assert isinstance(res, sparsity.SparsityResult) and res.steps == [0, 20, 40, 60, 80, 800]
+    assert len(res.effective_sparsity) == len(res.steps) and res.tsne == {}
+    assert res.headline["last_step"] == 800 and res.final_circuit_size == res.effective_sparsity[-1]
+    check_api_result(res, run, "sparsity", "runs/add")
+
+
+def test_command_writes_the_json_it_wrote_before(tmp_path):
+    from analyses import sparsity
+    from tests.analyses.golden import check_command
+
+    assert check_command("sparsity", "runs/add", sparsity.SparsityResult, tmp_path, sparsity.load).rule == "merrill2023"
+
+
+@pytest.mark.parametrize("steps, target, want", [([0, 10, 20], 5, 10), ([0, 10, 20], 10, 10), ([0, 10, 20], 25, 20),
+                                                 ([0, 10, 20], None, None), ([], 3, None)])
+def test_first_at_or_after_never_picks_an_earlier_checkpoint(steps, target, want):
+    from analyses.sparsity import first_at_or_after
+
+    assert first_at_or_after(steps, target) == want  # 5 -> 10, where the closest (Run.nearest_step) would be 0

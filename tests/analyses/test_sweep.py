@@ -6,12 +6,14 @@ import math
 
 import pytest
 
-from analyses.sweep import analyse, fit_exp, main, spread, thresholds
+from analyses.sweep import main
+from analyses.sweep_stats import field_series
+from analyses.sweep_stats import fit_exp, spread, thresholds
 from tests.analyses.test_hypotheses import fake_sweep
 
 
 def rows_for(outcomes, field="frac", budget=1000, extra=None):
-    """Rows as analyses.sweep.collect returns them: {value: [S_gen or None per seed]}."""
+    """Rows as analyses.sweep_stats.collect returns them: {value: [S_gen or None per seed]}."""
     return [{"params": {field: v, **(extra or {})}, "seed": s, "finished": True, "budget": budget, "S_mem": 50,
              "S_gen": g, "switch_step": None, "diverged_at": None, "final_test_acc": 1.0 if g else 0.3}
             for v, gens in outcomes.items() for s, g in enumerate(gens)]
@@ -25,13 +27,13 @@ def rows_for(outcomes, field="frac", budget=1000, extra=None):
     ({0.1: [100], 0.2: [200]}, None, None),
 ])
 def test_thresholds_in_both_directions(gen, below, above):
-    (s,) = analyse(rows_for(gen), "frac", list(gen))
+    (s,) = field_series(rows_for(gen), "frac", list(gen))
     assert s["thresholds"]["below"] == below and s["thresholds"]["above"] == above
 
 
 def test_thresholds_ignore_values_without_finished_runs_and_say_when_nothing_generalised():
     rows = rows_for({0.2: [None], 0.3: [None]}) + [{**rows_for({0.1: [10]})[0], "finished": False}]
-    (s,) = analyse(rows, "frac", [0.1, 0.2, 0.3])
+    (s,) = field_series(rows, "frac", [0.1, 0.2, 0.3])
     th = s["thresholds"]
     assert th["none_generalised"] and th["below"] == 0.3 and th["above"] == 0.2
     assert s["points"][0]["unfinished"] == 1 and s["points"][0]["runs"] == 0
@@ -53,7 +55,7 @@ def test_exp_fit_runs_on_the_medians_of_the_generalising_runs():
     gen = {x: [a * math.exp(b * x) * f for f in (0.9, 1.0, 1.2)] for x in (0.4, 0.5, 0.6)}
     gen[0.2] = [None, None, None]  # no run generalised: not in the fit
     gen[0.3] = [None, a * math.exp(b * 0.3), None]  # one did: its S_gen is the median
-    (s,) = analyse(rows_for(gen), "frac", list(gen), fit="exp")
+    (s,) = field_series(rows_for(gen), "frac", list(gen), fit="exp")
     assert s["fit"]["ok"] and s["fit"]["n"] == 4
     assert s["fit"]["a"] == pytest.approx(a, rel=1e-9) and s["fit"]["b"] == pytest.approx(b, rel=1e-9)
 
@@ -63,7 +65,7 @@ def test_spread_and_one_series_per_combination_of_the_other_fields():
     assert spread([])["median"] is None
     rows = rows_for({0.3: [None], 0.5: [100]}, extra={"lr": 0.1}) + rows_for({0.3: [50], 0.5: [60]},
                                                                                extra={"lr": 0.2})
-    series = analyse(rows, "frac", [0.3, 0.5])
+    series = field_series(rows, "frac", [0.3, 0.5])
     assert [s["key"] for s in series] == ["lr=0.1", "lr=0.2"]
     assert series[0]["thresholds"]["below"] == 0.3 and series[1]["thresholds"]["below"] is None
 
@@ -137,3 +139,40 @@ def test_on_a_tiny_real_sweep(tmp_path, capsys):
     for e in index["runs"]:  # the numbers are the runs' own
         assert by_run[(e["params"]["label_noise"], e["seed"])]["S_mem"] == e.get("S_mem")
     assert (out / "analyses" / "sweep_label_noise.png").stat().st_size > 0
+
+
+# --- the Python API, and the JSON it writes against the command's before the API --------------------------------
+
+
+def test_option_defaults_are_the_commands(tmp_path):
+    from analyses.api import options_from
+    from analyses.sweep import SweepOptions, make_parser
+    from training.errors import ConfigError
+
+    args = make_parser().parse_args([str(tmp_path)])
+    assert options_from(SweepOptions, args, progress=True) == SweepOptions()
+    with pytest.raises(ConfigError, match="--fit"):
+        SweepOptions(fit="linear")
+
+
+def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
+    from analyses import sweep
+    from tests.analyses.golden import check_api_result, copy_fixture
+
+    where = copy_fixture("sweeps/wd", tmp_path)
+    res = sweep.analyse(where, sweep.SweepOptions(fit="exp", progress=False))
+    assert isinstance(res, sweep.SweepResult) and res.field == "wd" and res.fit == "exp"
+    (s,) = res.series
+    assert s["thresholds"]["above"] == 0.2 and [p["value"] for p in s["points"]] == [0.0, 0.1, 0.2, 0.3]
+    check_api_result(res, where, "sweep", "sweeps/wd")
+    # a sweep with methods gives the method view unless a field is asked for
+    methods = sweep.analyse(copy_fixture("sweeps/methods", tmp_path), sweep.SweepOptions(progress=False))
+    assert type(methods).__name__ == "MethodsResult" and methods.reference == "adamw"
+
+
+def test_command_writes_the_json_it_wrote_before(tmp_path):
+    from analyses import sweep
+    from tests.analyses.golden import check_command
+
+    assert check_command("sweep", "sweeps/wd", sweep.SweepResult, tmp_path,
+                         lambda where: sweep.load(where, "wd")).series[0]["fit"]["ok"]

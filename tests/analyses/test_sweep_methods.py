@@ -124,3 +124,29 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, metho
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0], err
     assert not (tmp_path / "analyses").exists()
+
+
+# --- the Python API, and the JSON it writes against the command's before the API --------------------------------
+
+
+def test_analyse_returns_the_typed_result_the_command_wrote(tmp_path):
+    from analyses import sweep_methods
+    from tests.analyses.golden import check_api_result, copy_fixture
+
+    where = copy_fixture("sweeps/methods", tmp_path)
+    res = sweep_methods.analyse(where, sweep_methods.MethodsOptions(progress=False))
+    assert isinstance(res, sweep_methods.MethodsResult) and res.methods == list(VARIANTS)
+    speed = {g["method"]: (g["speedup"], g["speedup_bound"]) for g in res.groups}
+    assert speed["adamw"] == (1.0, None) and speed["fast"] == (pytest.approx(550 / 110), None)
+    assert speed["never"] == (pytest.approx(550 / 1000), "<")  # never within its budget: at most 550 / 1000
+    check_api_result(res, where, "sweep", "sweeps/methods")
+    only = sweep_methods.analyse(where, sweep_methods.MethodsOptions(methods="fast,adamw", progress=False))
+    assert only.methods == ["adamw", "fast"] and {r["params"]["method"] for r in only.rows} == {"adamw", "fast"}
+
+
+def test_command_writes_the_json_it_wrote_before(tmp_path):
+    from analyses import sweep_methods
+    from tests.analyses.golden import check_command
+
+    assert check_command("sweep", "sweeps/methods", sweep_methods.MethodsResult, tmp_path,
+                         sweep_methods.load).reference == "adamw"
