@@ -45,6 +45,7 @@ from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, 
 from training.constants import CKPT_DIR, LOCK, STATE_DIR, STATE_PATH, SWEEP_CKPT, SWEEP_INDEX
 from training.errors import RunDirError
 from training.presets import PRESETS, get_preset
+from training.registry import transform_specs
 
 INDEX = SWEEP_INDEX
 STOP_FILE = ".drain"  # written by a draining driver, watched by every chunk executor (training.sweep_exec)
@@ -90,7 +91,7 @@ SWEEPS: dict[str, SweepSpec] = {
 
 
 def accel_methods(batch_size: int, sgd_lr: float = 0.1) -> dict[str, dict[str, Any]]:
-    """Issue 13's comparison: baselines (Power et al. 2022's optimisers and regularisers) and the methods that
+    """The accelerator comparison: baselines (Power et al. 2022's optimisers and regularisers) and the methods that
     claim to remove the delay, each as overrides of a base config whose optimiser is AdamW with weight decay.
     `batch_size`: the other batch size of the batch-size baseline: a minibatch when the base trains full batch
     ("adamw-minibatch"), 0 when the base trains on minibatches ("adamw-full-batch")."""
@@ -101,15 +102,11 @@ def accel_methods(batch_size: int, sgd_lr: float = 0.1) -> dict[str, dict[str, A
         "adam-no-wd": {"optimizer": "adam", "wd": 0.0},
         "sgd-momentum": {"optimizer": "sgd", "lr": sgd_lr, "momentum": 0.9, "wd": 0.0},
         "dropout": {"dropout": 0.1},
-        "weight-noise": {"weight_noise": 0.01},
-        "decay-to-init": {"decay_to_init": True},
-        "grokfast-ema": {"grokfast": "ema", "grokfast_alpha": 0.98, "grokfast_lamb": 2.0},  # Lee et al.'s EMA
-        "grokfast-ma": {"grokfast": "ma", "grokfast_window": 100, "grokfast_lamb": 5.0},  # ... and MA settings
-        "perp-adamw": {"perp_grad": True, "wd": 0.0},  # Prieto et al.: groks without weight decay
+        # each transform's own methods (weight noise, Grokfast, ⊥AdamW, decay to init, the norm constraint)
+        **{label: over for spec in transform_specs() for label, over in spec.methods.items()},
         "stablemax": {"loss": "stablemax", "wd": 0.0},
         "stablemax-wd": {"loss": "stablemax"},
         "stablemax-perp": {"loss": "stablemax", "perp_grad": True, "wd": 0.0},
-        "constrain-norm": {"constrain_norm": 0.8, "wd": 0.0},  # Omnigrok: fixed norm, no weight decay
     }
 
 

@@ -219,3 +219,17 @@ def test_no_import_cycles(package):
     for name in ("training", "interp", "analyses"):
         graph.update(_module_graph(name))
     assert [c for c in find_cycles(graph) if c[0].startswith(package)] == []
+
+
+def test_each_transform_method_of_the_sweeps_switches_its_transform_on():
+    from training.sweep import accel_methods
+
+    methods = accel_methods(128)
+    base = tiny_config()
+    for spec in transform_specs():
+        assert spec.methods, spec.name
+        for label, over in spec.methods.items():
+            assert methods[label] == over
+            cfg = base.replace(**over)
+            validate(cfg)
+            assert spec.active(cfg.optim) and not spec.active(base.optim), label
