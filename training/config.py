@@ -11,13 +11,14 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 
 from training.constants import MAX_INT
 from training.errors import ConfigError  # noqa: F401  (re-exported: bad configuration value, one line, exit 2)
 from training.memory import check_memory
 from training.registry import check_pairing, model_names, model_spec, task_shape
+from training.rules import check_fields, choices
 
 
 @dataclass(frozen=True)
@@ -253,12 +254,6 @@ def field_type(name: str) -> type:
     return type(default)
 
 
-MAX_LAYERS = 1000
-MAX_INIT_SCALE = 1e6
-MAX_CKPT_FLOOR = 100_000
-MAX_GROKFAST_WINDOW = 10_000
-
-
 def parse_value(name: str, text: str) -> Any:
     """A command-line value for field `name`: ints also as 1e4, floats finite, bools as true/false/1/0/yes/no."""
     kind = field_type(name)
@@ -308,75 +303,6 @@ def _check_types(cfg: RunConfig) -> None:
             raise ConfigError(f"{flag}: contains a NUL character")
 
 
-def _choices(names) -> str:
-    names = list(names)
-    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
-
-
-def _in(lo: float, hi: float, closed: str = "[)") -> tuple[Callable[[Any], bool], str]:
-    left = (lambda v: v >= lo) if closed[0] == "[" else (lambda v: v > lo)
-    right = (lambda v: v <= hi) if closed[1] == "]" else (lambda v: v < hi)
-    return (lambda v: left(v) and right(v)), f"must be in {closed[0]}{lo:g}, {hi:g}{closed[1]}"
-
-
-def _at_least(lo: float, note: str = "") -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v >= lo), f"must be >= {lo:g}{note}"
-
-
-def _positive(note: str = "") -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v > 0), f"must be positive{note}"
-
-
-def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in choices), f"must be {_choices(choices)}"
-
-
-def _off_or(rule: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v == -1 or rule[0](v)), f"{rule[1]} (or -1 = off)"
-
-
-# The one check of each field's value (its type is checked from its default first). A rule between fields, or one
-# that needs the task's or the model's spec, lives in `validate` and in the specs (training.taskshape, ...).
-CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    # task (the name, the group and --data-path are the task spec's to check)
-    "frac": _in(0, 1, "()"), "p": _at_least(2), "k": _at_least(1), "split_seed": _at_least(0),
-    "n_train": _at_least(0, " (0 = the task's default)"), "n_test": _at_least(0, " (0 = the task's default)"),
-    "n_bits": _at_least(1), "label_noise": _in(0, 0.5, "[]"), "n_digits": _at_least(1), "seq_len": _at_least(1),
-    "seq_vocab": _at_least(1), "repeat_len": _at_least(1), "n_repeats": _at_least(1),
-    "repeat_interval": _at_least(0, " (0 = derived)"), "n_elements": _at_least(1), "n_values": _at_least(1),
-    # model (the model name is checked against the registry in `validate`)
-    "act_fn": _one_of("relu", "gelu", "tanh"), "normalization_type": _one_of("none", "LN"), "dropout": _in(0, 1),
-    # float32 weights times a larger alpha overflow to inf at initialisation (Omnigrok's alphas stay below 1e2)
-    "init_scale": _in(0, MAX_INIT_SCALE, "(]"),
-    # each layer is a Python module: a million tiny ones fit in memory but take hours to build
-    "n_layers": _in(1, MAX_LAYERS, "[]"), "d_model": _positive(), "n_heads": _positive(), "d_head": _positive(),
-    "d_mlp": _at_least(0, " (0 = attention-only)"),
-    # optim
-    "optimizer": _one_of("adamw", "adam", "sgd"), "lr": _positive(), "wd": _at_least(0), "beta1": _in(0, 1),
-    "beta2": _in(0, 1), "momentum": _in(0, 1), "batch_size": _at_least(0, " (0 = full batch)"),
-    "warmup_steps": _at_least(0), "constrain_norm": _at_least(0, " (0 = off)"),
-    "wd_after_memorisation": _off_or(_at_least(0)), "lr_after_memorisation": _off_or(_positive()),
-    "weight_noise": _at_least(0, " (0 = off)"), "grokfast": _one_of("none", "ema", "ma"),
-    "grokfast_alpha": _in(0, 1), "grokfast_lamb": _at_least(0),
-    # the window is a ring buffer of that many gradients per parameter
-    "grokfast_window": _in(1, MAX_GROKFAST_WINDOW, "[]"), "loss": _one_of("task", "stablemax"),
-    # train
-    "steps": _positive(), "eval_every": _positive(), "seed": _at_least(0), "batch_seed": _at_least(0),
-    "device": _one_of("auto", "cpu", "cuda"), "stop_after_gen": _at_least(-1, " (-1 = never stop early)"),
-    # ckpt (the floor is laid out as an array of that many steps before training starts)
-    "ckpt_floor": _in(2, MAX_CKPT_FLOOR, "[]"), "ckpt_max": _at_least(2), "ckpt_acc_delta": _at_least(0),
-    "ckpt_loss_delta": _at_least(0), "ckpt_max_mb": _positive(),
-}
-
-
-def check_fields(values: dict[str, Any]) -> None:
-    """ConfigError naming the first field of `values` ({name: value}) that breaks its rule in CHECKS."""
-    for name, value in values.items():
-        rule = CHECKS.get(name)
-        if rule is not None and not rule[0](value):
-            raise ConfigError(f"--{name.replace('_', '-')} {rule[1]}, got {value!r}")
-
-
 def _need(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -384,16 +310,16 @@ def _need(ok: bool, message: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Every check on a config that needs no tensor: types and field rules here, then the model's and the task's
-    own constraints (their specs, training.registry) and the memory estimate (training.memory). training.run and
-    the sweeps call it before anything is written, `training.loop` for every other caller; none of it imports
-    torch."""
+    own constraints (their specs, training.registry) and the memory estimate (training.memory). Called once per
+    run, before anything is written: by training.run, the sweeps (their planner, and each executor for the runs
+    it starts) and the analyses that train; `training.loop` trains configs that passed it. No torch here."""
     _check_types(cfg)
     check_fields(cfg.flat())
     m = cfg.model
-    _need(m.model in model_names(), f"--model must be {_choices(model_names())}, got '{m.model}'")
+    _need(m.model in model_names(), f"--model must be {choices(model_names())}, got '{m.model}'")
     attention_only = [name for name in model_names() if not model_spec(name).needs_mlp]
     _need(m.d_mlp > 0 or m.model in attention_only,
-          f"--d-mlp must be positive (0 = attention-only, {_choices(attention_only)} only), got {m.d_mlp}")
+          f"--d-mlp must be positive (0 = attention-only, {choices(attention_only)} only), got {m.d_mlp}")
     _need(cfg.ckpt.ckpt_floor <= cfg.ckpt.ckpt_max, "need 2 <= --ckpt-floor <= --ckpt-max")
     shape = task_shape(cfg.task)
     check_pairing(model_spec(m.model), shape.name, vectors=shape.d_vocab == 0, sequence=shape.sequence)

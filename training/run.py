@@ -60,9 +60,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
 
 
 def check(cfg: RunConfig):
-    """Everything that can be wrong with a config, found before the run directory is touched: `validate` first
-    (no torch), then the task and the model are built (which reads --data-path files, for instance)."""
-    validate(cfg)
+    """What is left to find wrong with a config that passed `validate` (the one check of a run, made before torch
+    loads), found before the run directory is touched: the task and the model are built (which reads --data-path
+    files, for instance)."""
     from training.models import build_model
     from training.tasks import build_task
 
@@ -113,6 +113,7 @@ def _main(args: argparse.Namespace) -> int:
         cfg, extras = read_config(run_dir)
         steps_changed = "steps" in overrides and overrides["steps"] != cfg.train.steps
         cfg = cfg.replace(steps=overrides.get("steps", cfg.train.steps))
+        validate(cfg)
         data = check(cfg)
         pick_device(cfg.train.device)  # before the lock: nothing is written for a config that cannot run here
         lock = RunLock(run_dir).acquire()
@@ -192,6 +193,8 @@ def _main_seeds(args: argparse.Namespace) -> int:
             raise ConfigError("--resume of a seeds directory keeps its runs' configs; give no other flag")
         dirs = seed_dirs(args.resume)
         cfgs, presets = zip(*((cfg, extras.get("preset", "")) for cfg, extras in map(read_config, dirs)))
+        for c in cfgs:
+            validate(c)
         datas = [check(c) for c in cfgs]
         pick_device(cfgs[0].train.device)
         locks = [RunLock(d).acquire() for d in dirs]

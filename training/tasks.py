@@ -20,7 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from training.config import ConfigError, TaskConfig, check_fields
+from training.config import ConfigError, TaskConfig
+from training.rules import check_fields
 from training.groups import GROUP_OPS, get_group
 from training.registry import task_spec
 from training.taskdata import TaskData, random_split, split_digest  # noqa: F401  (re-exported)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, tiny_config
-from training.config import CHECKS, ConfigError, ModelConfig, OptimConfig, TaskConfig, TrainConfig, validate
+from training.config import ConfigError, ModelConfig, OptimConfig, TaskConfig, TrainConfig, validate
+from training.rules import CHECKS
 from training.ensemble import shape_key
 from training.memory import activations_per_example, estimate, n_params
 from training.registry import (STEP_FIELDS, ensemble_key, model_names, model_spec, task_names, task_shape,
@@ -233,3 +234,14 @@ def test_each_transform_method_of_the_sweeps_switches_its_transform_on():
             cfg = base.replace(**over)
             validate(cfg)
             assert spec.active(cfg.optim) and not spec.active(base.optim), label
+
+
+def test_every_default_keeps_its_rule_and_the_rule_can_fail():
+    from training.config import RunConfig
+
+    flat = RunConfig().flat()
+    for name, (holds, text) in CHECKS.items():
+        assert holds(flat[name]), name
+        assert text.startswith("must be"), name
+    with pytest.raises(ConfigError, match=r"^--label-noise must be in \[0, 0.5\], got 0.7$"):
+        validate(tiny_config(label_noise=0.7))
