@@ -175,7 +175,7 @@ def make_parser() -> Parser:
 
 
 def body(args) -> int:
-    from training.rundir import atomic_write_json
+    from training.safeio import atomic_write_json, output_dir
 
     index = read_sweep(args.sweep_dir)
     grid = index["spec"]["grid"]
@@ -189,8 +189,7 @@ def body(args) -> int:
         pass
     res = {"sweep": str(args.sweep_dir), "param": param, "preset": index["spec"].get("preset"),
            "seeds": index["spec"].get("seeds"), **summarise(rows, values), "rows": rows}
-    out = args.sweep_dir / "analyses"
-    out.mkdir(exist_ok=True)
+    out = output_dir(args.sweep_dir / "analyses")
     plot(res, out / f"{NAME}.png")
     atomic_write_json(out / f"{NAME}.json", json_safe(res))
     print(table(res))

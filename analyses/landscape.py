@@ -18,7 +18,6 @@ Writes RUN_DIR/analyses/landscape.json and landscape.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from analyses.common import check_checkpoints, finite, open_run, require_run_dir, write_outputs
 from training.cli import Parser, main_entry, positive_float, positive_int, regex, require
 from training.errors import ConfigError, RunDirError
+from training.safeio import read_json
 
 # torch and matplotlib are imported where they are used: --help and bad flags answer at once.
 
@@ -125,8 +125,9 @@ def analyse(run, steps: list[int], group: str | None, n_norms: int, span: float,
     reduced_path = run.dir / "analyses" / REDUCED
     reduced = None
     if reduced_path.exists():
+        raw = read_json(reduced_path, "reduced landscape")
         try:
-            reduced = ReducedLandscape.from_dict(json.loads(reduced_path.read_text()))
+            reduced = ReducedLandscape.from_dict(raw)
         except (TypeError, ValueError, KeyError, AttributeError) as e:  # JSONDecodeError is a ValueError
             raise RunDirError(f"{reduced_path}: unreadable ({e})") from None
     if reduced is not None and not finite([reduced.w_c]):

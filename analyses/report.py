@@ -16,7 +16,8 @@ it failed. The report is rewritten after every section; sections not run this ti
 
 Scales: `smoke` (toy sizes; tested), `cpu` (what a 2-core CPU does in well under an hour; each section states
 its settings), `gpu` (the seeds' own settings; untested here, `--dry-run` prints its plan). Bad input (an unknown
-section or scale, --out naming a file) is one line and exit status 2, before anything is written.
+section or scale, --out naming a file, or a folder the report did not make) is one line and exit status 2, before
+anything is written. DIR must be new, empty, or the report's own (marked `.grokscope-report` when claimed).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from analyses import report_runs as rr
 from analyses import report_sweeps as rs
 from analyses.report_common import (SCALES, VERDICT_RULE, Ctx, SectionDef, SectionSkipped, spec_summary,
                                     verdict)
-from analyses.report_write import write_report
+from analyses.report_write import check_report_dir, claim_report_dir, write_report
 from training.cli import Parser, json_safe, main_entry, positive_int, require
 
 Q004_FRAC = ("When α=80%, the model generalizes in 10^4 steps. As α decreases, it becomes easier for the model to "
@@ -206,10 +207,12 @@ def body(args) -> int:
     require(not args.data_path or Path(args.data_path).is_dir(), f"--data-path {args.data_path}: no such folder")
     require_writable_dir(out)
     require_writable_dir(args.root)
+    check_report_dir(out)
     plans = plan(args)
     if args.dry_run:
         print_plan(args, plans)
         return 0
+    claim_report_dir(out)  # before any section: its figures go there too
     ctx = Ctx(args.scale, args.root, out, args.backend, args.workers, args.data_path, args.progress,
               log=lambda m: print(m, flush=True))
     t0 = time.perf_counter()

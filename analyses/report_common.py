@@ -6,7 +6,6 @@ Imports nothing heavy: `python -m analyses.report --help`, bad flags and `--dry-
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import statistics
@@ -202,7 +201,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    from training.safeio import read_json as read
+
+    return read(path, "analysis result")
 
 
 def first_step(metrics: list[dict[str, Any]], key: str, test: Callable[[float], bool]) -> int | None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from analyses.report_common import (SMOKE_CKPT, Check, Ctx, Outcome, SectionSkipped, Table, curves_figure,
                                     failed_note, median, read_json, save_figure)
+from training.safeio import atomic_write_bytes
 from training.sweep import SWEEPS, SweepSpec, fmt
 
 S5_SUBGROUP = "(0 3)(1 4); (1 2)(3 4)"  # seed 000's subgroup of S5
@@ -30,14 +31,14 @@ def analysis(module: str, body: str, argv: list[str], out_dir: Path, result: str
     stamp = out_dir / f".report_{Path(result).stem}.argv"
     target = out_dir / result
     summary = Path(argv[0]) / "summary.json" if argv and Path(argv[0]).is_dir() else None
-    fresh = target.exists() and stamp.exists() and json.loads(stamp.read_text()) == argv and \
+    fresh = target.exists() and stamp.exists() and read_json(stamp) == argv and \
         (summary is None or not summary.exists() or summary.stat().st_mtime <= target.stat().st_mtime)
     if not fresh:
         mod = importlib.import_module(module)
         args = mod.make_parser().parse_args(argv)
         with contextlib.redirect_stdout(io.StringIO()):
             getattr(mod, body)(args)
-        stamp.write_text(json.dumps(argv))
+        atomic_write_bytes(stamp, json.dumps(argv).encode())
     return read_json(target)
 
 

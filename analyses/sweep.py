@@ -49,14 +49,17 @@ def read_sweep(sweep_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"{sweep_dir}: no such sweep directory")
     if not path.exists():
         raise RunDirError(f"{sweep_dir}: not a sweep directory (no {INDEX}; make one with python -m training.sweep)")
+    from training.safeio import read_json, refuse_links
+
+    refuse_links(sweep_dir, ["analyses"])  # where the outputs go: refused now, not after the work
+    index = read_json(path, "sweep index")
     try:
-        index = json.loads(path.read_text())
         grid, runs = index["spec"]["grid"], index["runs"]
         if not isinstance(grid, dict) or not isinstance(runs, list):
             raise TypeError("spec.grid must be an object and runs a list")
         for r in runs:
             r["dir"], r["params"], r["seed"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise RunDirError(f"{path}: unreadable sweep index ({type(e).__name__}: {e})") from None
     return index
 
@@ -65,17 +68,18 @@ def read_run(sweep_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """One run of the index as a row: its parameters and seed, whether it is finished, and (if so) its numbers
     read from its own summary.json (the index can lag behind an interrupted sweep)."""
     from training.rundir import SUMMARY, run_finished
+    from training.safeio import read_json
 
     run_dir = sweep_dir / str(entry["dir"])
     row = {"params": entry["params"], "seed": entry["seed"], "finished": run_finished(run_dir),
            "budget": entry.get("budget")}
     if row["finished"]:
+        s = read_json(run_dir / SUMMARY, "summary")
         try:
-            s = json.loads((run_dir / SUMMARY).read_text())
             final = s.get("final") or {}
             row.update(S_mem=s.get("S_mem"), S_gen=s.get("S_gen"), switch_step=s.get("switch_step"),
                        diverged_at=s.get("diverged_at"), final_test_acc=final.get("test_acc"))
-        except (OSError, ValueError, AttributeError) as e:
+        except AttributeError as e:
             raise RunDirError(f"{run_dir / SUMMARY}: unreadable summary ({e})") from None
         row["budget"] = row["budget"] if row["budget"] is not None else s.get("steps")
     return row
@@ -349,8 +353,8 @@ def make_parser() -> Parser:
 
 
 def body(args) -> int:
-    from training.rundir import atomic_write_json
     from training.cli import json_safe
+    from training.safeio import atomic_write_bytes, atomic_write_json, output_dir
 
     index = read_sweep(args.sweep_dir)
     variants = index["spec"].get("variants") or {}
@@ -370,14 +374,12 @@ def body(args) -> int:
     series = analyse(rows, field, grid[field], args.fit)
     res = {"sweep": str(args.sweep_dir), "field": field, "preset": index["spec"].get("preset"),
            "seeds": index["spec"].get("seeds"), "fit": args.fit, "series": series, "rows": rows}
-    out = args.sweep_dir / "analyses"
-    out.mkdir(exist_ok=True)
+    out = output_dir(args.sweep_dir / "analyses")
     stem = f"{NAME}_{field}"
     text = table(field, series)
     plot(field, series, rows, f"{args.sweep_dir.name}: steps against {field} ({res['preset']})", out / f"{stem}.png")
     atomic_write_json(out / f"{stem}.json", json_safe(res))
-    (out / f".{stem}.md.tmp").write_text(text + "\n\n" + "\n".join(summary_lines(field, series)) + "\n")
-    (out / f".{stem}.md.tmp").replace(out / f"{stem}.md")
+    atomic_write_bytes(out / f"{stem}.md", (text + "\n\n" + "\n".join(summary_lines(field, series)) + "\n").encode())
     print(text)
     print("\n".join(summary_lines(field, series)))
     print(f"wrote {out / stem}.json, .png and .md")

@@ -197,7 +197,7 @@ def _save(fig, path: Path) -> None:
 
 def run(sweep_dir: Path, index: dict[str, Any], rows: list[dict[str, Any]], methods_text: str | None) -> int:
     from training.cli import json_safe
-    from training.rundir import atomic_write_json
+    from training.safeio import atomic_write_bytes, atomic_write_json, output_dir
 
     spec = index["spec"]
     methods = pick(list(spec["variants"]), methods_text)
@@ -206,8 +206,7 @@ def run(sweep_dir: Path, index: dict[str, Any], rows: list[dict[str, Any]], meth
     reference = REFERENCE if REFERENCE in methods else methods[0]
     groups = group(rows, methods)
     speedups(groups, reference)
-    out = sweep_dir / "analyses"
-    out.mkdir(exist_ok=True)
+    out = output_dir(sweep_dir / "analyses")
     name, text = sweep_dir.name, table(groups, reference)
     written = [out / "sweep_by_method.png"]
     plot_sgen(groups, rows, methods, f"{name}: S_gen per method ({spec.get('preset')})", written[0])
@@ -221,8 +220,7 @@ def run(sweep_dir: Path, index: dict[str, Any], rows: list[dict[str, Any]], meth
            "variants": {m: spec["variants"][m] for m in methods}, "seeds": spec.get("seeds"), "groups": groups,
            "rows": rows}
     atomic_write_json(out / "sweep_by_method.json", json_safe(res))
-    (out / ".sweep_by_method.md.tmp").write_text(text + "\n")
-    (out / ".sweep_by_method.md.tmp").replace(out / "sweep_by_method.md")
+    atomic_write_bytes(out / "sweep_by_method.md", (text + "\n").encode())
     print(text)
     print(f"wrote {out / 'sweep_by_method'}.json, .md, " + ", ".join(str(p) for p in written))
     return 0

@@ -183,7 +183,7 @@ def _main_seeds(args: argparse.Namespace) -> int:
     ordinary run directory; `--resume <out>` continues all of them."""
     from training.ensemble import train_ensemble
     from training.loop import pick_device
-    from training.rundir import RunLock, check_resume, create_run_dir, read_config
+    from training.rundir import RunLock, check_resume, create_run_dirs, read_config
 
     if args.resume is not None:
         _, overrides = config_from_args(args)
@@ -206,9 +206,8 @@ def _main_seeds(args: argparse.Namespace) -> int:
         if args.resume is not None:
             for d, c, data in zip(dirs, cfgs, datas):
                 check_resume(d, c, data)
-        else:
-            for d in dirs:
-                locks.append(create_run_dir(d, overwrite=args.overwrite))
+        else:  # every member checked before any is replaced
+            locks += create_run_dirs(dirs, overwrite=args.overwrite)
         t0 = time.perf_counter()
         out = train_ensemble(list(cfgs), dirs, resume=args.resume is not None, progress=not args.no_progress,
                              preset=preset)
