@@ -65,7 +65,8 @@ def test_a_sweep_index_that_is_not_utf8_is_one_line(tmp_path, capsys):
 
 def kill_driver_once_training(tmp_path, backend: str):
     """Start a sweep of two never-ending runs in a driver process, SIGKILL the driver once both train, and return
-    the processes it had started (workers, Ray's, the resource tracker) and the run directories."""
+    the processes it had started (workers, Ray's, the resource tracker), their command lines and the run
+    directories."""
     psutil = pytest.importorskip("psutil")
     out = tmp_path / "sw"
     spec = SweepSpec("parity-blog", {"n_layers": [1]}, [0, 1], LONG)
@@ -81,10 +82,18 @@ def kill_driver_once_training(tmp_path, backend: str):
             assert driver.poll() is None and time.monotonic() < deadline, "the sweep did not start training"
             time.sleep(0.2)
         started = psutil.Process(driver.pid).children(recursive=True)
+        commands = [command(psutil, p) for p in started]
     finally:
         driver.kill()
         driver.wait()
-    return psutil, started, runs
+    return psutil, started, commands, runs
+
+
+def command(psutil, p) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # gone, or a zombie by now
+        return ""
 
 
 def assert_all_stop(psutil, started, within: float):
@@ -92,12 +101,12 @@ def assert_all_stop(psutil, started, within: float):
     gone, alive = psutil.wait_procs(started, timeout=within)
     for p in alive:  # never leave them behind, even when the assertion fails
         p.kill()
-    assert not alive, [p.cmdline() for p in alive if p.is_running()]
+    assert not alive, [command(psutil, p) for p in alive]
 
 
 @pytest.mark.slow  # two worker processes import torch
 def test_local_workers_stop_and_save_their_state_when_the_driver_is_killed(tmp_path):
-    psutil, started, runs = kill_driver_once_training(tmp_path, "local")
+    psutil, started, _, runs = kill_driver_once_training(tmp_path, "local")
     assert_all_stop(psutil, started, within=60)
     for r in runs:  # each drained as on Ctrl-C: its state saved at the step it reached, resumable
         assert (r / "state" / "state.safetensors").is_file() and not (r / ".drain").exists()
@@ -106,6 +115,6 @@ def test_local_workers_stop_and_save_their_state_when_the_driver_is_killed(tmp_p
 @pytest.mark.slow  # starts a Ray instance
 def test_a_ray_instance_the_driver_started_stops_when_the_driver_is_killed(tmp_path):
     pytest.importorskip("ray")
-    psutil, started, _ = kill_driver_once_training(tmp_path, "ray")
-    assert any("raylet" in " ".join(p.cmdline()) for p in started)
+    psutil, started, commands, _ = kill_driver_once_training(tmp_path, "ray")
+    assert any("raylet" in c for c in commands) and any("DashboardAgent" in c for c in commands), commands
     assert_all_stop(psutil, started, within=60)
