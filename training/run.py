@@ -22,6 +22,7 @@ from pathlib import Path
 from training.cli import Parser, main_entry
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
 from training.errors import RunDirError
+from training.memory import LIMIT_ENV, members_that_fit
 from training.presets import PRESETS, get_preset
 
 DEFAULT_ROOT = Path("checkpoints")
@@ -87,7 +88,11 @@ def _checked_main(args: argparse.Namespace) -> int:
     if args.resume is None:
         validate(cfg)
     if args.seeds is not None:
-        parse_seeds(args.seeds)
+        seeds = parse_seeds(args.seeds)
+        fit = members_that_fit([cfg])
+        if fit is not None and len(seeds) > fit:  # one ensemble: every member in memory at once
+            raise ConfigError(f"--seeds: {len(seeds)} members do not fit in memory at once (about {fit} do, by the "
+                              f"estimate; see {LIMIT_ENV}); train fewer seeds per command")
     if args.seeds is not None or (args.resume is not None and seed_dirs(args.resume)):
         return _main_seeds(args)
     return _main(args)

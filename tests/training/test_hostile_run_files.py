@@ -118,6 +118,18 @@ def test_resume_counters_that_make_no_sense_are_refused_before_anything_is_touch
 # --- paths and files that are not what they seem ---------------------------------------------------------------
 
 
+def test_more_seeds_than_fit_in_memory_as_one_ensemble_are_refused(tmp_path, capsys, monkeypatch):
+    from training.memory import estimate
+    from training.run import config_from_args, make_parser
+    from training.taskshape import task_shape
+
+    cfg, _ = config_from_args(make_parser().parse_args(TINY))
+    monkeypatch.setenv("GROKSCOPE_MEMORY_LIMIT", str(int(3.5 * sum(estimate(cfg, task_shape(cfg.task)).values()))))
+    assert call_main(*TINY, "--seeds", "0-3", "--out", str(tmp_path / "E")) == 2
+    assert "--seeds: 4 members" in one_line(capsys) and os.listdir(tmp_path) == []
+    assert call_main(*TINY, "--seeds", "0-2", "--out", str(tmp_path / "E")) == 0  # where it must not bind
+
+
 def test_an_out_path_that_is_not_utf8_is_refused_before_anything_is_created(tmp_path, capsys):
     """It used to train, then fail with a matplotlib TypeError drawing curves.png."""
     out = tmp_path / os.fsdecode(b"run-\xff")
