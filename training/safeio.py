@@ -61,8 +61,8 @@ def open_regular(path: Path):
 
 
 def read_bytes(path: Path, limit: int = MAX_READ) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes (a file still growing is read up to its size when
-    opened: an appended line comes whole or not at all)."""
+    """The bytes of a regular file of at most `limit` bytes (a file still growing, such as metrics.jsonl, is read
+    up to the size it had when opened; a torn last line is the reader's to drop)."""
     path = Path(path)
     with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
