@@ -18,7 +18,7 @@ import re
 
 from training.constants import EVAL_CHUNK
 from training.errors import ConfigError
-from training.registry import model_spec, task_spec, transform_specs
+from training.registry import model_spec, task_shape, task_spec, transform_specs
 
 LIMIT_ENV = "GROKSCOPE_MEMORY_LIMIT"
 PHYSICAL_SHARE = 0.8
@@ -102,8 +102,6 @@ def check_memory(cfg, shape) -> None:
 def members_that_fit(cfgs) -> int | None:
     """How many runs like the largest of `cfgs` fit in memory at once as one ensemble, by the estimate (None when
     there is no limit). A sweep's chunk never holds more: a chunk of 100001 members is a 24 GB ensemble."""
-    from training.taskshape import task_shape
-
     limit, _ = memory_limit()
     if limit is None or not cfgs:
         return None

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save
 from training.cli import json_safe
 from training.config import SECTIONS, ConfigError, RunConfig
 from training.errors import RunDirError  # noqa: F401  (re-exported)
+from training.taskdata import split_digest
 from training.safeio import (atomic_write_bytes, atomic_write_json, open_append, open_lock, open_regular,  # noqa: F401
                              output_dir, read_bytes, read_json, refuse_links, unlink_quietly)
 
@@ -166,8 +167,6 @@ def set_steps(run_dir: Path, steps: int) -> None:
 
 def check_split(path: Path, data) -> None:
     """split.json must describe exactly the split rebuilt from the config (its sha256 and its train indices)."""
-    from training.tasks import split_digest
-
     split = read_json(path, "split")
     if not isinstance(split, dict):
         raise RunDirError(f"{path}: not a split (expected a JSON object)")
