@@ -26,7 +26,7 @@ class TaskConfig:
     """What is learned.
 
     Args:
-        task: task name from `training.tasks.TASKS` (e.g. "add", "x/y", "kadd").
+        task: task name (`training.registry.task_names()`, e.g. "add", "x/y", "kadd").
         p: modulus for the mod-p tasks.
         frac: training fraction of all operand tuples.
         k: number of summands for "kadd" (x1 + ... + xk mod p).
