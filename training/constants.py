@@ -10,6 +10,8 @@
 <run>/curves.png             loss and accuracy against step
 <run>/analyses/              written by the analyses
 <sweep>/sweep.json           the sweep's index: its spec and one entry per run
+<sweep>/.drain               asks every chunk executor of a draining sweep to stop after its current step
+<out>/seed=<s>/              python -m training.run --seeds: one ordinary run directory per init seed
 ```
 """
 
@@ -27,6 +29,8 @@ FORMAT = "grokscope-run/1"  # with a run_id, marks a directory as one this proje
 
 # --- the sweep directory (training.sweep) --------------------------------------------------------------------
 SWEEP_INDEX = "sweep.json"
+SWEEP_STOP = ".drain"  # written by a draining driver, watched by every chunk executor (training.sweep_exec)
+SEED_DIR = "seed={}"  # python -m training.run --seeds: one run directory per init seed under --out
 # the checkpoint budget of the sweeps' runs: a sweep keeps many runs, each needs its curve more than its weights
 SWEEP_CKPT = {"ckpt_floor": 8, "ckpt_max": 12}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from training.cli import Parser, main_entry
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
-from training.constants import CONFIG
+from training.constants import CONFIG, SEED_DIR
 from training.errors import RunDirError
 from training.memory import LIMIT_ENV, members_that_fit
 from training.presets import PRESETS, get_preset
@@ -159,7 +159,6 @@ def _main(args: argparse.Namespace) -> int:
 
 # --- several init seeds of one config as one ensemble ------------------------------------------------------------
 
-SEED_DIR = "seed={}"
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -42,14 +42,14 @@ from typing import Any
 from training.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, MAX_INT, Parser, main_entry, nonneg_int,
                           positive_int, require)
 from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, validate
-from training.constants import CKPT_DIR, LOCK, STATE_DIR, STATE_PATH, SWEEP_CKPT, SWEEP_INDEX
+from training.constants import CKPT_DIR, LOCK, STATE_DIR, STATE_PATH, SWEEP_CKPT, SWEEP_INDEX, SWEEP_STOP
 from training.errors import RunDirError
 from training.safeio import atomic_write_bytes
 from training.presets import PRESETS, get_preset
 from training.registry import transform_specs
 
 INDEX = SWEEP_INDEX
-STOP_FILE = ".drain"  # written by a draining driver, watched by every chunk executor (training.sweep_exec)
+STOP_FILE = SWEEP_STOP
 STATE = STATE_PATH
 
 
