@@ -33,6 +33,7 @@ from typing import Any
 from analyses.api import BadInput, as_run
 from analyses.common import require_writable_dir, write_outputs
 from training.cli import Parser, main_entry
+from training.errors import RunDirError
 
 PAGE = "explore.html"
 # task family (TaskData.structure["kind"]) -> the analyses whose panels its page shows
@@ -96,7 +97,10 @@ def check_out(out: Path) -> None:
     """The page can be written at `out` (checked before any work; nothing is created)."""
     if out.is_dir():
         raise BadInput(f"--out {out}: is a folder, not a file")
-    require_writable_dir(out.parent)
+    try:
+        require_writable_dir(out.parent)
+    except RunDirError as e:
+        raise BadInput(f"--out {out}: {e}") from None
     if out.exists() and not os.access(out, os.W_OK):
         raise BadInput(f"--out {out}: not writable")
 
@@ -121,14 +125,17 @@ def write_run_page(run_dir: Path, out: Path, options: ExploreOptions = ExploreOp
 def results_for(run, options: ExploreOptions) -> dict[str, Any]:
     """The typed results of the analyses that apply to `run`: loaded when written, else computed (and their JSON
     written under RUN_DIR/analyses/ for the next time) unless options.compute is False."""
+    from training.rundir import ANALYSES_DIR
+
+    where = run.dir / ANALYSES_DIR  # not run.analyses_dir, which creates the folder
     names = FAMILIES.get(run.data.structure.get("kind"), ())
-    if (run.analyses_dir / "landscape.json").is_file():
+    if (where / "landscape.json").is_file():
         names += ("landscape",)
     out = {}
     for name in names:
         mod = importlib.import_module(f"analyses.{name}")
         result_cls = getattr(mod, RESULTS[name])
-        if (run.analyses_dir / result_cls.FILE).is_file():
+        if (where / result_cls.FILE).is_file():
             out[name] = mod.load(run)
         elif options.compute:
             opts = getattr(mod, OPTIONS[name])(progress=options.progress)
