@@ -6,9 +6,9 @@
 A run's page (default RUN_DIR/analyses/explore.html) has a checkpoint slider that drives every panel together:
 the loss and accuracy curves (log axes) with a cursor at the chosen step and S_mem, S_gen and the phase ends
 marked, and the panels of the analyses that apply to the run's task (modular arithmetic: analyses.fourier;
-groups: analyses.cosets; parity: analyses.sparsity; sequence tasks: analyses.sequence; any run with
-analyses/landscape.json: its landscape). An analysis already written under RUN_DIR/analyses/ is reused; a missing
-one is computed (analyse()) and its JSON written there, unless --no-compute.
+groups: analyses.cosets; parity: analyses.sparsity; sequence tasks: analyses.sequence) and of any other the run
+already has (e.g. analyses.landscape). An analysis already written under RUN_DIR/analyses/ is reused; a missing
+one of the task's family is computed (analyse()) and its JSON written there, unless --no-compute.
 
 A sweep's page (default SWEEP_DIR/analyses/explore.html) plots S_mem and S_gen against each swept field (every
 seed and the medians), or per method for a sweep with methods; each point links to its run's page, written
@@ -128,13 +128,13 @@ def results_for(run, options: ExploreOptions) -> dict[str, Any]:
     from training.rundir import ANALYSES_DIR
 
     where = run.dir / ANALYSES_DIR  # not run.analyses_dir, which creates the folder
-    names = FAMILIES.get(run.data.structure.get("kind"), ())
-    if (where / "landscape.json").is_file():
-        names += ("landscape",)
+    family = FAMILIES.get(run.data.structure.get("kind"), ())
     out = {}
-    for name in names:
+    for name in RESULTS:  # the family's analyses, and any other the run already has
         mod = importlib.import_module(f"analyses.{name}")
         result_cls = getattr(mod, RESULTS[name])
+        if name not in family and not (where / result_cls.FILE).is_file():
+            continue
         if (where / result_cls.FILE).is_file():
             out[name] = mod.load(run)
         elif options.compute:

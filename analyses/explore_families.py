@@ -10,6 +10,13 @@ import numpy as np
 from analyses.explore_panels import at_map, fmt, line, moving, panel, readout, sig
 
 TSNE_MAX = 500  # points of a t-SNE panel kept on the page
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
+
+
+def colours(labels) -> list[str]:
+    """One colour per coset or class (plotly.js's colour scales would stretch over the labels' numbers)."""
+    return [PALETTE[int(k) % len(PALETTE)] for k in labels]
 
 
 def steps_panel(pid: str, title: str, steps: list[int], series: dict[str, list], page_steps: list[int],
@@ -61,10 +68,10 @@ def rows_pca_panel(page_steps: list[int], run, r, top: list[int]) -> dict:
         X = X - X.mean(0)
         _, _, vt = np.linalg.svd(X, full_matrices=False)
         xy = X @ vt[:2].T
-        frames.append({"x": [sig(xy[:, 0])], "y": [sig(xy[:, 1])], "marker.color": [parts[t].labels.tolist()]})
+        frames.append({"x": [sig(xy[:, 0])], "y": [sig(xy[:, 1])], "marker.color": [colours(parts[t].labels)]})
     at = at_map(page_steps, r.steps)
     trace = {"type": "scatter", "mode": "markers", "x": frames[0]["x"][0], "y": frames[0]["y"][0],
-             "marker": {"color": frames[0]["marker.color"][0], "colorscale": "Turbo", "size": 7},
+             "marker": {"color": frames[0]["marker.color"][0], "size": 7},
              "text": list(range(r.order)), "name": "W_U rows"}
     return panel("rows_pca", "W_U's rows (PCA), coloured by the best coset partition at that step", [trace],
                  {"xaxis": {"title": "PC1"}, "yaxis": {"title": "PC2"}}, [moving(0, frames, at)],
@@ -95,12 +102,12 @@ def sparsity_panels(page_steps: list[int], r) -> list[dict]:
             xy, cls = np.asarray(t["xy"]), list(t["classes"])
             keep = np.linspace(0, len(xy) - 1, min(len(xy), TSNE_MAX)).astype(int)  # downsampled, evenly
             frames.append({"x": [sig(xy[keep, 0])], "y": [sig(xy[keep, 1])],
-                           "marker.color": [[cls[k] for k in keep]]})
+                           "marker.color": [colours(cls[k] for k in keep)]})
         at = at_map(page_steps, tsne_steps)
         f0 = frames[0]
         out.append(panel("tsne", "t-SNE of the hidden representations, coloured by class",
                          [{"type": "scatter", "mode": "markers", "x": f0["x"][0], "y": f0["y"][0], "name": "inputs",
-                           "marker": {"color": f0["marker.color"][0], "colorscale": "Viridis", "size": 4}}], {},
+                           "marker": {"color": f0["marker.color"][0], "size": 4}}], {},
                          [moving(0, frames, at)],
                          readout=readout(page_steps, at, lambda i: f"t-SNE of step {tsne_steps[i]}")))
     return out

@@ -220,3 +220,123 @@ def test_an_analysis_written_earlier_is_reused_not_recomputed(run_page, tmp_path
     assert main([str(run), "--no-progress", "--no-compute", "--out", str(tmp_path / "b.html")]) == 0
     text = (tmp_path / "b.html").read_text()
     assert '"id":"loss"' in text and '"id":"fourier_norms"' not in text and not (run / "analyses").exists()
+
+
+# --- the other task families, on the analyses' fixture runs and the results their commands wrote -------------
+
+FAMILY_RUNS = {"add": ("fourier", "sparsity", "landscape"), "s4": ("cosets",), "repeat": ("sequence",)}
+
+
+@pytest.fixture(scope="module")
+def family_pages(tmp_path_factory):
+    """The fixture runs with the JSON their analyses wrote (tests/analyses/fixtures/expected), pages written
+    with --no-compute: the page must show exactly those results."""
+    from tests.analyses.golden import copy_fixture, expected
+
+    tmp = tmp_path_factory.mktemp("families")
+    runs = {}
+    for name, analyses in FAMILY_RUNS.items():
+        run = copy_fixture(f"runs/{name}", tmp)
+        (run / "analyses").mkdir()
+        for a in analyses:
+            path, _ = expected(a, f"runs/{name}")
+            shutil.copy(path, run / "analyses" / f"{a}.json")
+        assert main([str(run), "--no-compute", "--no-progress"]) == 0
+        runs[name] = run
+    return runs
+
+
+def open_at(browser, run: Path, k: int) -> tuple[Page, int]:
+    page = Page(browser, run / "analyses" / "explore.html")
+    page.page.locator("#slider").fill(str(k))
+    return page, page.js("window.explore.data.steps")[k]
+
+
+def last_at_or_before(steps: list[int], step: int) -> int:
+    return max(i for i, s in enumerate(steps) if s <= step) if steps[0] <= step else 0
+
+
+@browser_only
+def test_parity_and_landscape_panels_follow_the_slider(browser, family_pages):
+    from analyses import landscape, sparsity
+
+    run = family_pages["add"]
+    sp, ls = sparsity.load(run), landscape.load(run)
+    page, step = open_at(browser, run, 3)
+    i = sp.steps.index(step)
+    assert page.cursor("sparsity") == step and page.readout("sparsity") == \
+        f"step {step}: effective sparsity {sp.effective_sparsity[i]}"
+    kde_steps = sorted(int(s) for s in sp.kde["density"])
+    shown = kde_steps[last_at_or_before(kde_steps, step)]
+    assert close(page.trace("kde")["y"], sp.kde["density"][str(shown)])
+    slices = sorted(ls.slices, key=lambda s: s["step"])
+    sl = slices[last_at_or_before([s["step"] for s in slices], step)]
+    assert close(page.trace("landscape", 1)["y"], sl["test_loss"]) and close(page.trace("landscape", 0)["x"],
+                                                                             sl["total_norms"])
+    assert page.offline(), (page.errors, page.requests)
+
+
+@browser_only
+def test_group_panels_show_that_steps_rows_and_best_cosets(browser, family_pages):
+    from analyses import cosets
+    from analyses.explore_families import colours
+    from interp.cosets import coset_partitions, group_rows
+    from training.groups import get_group
+    from training.rundir import Run
+
+    run = family_pages["s4"]
+    res = cosets.load(run)
+    page, step = open_at(browser, run, 2)
+    i = res.steps.index(step)
+    tl = res.matrices["W_U"]["timeline"]
+    assert page.readout("coset_score").endswith(f"best: {tl['top_label'][i]}") and page.cursor("coset_score") == step
+    part = coset_partitions(get_group(res.group))[tl["top"][i]]
+    marker = page.js("document.getElementById('rows_pca').data[0].marker.color")
+    assert marker == colours(part.labels)
+    # the rows' principal components, by scikit-learn (signs are arbitrary)
+    from sklearn.decomposition import PCA
+
+    xy = PCA(2).fit_transform(group_rows(Run(run).model(step), res.order)["W_U"])
+    t = page.trace("rows_pca")
+    for got, want in ((t["x"], xy[:, 0]), (t["y"], xy[:, 1])):
+        assert close([abs(v) for v in got], [abs(v) for v in want], rel=1e-3, abs_=1e-6 * max(abs(want)))
+    assert page.offline(), (page.errors, page.requests)
+
+
+@browser_only
+def test_sequence_panels_read_out_that_steps_losses_and_head_scores(browser, family_pages):
+    from analyses import sequence
+
+    run = family_pages["repeat"]
+    res = sequence.load(run)
+    page, step = open_at(browser, run, 2)
+    ind = res.induction
+    j = last_at_or_before(ind["steps"], step)
+    scores = ind["scores"][ind["score"]][j]  # [layers][heads]
+    text = page.readout("induction")
+    assert text.startswith(f"step {ind['steps'][j]}:") and page.cursor("induction") == step
+    for layer, row in enumerate(scores):
+        for head, v in enumerate(row):
+            assert f"L{layer}H{head} {g4(v)}" in text
+    cv = res.curves
+    k = last_at_or_before(cv["steps"], step)
+    for name in res.target_names:
+        assert f"{name} {g4(cv['test_loss'][name][k])}" in page.readout("targets")
+    assert page.offline(), (page.errors, page.requests)
+
+
+@browser_only
+def test_method_sweep_page_shows_each_methods_runs(browser, tmp_path):
+    """A sweep with methods (fixture runs without checkpoints: no run pages, so no links)."""
+    from analyses.sweep_methods import analyse
+    from tests.analyses.golden import copy_fixture
+
+    sweep = copy_fixture("sweeps/methods", tmp_path)
+    assert main([str(sweep), "--no-progress"]) == 0
+    res = analyse(sweep)
+    page = Page(browser, sweep / "analyses" / "explore.html")
+    medians = page.js("document.getElementById('sweep_methods').data[3]")  # S_gen medians
+    assert medians["x"] == [g["method"] for g in res.groups] and \
+        close(medians["y"], [g["S_gen"]["median"] for g in res.groups])
+    assert page.page.locator("#runs tr").count() == len(res.rows) + 1
+    assert page.offline(), (page.errors, page.requests)
