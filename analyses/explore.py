@@ -14,7 +14,8 @@ A sweep's page (default SWEEP_DIR/analyses/explore.html) plots S_mem and S_gen a
 seed and the medians), or per method for a sweep with methods; each point links to its run's page, written
 beside the run (RUN/analyses/explore.html) when missing.
 
-The page is one self-contained file (plotly.js embedded, no network request), viewable from a file:// URL. A
+A run's page is one self-contained file (plotly.js embedded); a sweep's pages share one plotly.min.js beside
+the sweep's page (a sweep has many runs). No page makes a network request: they work from a file:// URL. A
 folder that is neither a run nor a sweep, a run without checkpoints or an --out that cannot be written: one line
 on stderr, exit 2, nothing written.
 """
@@ -117,9 +118,11 @@ def write_page(out: Path, text: str) -> int:
 # --- a run's page ------------------------------------------------------------------------------------------
 
 
-def write_run_page(run_dir: Path, out: Path, options: ExploreOptions = ExploreOptions()) -> int:
+def write_run_page(run_dir: Path, out: Path, options: ExploreOptions = ExploreOptions(), js: Path | None = None) -> int:
+    """The run's page at `out`: plotly.js embedded, or loaded from the file `js` (a sweep's pages share one)."""
     run = as_run(run_dir)  # every file checked, checkpoints required: one line before any work
-    return write_page(out, run_page(run, options))
+    src = None if js is None else Path(os.path.relpath(js, out.parent)).as_posix()
+    return write_page(out, run_page(run, options, src))
 
 
 def results_for(run, options: ExploreOptions) -> dict[str, Any]:
@@ -144,7 +147,7 @@ def results_for(run, options: ExploreOptions) -> dict[str, Any]:
     return out
 
 
-def run_page(run, options: ExploreOptions = ExploreOptions()) -> str:
+def run_page(run, options: ExploreOptions = ExploreOptions(), js_src: str | None = None) -> str:
     from analyses import explore_families as fam
     from analyses import explore_panels as ep
     from analyses.explore_page import render
@@ -169,7 +172,7 @@ def run_page(run, options: ExploreOptions = ExploreOptions()) -> str:
              f"S_gen {s.get('S_gen')}" + (f"; phases: {describe(phases)}" if phases else ""),
              "analyses shown: " + (", ".join(sorted(res)) or "none (only the training curves)") +
              ". Move the slider (or focus it and use the arrow keys) to choose a checkpoint."]
-    return render(f"{run.dir.name}: grokscope explorer", intro, {"steps": steps, "panels": panels})
+    return render(f"{run.dir.name}: grokscope explorer", intro, {"steps": steps, "panels": panels}, js_src=js_src)
 
 
 def describe(phases: dict[str, Any]) -> str:

@@ -81,9 +81,10 @@ def data_json(data: dict[str, Any]) -> str:
     return text.replace("</", "<\\/")
 
 
-def render(title: str, intro: list[str], data: dict[str, Any], extra_html: str = "") -> str:
+def render(title: str, intro: list[str], data: dict[str, Any], extra_html: str = "", js_src: str | None = None) -> str:
     """One page: the title, a few lines of context, the slider (when `data` has steps), the panels, `extra_html`
-    (e.g. a table of links) and the script."""
+    (e.g. a table of links) and the script; plotly.js embedded, or loaded from the relative path `js_src` (the
+    pages of a sweep share one copy)."""
     e = html.escape
     steps = data.get("steps")
     bar = ""
@@ -96,7 +97,8 @@ def render(title: str, intro: list[str], data: dict[str, Any], extra_html: str =
                      f"<div class='readout' id='{e(p['id'])}-readout'></div></div>" for p in data["panels"])
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><meta name='viewport' "
             f"content='width=device-width, initial-scale=1'><title>{e(title)}</title><style>{CSS}</style>"
-            f"<script>{plotly_js()}</script></head><body><h1>{e(title)}</h1>"
+            + (f"<script src='{e(js_src)}'></script>" if js_src else f"<script>{plotly_js()}</script>") + "</head>"
+            f"<body><h1>{e(title)}</h1>"
             + "".join(f"<p>{line}</p>" for line in intro) + bar + f"<div class='grid'>{panels}</div>{extra_html}"
             f"<script type='application/json' id='explore-data'>{data_json(data)}</script>"
             f"<script>{SCRIPT}</script></body></html>\n")

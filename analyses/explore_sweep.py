@@ -12,6 +12,8 @@ from typing import Any
 
 from analyses.explore_panels import panel, sig
 
+JS = "plotly.min.js"  # beside the sweep's page; its run pages load it by a relative path
+
 
 def run_key(params: dict[str, Any], seed: Any) -> str:
     return json.dumps([params, seed], sort_keys=True)
@@ -37,7 +39,7 @@ def sweep_results(sweep) -> list:
 def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
     from analyses.common import require_writable_dir
     from analyses.explore import PAGE, write_page, write_run_page
-    from analyses.explore_page import render
+    from analyses.explore_page import plotly_js, render
     from analyses.sweep_stats import open_sweep
     from training.rundir import checkpoint_steps
 
@@ -50,9 +52,11 @@ def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
             pages[run_key(e["params"], e["seed"])] = sweep.dir / str(e["dir"]) / "analyses" / PAGE
     for p in pages.values():
         require_writable_dir(p.parent)  # every folder checked before the first page is written
+    js = out.parent / JS  # one copy of plotly.js for the sweep's pages
+    write_page(js, plotly_js())
     for p in pages.values():
         if not p.is_file():
-            write_run_page(p.parent.parent, p, options)
+            write_run_page(p.parent.parent, p, options, js)
     href = {k: Path(os.path.relpath(p, out.parent)).as_posix() for k, p in pages.items()}
     panels = []
     for res in results:
@@ -61,7 +65,7 @@ def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
              "to open its run's page (S_gen: first step with test accuracy >= 99%; runs that never generalised have "
              "no S_gen point)."]
     return write_page(out, render(f"{sweep.dir.name}: grokscope sweep explorer", intro, {"panels": panels},
-                                  runs_table(sweep, runs, href)))
+                                  runs_table(sweep, runs, href), js_src=JS))
 
 
 def seed_trace(name: str, rows: list[dict], x, key: str, href: dict[str, str], colour: str) -> dict[str, Any]:

@@ -178,6 +178,8 @@ def test_sweep_points_are_the_runs_numbers_and_open_their_pages(browser, tiny_sw
     same = [h for x, y, h in zip(t["x"], t["y"], t["customdata"]) if (x, y) == (t["x"][0], t["y"][0])]
     assert unquote(page.page.url) in [unquote((out / "analyses" / h).resolve().as_uri()) for h in same]
     assert "grokscope explorer" in page.page.title()
+    page.page.wait_for_function("window.explore !== undefined")  # the run page draws, with the sweep's plotly.js
+    assert page.js("document.querySelectorAll('.js-plotly-plot').length") >= 4 and page.offline(), page.errors
 
 
 def page_files(root: Path) -> list[Path]:
