@@ -1,7 +1,6 @@
 """The HTML of `python -m analyses.explore`'s pages: plotly.js embedded, the data as one JSON block, and a small
 script that draws the panels and, when the slider moves, restyles the moving traces, moves the cursors and
-rewrites the readouts (one Plotly.restyle per moving trace, one relayout per cursor: no figure is redrawn from
-scratch)."""
+rewrites the readouts (one Plotly.update or relayout per panel: no figure is rebuilt)."""
 
 from __future__ import annotations
 
@@ -48,13 +47,14 @@ function update(i) {
   const step = D.steps[i];
   document.getElementById('step').textContent = step;
   for (const p of D.panels) {
-    for (const d of p.dyn) {
-      Plotly.restyle(p.id, d.frames[d.at[i]], Array.isArray(d.trace) ? d.trace : [d.trace]);
-    }
-    if (p.cursor) {
-      const k = 'shapes[' + p.cursorShape + ']';
-      Plotly.relayout(p.id, {[k + '.x0']: Math.max(step, 1), [k + '.x1']: Math.max(step, 1)});
-    }
+    const k = 'shapes[' + p.cursorShape + ']';  // a step of 0 sits at 1 on a log axis
+    const lay = p.cursor ? {[k + '.x0']: Math.max(step, 1), [k + '.x1']: Math.max(step, 1)} : {};
+    p.dyn.forEach((d, n) => {  // the last moving trace and the cursor in one Plotly.update: one redraw
+      const traces = Array.isArray(d.trace) ? d.trace : [d.trace];
+      if (n === p.dyn.length - 1) Plotly.update(p.id, d.frames[d.at[i]], lay, traces);
+      else Plotly.restyle(p.id, d.frames[d.at[i]], traces);
+    });
+    if (p.cursor && !p.dyn.length) Plotly.relayout(p.id, lay);
     if (p.readout) document.getElementById(p.id + '-readout').textContent = p.readout[i];
   }
   document.body.dataset.step = step;

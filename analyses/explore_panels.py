@@ -161,39 +161,57 @@ def neuron_panel(page_steps: list[int], nd: dict) -> dict:
                                  f"[{fmt(nd['lo'][i])}, {fmt(nd['hi'][i])}]"))
 
 
-def neuron_grid(run, r, progress: bool = False) -> dict | None:
+def neuron_grid(run, r) -> dict | None:
     """The activation of one neuron (the strongest-share neuron of the largest key-frequency cluster at the
-    reference step) on the operand grid (strided to <= GRID_MAX per axis), at every checkpoint the Fourier
-    analysis probed. One forward per checkpoint, on the strided grid only."""
-    import torch
-
-    from interp.grid import grid_activations
+    reference step; without key frequencies, the neuron most concentrated on one frequency) on the operand grid
+    (strided to <= GRID_MAX per axis), at every checkpoint the Fourier analysis probed. One forward per checkpoint (the model's own), on the strided grid only."""
     from interp.modular import modular_structure
-    from training.models import build_model
 
     cl = r.clusters
-    if not r.key_frequencies:
-        return None
-    freq = max(r.key_frequencies, key=lambda k: cl["key_sizes"][str(k)])
-    members = [j for j, f in enumerate(cl["neuron_freq"]) if f == freq]
-    neuron = max(members, key=lambda j: cl["neuron_share"][j]) if members else 0
+    if r.key_frequencies:
+        freq = max(r.key_frequencies, key=lambda k: cl["key_sizes"][str(k)])
+        members = [j for j, f in enumerate(cl["neuron_freq"]) if f == freq]
+    else:  # no cluster yet (not grokked): the neuron most concentrated on one frequency
+        members = list(range(len(cl["neuron_share"])))
+    neuron = max(members, key=lambda j: cl["neuron_share"][j] or 0) if members else 0
+    freq = cl["neuron_freq"][neuron]
     s = modular_structure(run.data)
     stride = max(1, math.ceil(s.n / GRID_MAX))
-    model = build_model(run.config.model, run.data, seed=run.config.train.seed)
+    ticks = list(range(0, s.n, stride))
+    wanted = [st for st in r.checkpoints["step"] if st in set(run.steps)]  # a checkpoint since removed: no frame
     steps, z, lo, hi = [], [], [], []
-    threads = torch.get_num_threads()
-    for step in r.checkpoints["step"]:
-        try:
-            w = run.weights(step)
-        except Exception:  # noqa: BLE001  (a checkpoint the analysis read but that is now gone: no frame)
-            continue
-        acts = grid_activations(model, [w], s).acts[0, :, neuron].reshape(s.n, s.n)[::stride, ::stride]
+    for step, acts in neuron_acts(run, s, neuron, wanted, ticks):
         steps.append(step)
-        z.append(sig(acts.double().numpy().tolist(), 3))
+        z.append(sig(acts.tolist(), 3))
         lo.append(sig(float(acts.min()), 3))
         hi.append(sig(float(acts.max()), 3))
-    torch.set_num_threads(threads)
     if not steps:
         return None
-    ticks = list(range(0, s.n, stride))
     return {"neuron": neuron, "freq": freq, "steps": steps, "z": z, "lo": lo, "hi": hi, "a": ticks, "b": ticks}
+
+
+def neuron_acts(run, s, neuron: int, steps: list[int], ticks: list[int], chunk: int = 16):
+    """(step, [len(ticks), len(ticks)] activations of `neuron`) per checkpoint. The one-layer transformer goes the
+    probes' batched way (interp.grid) with the MLP cut down to that neuron, 16 checkpoints at a time; any other
+    model runs its own forward on the strided grid."""
+    import torch
+
+    from interp.grid import FAST_VIEWS, grid_activations, is_fast, stacked_views
+    from training.models import build_model
+
+    model = build_model(run.config.model, run.data, seed=run.config.train.seed)
+    idx = torch.tensor(ticks)
+    if not is_fast(model):
+        tokens = s.tokens[(idx[:, None] * s.n + idx[None, :]).reshape(-1)]
+        for step, m in run.iter_models(steps):
+            yield step, m.neuron_activations(tokens)[:, neuron].reshape(len(ticks), len(ticks)).double().numpy()
+        return
+    cut = {"W_in": lambda w: w[..., neuron : neuron + 1], "b_in": lambda w: w[..., neuron : neuron + 1],
+           "W_out": lambda w: w[:, :, neuron : neuron + 1]}
+    for k in range(0, len(steps), chunk):
+        part = steps[k : k + chunk]
+        states = [run.weights(st) for st in part]
+        W = {n: cut.get(n, lambda w: w)(v) for n, v in stacked_views(model, states, FAST_VIEWS).items()}
+        acts = grid_activations(model, states, s, stacked=W).acts[..., 0].reshape(len(part), s.n, s.n)
+        for st, a in zip(part, acts[:, idx][:, :, idx].double().numpy()):
+            yield st, a

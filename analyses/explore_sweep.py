@@ -54,9 +54,8 @@ def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
         require_writable_dir(p.parent)  # every folder checked before the first page is written
     js = out.parent / JS  # one copy of plotly.js for the sweep's pages
     write_page(js, plotly_js())
-    for p in pages.values():
-        if not p.is_file():
-            write_run_page(p.parent.parent, p, options, js)
+    for p in pages.values():  # rewritten each time: a run may have gained analyses since
+        write_run_page(p.parent.parent, p, options, js)
     href = {k: Path(os.path.relpath(p, out.parent)).as_posix() for k, p in pages.items()}
     panels = []
     for res in results:

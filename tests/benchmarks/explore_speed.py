@@ -1,0 +1,85 @@
+"""Speed of `python -m analyses.explore` on a nanda2023-sized run: the time to write the page when the analyses
+are already computed, the page's size, and how long the slider takes to update every panel in headless Chromium.
+
+    python -m tests.benchmarks.explore_speed                   # trains the run first (nanda2023, ~200 checkpoints)
+    python -m tests.benchmarks.explore_speed RUN_DIR [--moves 40]
+
+Without RUN_DIR it trains the nanda2023 preset for 400 steps with a checkpoint at (nearly) every evaluation,
+about 200 checkpoints of the full-size model (p = 113, d_model 128, d_mlp 512) into a temporary folder; the
+Fourier analysis is then computed once, so the timed command only reuses it. The slider latency is the time from
+setting the slider's value to the end of the next animation frame after every panel's update, per move, over
+`--moves` moves to checkpoints spread over the run; the median and the maximum are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+TRAIN = ["--preset", "nanda2023", "--steps", "400", "--eval-every", "2", "--ckpt-floor", "200", "--ckpt-max",
+         "200", "--ckpt-loss-delta", "0.01", "--ckpt-acc-delta", "0.001", "--no-progress"]
+
+
+def cli(*argv: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *argv], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def slider_latency(page_path: Path, moves: int) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(page_path.resolve().as_uri())
+        page.wait_for_function("window.explore !== undefined")
+        n = page.evaluate("window.explore.data.steps.length")
+        times = page.evaluate("""async ([n, moves]) => {
+            const slider = document.getElementById('slider'), out = [];
+            for (let m = 0; m < moves; m++) {
+              const i = Math.round((m * 7919) % n);  // checkpoints spread over the run, in a scrambled order
+              const t0 = performance.now();
+              slider.value = i;
+              slider.dispatchEvent(new Event('input'));
+              await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));
+              out.push(performance.now() - t0);
+            }
+            return out;
+        }""", [n, moves])
+        browser.close()
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", nargs="?", type=Path)
+    ap.add_argument("--moves", type=int, default=40)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = args.run_dir
+        if run is None:
+            run = Path(tmp) / "nanda"
+            print(f"training nanda2023 (400 steps, ~200 checkpoints) in {cli('-m', 'training.run', *TRAIN, '--out', str(run)):.0f} s")
+        if not (run / "analyses" / "fourier.json").is_file():
+            print(f"analyses.fourier once: {cli('-m', 'analyses.fourier', str(run), '--no-progress'):.0f} s")
+        out = Path(tmp) / "page.html"
+        n = len(list((run / "ckpt").glob("step_*.safetensors")))
+        wall = cli("-m", "analyses.explore", str(run), "--out", str(out), "--no-progress")
+        print(f"{n} checkpoints: page written in {wall:.1f} s (whole command, interpreter start included), "
+              f"{out.stat().st_size / 2**20:.1f} MB")
+        times = slider_latency(out, args.moves)
+        print(f"slider, {len(times)} moves: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms "
+              f"per update of every panel")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
