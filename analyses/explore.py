@@ -98,6 +98,8 @@ def check_out(out: Path) -> None:
     """The page can be written at `out` (checked before any work; nothing is created)."""
     if out.is_dir():
         raise BadInput(f"--out {out}: is a folder, not a file")
+    if out.exists() and not out.is_file():  # a device or a pipe: replacing it by a page is never what was meant
+        raise BadInput(f"--out {out}: not a regular file")
     try:
         require_writable_dir(out.parent)
     except RunDirError as e:
@@ -122,12 +124,17 @@ def write_run_page(run_dir: Path, out: Path, options: ExploreOptions = ExploreOp
     """The run's page at `out`: plotly.js embedded, or loaded from the file `js` (a sweep's pages share one)."""
     run = as_run(run_dir)  # every file checked, checkpoints required: one line before any work
     src = None if js is None else Path(os.path.relpath(js, out.parent)).as_posix()
-    return write_page(out, run_page(run, options, src))
+    computed: dict[str, Any] = {}
+    size = write_page(out, run_page(run, options, src, computed))
+    if computed:  # after the page: a page that cannot be written leaves the run as it was
+        write_outputs(run, computed)
+    return size
 
 
-def results_for(run, options: ExploreOptions) -> dict[str, Any]:
-    """The typed results of the analyses that apply to `run`: loaded when written, else computed (and their JSON
-    written under RUN_DIR/analyses/ for the next time) unless options.compute is False."""
+def results_for(run, options: ExploreOptions, computed: dict[str, Any]) -> dict[str, Any]:
+    """The typed results of the analyses that apply to `run`: loaded when written, else computed unless
+    options.compute is False (their JSON put in `computed`, {file name: dict}, to be written under
+    RUN_DIR/analyses/ for the next time)."""
     from training.rundir import ANALYSES_DIR
 
     where = run.dir / ANALYSES_DIR  # not run.analyses_dir, which creates the folder
@@ -143,16 +150,18 @@ def results_for(run, options: ExploreOptions) -> dict[str, Any]:
         elif options.compute:
             opts = getattr(mod, OPTIONS[name])(progress=options.progress)
             out[name] = mod.analyse(run, opts)
-            write_outputs(run, {result_cls.FILE: out[name].to_dict()})
+            computed[result_cls.FILE] = out[name].to_dict()
     return out
 
 
-def run_page(run, options: ExploreOptions = ExploreOptions(), js_src: str | None = None) -> str:
+def run_page(run, options: ExploreOptions = ExploreOptions(), js_src: str | None = None,
+             computed: dict[str, Any] | None = None) -> str:
+    """The run's page (`computed` receives the JSON of the analyses computed for it)."""
     from analyses import explore_families as fam
     from analyses import explore_panels as ep
     from analyses.explore_page import render
 
-    res = results_for(run, options)
+    res = results_for(run, options, {} if computed is None else computed)
     steps = run.steps
     phases = res["fourier"].phases if "fourier" in res else None
     panels = ep.curves(steps, run.metrics, run.summary, phases)

@@ -25,7 +25,7 @@ def steps_panel(pid: str, title: str, steps: list[int], series: dict[str, list],
     at = at_map(page_steps, steps)
     return panel(pid, title, [line(steps, v, k) for k, v in series.items()],
                  {"xaxis": {"type": "log", "title": "step"}, "yaxis": {"type": ytype}}, cursor=True,
-                 readout=readout(page_steps, at, lambda i: f"step {steps[i]}: " + ", ".join(
+                 readout=readout(at, lambda i: f"step {steps[i]}: " + ", ".join(
                      f"{k} {fmt(sig(v[i]))}" for k, v in series.items())))
 
 
@@ -48,7 +48,7 @@ def cosets_panels(page_steps: list[int], run, r) -> list[dict]:
         frames = [{"y": [sig([ir["char_explained"][n][i] for n in names])]} for i in range(len(steps))]
         out.append(panel("irreps", "Per-irrep logit similarity (share of logit variance of chi(a b c^-1))",
                          [{"type": "bar", "x": names, "y": frames[0]["y"][0], "name": "similarity"}], {},
-                         [moving(0, frames, at)], readout=readout(page_steps, at, lambda i: f"step {steps[i]}: " +
+                         [moving(0, frames, at)], readout=readout(at, lambda i: f"step {steps[i]}: " +
                                                                  ", ".join(f"{n} {fmt(frames[i]['y'][0][k])}"
                                                                            for k, n in enumerate(names)))))
     return out
@@ -75,7 +75,7 @@ def rows_pca_panel(page_steps: list[int], run, r, top: list[int]) -> dict:
              "text": list(range(r.order)), "name": "W_U rows"}
     return panel("rows_pca", "W_U's rows (PCA), coloured by the best coset partition at that step", [trace],
                  {"xaxis": {"title": "PC1"}, "yaxis": {"title": "PC2"}}, [moving(0, frames, at)],
-                 readout=readout(page_steps, at, lambda i: f"step {r.steps[i]}: {parts[top[i]].describe()}"))
+                 readout=readout(at, lambda i: f"step {r.steps[i]}: {parts[top[i]].describe()}"))
 
 
 # --- parity (analyses.sparsity) -------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def sparsity_panels(page_steps: list[int], r) -> list[dict]:
         out.append(panel("kde", "Weight KDE of the probed layer (at the nearest analysed step before)",
                          [line(sig(r.kde["grid"]), dens[0], "density")], {"xaxis": {"title": "weight"}},
                          [moving(0, [{"y": [d]} for d in dens], at)],
-                         readout=readout(page_steps, at, lambda i: f"KDE of step {kde_steps[i]}")))
+                         readout=readout(at, lambda i: f"KDE of step {kde_steps[i]}")))
     tsne_steps = sorted(int(s) for s in r.tsne)
     if tsne_steps:
         frames = []
@@ -109,7 +109,7 @@ def sparsity_panels(page_steps: list[int], r) -> list[dict]:
                          [{"type": "scatter", "mode": "markers", "x": f0["x"][0], "y": f0["y"][0], "name": "inputs",
                            "marker": {"color": f0["marker.color"][0], "size": 4}}], {},
                          [moving(0, frames, at)],
-                         readout=readout(page_steps, at, lambda i: f"t-SNE of step {tsne_steps[i]}")))
+                         readout=readout(at, lambda i: f"t-SNE of step {tsne_steps[i]}")))
     return out
 
 
@@ -153,7 +153,7 @@ def landscape_panel(page_steps: list[int], r, metrics: list[dict[str, Any]]) -> 
     dyn = [{"trace": [0, 1], "frames": frames, "at": at}, moving(3, hf, at)]
     return panel("landscape", f"Loss against weight norm (w_c = {fmt(sig(r.w_c))})", traces + [here],
                  {"xaxis": {"type": "log", "title": "total weight norm"}, "yaxis": {"type": "log"}}, dyn,
-                 readout=readout(page_steps, at, lambda i: f"slice through step {steps[i]}: norm "
+                 readout=readout(at, lambda i: f"slice through step {steps[i]}: norm "
                                  f"{fmt(sig(sl[i]['base_norm']))}, test loss {fmt(base[i])}"))
 
 

@@ -35,6 +35,16 @@ def sig(x: Any, digits: int = DIGITS) -> Any:
     return None if not math.isfinite(x) else float(f"{x:.{digits}g}")
 
 
+def rounded(a: np.ndarray, digits: int) -> list:
+    """`a` as nested lists, rounded to `digits` significant digits of its largest magnitude (one np.round: the
+    heatmap's colours cannot show more)."""
+    top = float(np.abs(a).max()) if a.size else 0.0
+    if not math.isfinite(top):
+        return sig(a.tolist(), digits)
+    decimals = digits - 1 - (math.floor(math.log10(top)) if top > 0 else 0)
+    return np.round(a, decimals).tolist()
+
+
 def at_map(page_steps: list[int], steps: list[int]) -> list[int]:
     """For each page step, the index of the last of `steps` at or before it (the first one before any)."""
     return [max(bisect.bisect_right(steps, s) - 1, 0) for s in page_steps]
@@ -54,7 +64,7 @@ def fmt(x: Any) -> str:
     return "-" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
-def readout(page_steps: list[int], at: list[int], text) -> list[str]:
+def readout(at: list[int], text) -> list[str]:
     """Per page checkpoint: `text(i)` of the frame shown there."""
     return [text(i) for i in at]
 
@@ -103,7 +113,7 @@ def curves(page_steps: list[int], metrics: list[dict], summary: dict, phases: di
             f"{k.replace('_', ' ')} {fmt(sig(rows[i].get(k)))}" for k in keys)
         out.append(panel(pid, title, traces, {"xaxis": {"type": "log", "title": "step"},
                                               "yaxis": {"type": ytype}, "shapes": shapes, "annotations": notes},
-                         cursor=True, readout=readout(page_steps, at, text)))
+                         cursor=True, readout=readout(at, text)))
     return out
 
 
@@ -120,7 +130,7 @@ def fourier_panels(page_steps: list[int], r, neuron: dict | None) -> list[dict]:
     out = [panel("fourier_norms", "W_E's Fourier norms per frequency (key frequencies in red)",
                  [{"type": "bar", "x": freqs, "y": sig(norms[0]), "marker": {"color": colour}, "name": "norm"}],
                  {"xaxis": {"title": "frequency"}}, [moving(0, [{"y": [sig(n)]} for n in norms], at)],
-                 readout=readout(page_steps, at, lambda i: f"step {steps[i]}: strongest frequencies " + ", ".join(
+                 readout=readout(at, lambda i: f"step {steps[i]}: strongest frequencies " + ", ".join(
                      str(freqs[j]) for j in np.argsort(norms[i])[::-1][:5])))]
     sizes = c["cluster_sizes_key"]
     if key:
@@ -129,13 +139,13 @@ def fourier_panels(page_steps: list[int], r, neuron: dict | None) -> list[dict]:
                            "name": "neurons"}], {"xaxis": {"title": "key frequency"}},  # non-numeric x: restyling
                          # y makes plotly.js guess the axis type again, and a category axis of numbers turns linear
                          [moving(0, [{"y": [[sizes[str(k)][i] for k in key]]} for i in range(len(steps))], at)],
-                         readout=readout(page_steps, at, lambda i: f"step {steps[i]}: " + ", ".join(
+                         readout=readout(at, lambda i: f"step {steps[i]}: " + ", ".join(
                              f"{k}: {sizes[str(k)][i]}" for k in key) + f"; {c['in_clusters'][i]} in clusters")))
     losses = ("train_loss", "test_loss", "restricted_loss", "excluded_loss")
     out.append(panel("ablations", "Restricted and excluded loss (key frequencies kept / removed)",
                      [line(steps, c[k], k.replace("_", " ")) for k in losses],
                      {"xaxis": {"type": "log", "title": "step"}, "yaxis": {"type": "log"}}, cursor=True,
-                     readout=readout(page_steps, at, lambda i: f"step {steps[i]}: " + ", ".join(
+                     readout=readout(at, lambda i: f"step {steps[i]}: " + ", ".join(
                          f"{k.replace('_', ' ')} {fmt(sig(c[k][i]))}" for k in losses))))
     if c.get("attention_from_eq") is not None:
         att = c["attention_from_eq"]
@@ -143,7 +153,7 @@ def fourier_panels(page_steps: list[int], r, neuron: dict | None) -> list[dict]:
         out.append(panel("attention", "Attention from '=' (first layer, mean over heads)",
                          [{"type": "bar", "x": pos, "y": sig(att[0]), "name": "attention"}],
                          {"yaxis": {"range": [0, 1]}}, [moving(0, [{"y": [sig(a)]} for a in att], at)],
-                         readout=readout(page_steps, at, lambda i: f"step {steps[i]}: " + ", ".join(
+                         readout=readout(at, lambda i: f"step {steps[i]}: " + ", ".join(
                              f"{p} {fmt(sig(v))}" for p, v in zip(pos, att[i])))))
     if neuron is not None:
         out.append(neuron_panel(page_steps, neuron))
@@ -157,7 +167,7 @@ def neuron_panel(page_steps: list[int], nd: dict) -> dict:
                  [{"type": "heatmap", "x": nd["b"], "y": nd["a"], "z": z[0], "colorscale": "RdBu", "zmid": 0}],
                  {"xaxis": {"title": "b"}, "yaxis": {"title": "a"}},
                  [moving(0, [{"z": [g]} for g in z], at)],
-                 readout=readout(page_steps, at, lambda i: f"step {steps[i]}: activation range "
+                 readout=readout(at, lambda i: f"step {steps[i]}: activation range "
                                  f"[{fmt(nd['lo'][i])}, {fmt(nd['hi'][i])}]"))
 
 
@@ -182,7 +192,7 @@ def neuron_grid(run, r) -> dict | None:
     steps, z, lo, hi = [], [], [], []
     for step, acts in neuron_acts(run, s, neuron, wanted, ticks):
         steps.append(step)
-        z.append(sig(acts.tolist(), 3))
+        z.append(rounded(acts, 3))
         lo.append(sig(float(acts.min()), 3))
         hi.append(sig(float(acts.max()), 3))
     if not steps:
@@ -206,8 +216,9 @@ def neuron_acts(run, s, neuron: int, steps: list[int], ticks: list[int], chunk: 
         for step, m in run.iter_models(steps):
             yield step, m.neuron_activations(tokens)[:, neuron].reshape(len(ticks), len(ticks)).double().numpy()
         return
+    # the neuron's column of the MLP, and one logit (the logits are not wanted; one keeps their shapes valid)
     cut = {"W_in": lambda w: w[..., neuron : neuron + 1], "b_in": lambda w: w[..., neuron : neuron + 1],
-           "W_out": lambda w: w[:, :, neuron : neuron + 1]}
+           "W_out": lambda w: w[:, :, neuron : neuron + 1], "W_U": lambda w: w[..., :1]}
     for k in range(0, len(steps), chunk):
         part = steps[k : k + chunk]
         states = [run.weights(st) for st in part]
