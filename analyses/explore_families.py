@@ -10,6 +10,7 @@ import numpy as np
 from analyses.explore_panels import at_map, fmt, line, moving, panel, readout, sig
 
 TSNE_MAX = 500  # points of a t-SNE panel kept on the page
+TSNE_STEPS = 8  # analysed steps of a group run whose rows get a t-SNE (one t-SNE takes ~1 s for S5)
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
 
@@ -40,7 +41,7 @@ def cosets_panels(page_steps: list[int], run, r) -> list[dict]:
                        {"final best": tl["ari"], "best at that step": tl["top_ari"]}, page_steps)]
     out[0]["readout"] = [f"{t}; best: {tl['top_label'][i]}"
                          for t, i in zip(out[0]["readout"], at_map(page_steps, steps))]
-    out.append(rows_pca_panel(page_steps, run, r, tl["top"]))
+    out += rows_panels(page_steps, run, r)
     ir = r.irreps.get("timeline") if isinstance(r.irreps, dict) else None
     if ir:
         names = list(ir["char_explained"])
@@ -54,28 +55,37 @@ def cosets_panels(page_steps: list[int], run, r) -> list[dict]:
     return out
 
 
-def rows_pca_panel(page_steps: list[int], run, r, top: list[int]) -> dict:
-    """W_U's rows on their first two principal components at each analysed step, coloured by the coset
-    partition that scores best at that step."""
+def rows_panels(page_steps: list[int], run, r) -> list[dict]:
+    """Per weight matrix the analysis scored (W_U, W_E or one per operand): its rows on their first two principal
+    components at each analysed step, and their t-SNE at up to TSNE_STEPS of them, coloured by the coset partition
+    that fits that matrix best at that step."""
     from interp.cosets import coset_partitions, group_rows
+    from interp.sparsity import tsne
     from training.groups import get_group
 
-    G = get_group(r.group)
-    parts = coset_partitions(G)
-    frames = []
-    for step, t in zip(r.steps, top):
-        X = group_rows(run.model(step), r.order)["W_U"]
-        X = X - X.mean(0)
-        _, _, vt = np.linalg.svd(X, full_matrices=False)
-        xy = X @ vt[:2].T
-        frames.append({"x": [sig(xy[:, 0])], "y": [sig(xy[:, 1])], "marker.color": [colours(parts[t].labels)]})
-    at = at_map(page_steps, r.steps)
-    trace = {"type": "scatter", "mode": "markers", "x": frames[0]["x"][0], "y": frames[0]["y"][0],
-             "marker": {"color": frames[0]["marker.color"][0], "size": 7},
-             "text": list(range(r.order)), "name": "W_U rows"}
-    return panel("rows_pca", "W_U's rows (PCA), coloured by the best coset partition at that step", [trace],
-                 {"xaxis": {"title": "PC1"}, "yaxis": {"title": "PC2"}}, [moving(0, frames, at)],
-                 readout=readout(at, lambda i: f"step {r.steps[i]}: {parts[top[i]].describe()}"))
+    parts = coset_partitions(get_group(r.group))
+    rows = {step: group_rows(run.model(step), r.order) for step in r.steps}
+    picks = sorted({r.steps[int(k)] for k in np.linspace(0, len(r.steps) - 1, min(TSNE_STEPS, len(r.steps)))})
+    out = []
+    for name, m in r.matrices.items():
+        top = dict(zip(r.steps, m["timeline"]["top"]))
+        for how, steps in (("pca", r.steps), ("tsne", picks)):
+            frames = []
+            for step in steps:
+                X = rows[step][name] - rows[step][name].mean(0)
+                xy = X @ np.linalg.svd(X, full_matrices=False)[2][:2].T if how == "pca" else tsne(X, seed=0)
+                frames.append({"x": [sig(xy[:, 0])], "y": [sig(xy[:, 1])],
+                               "marker.color": [colours(parts[top[step]].labels)]})
+            at = at_map(page_steps, steps)
+            trace = {"type": "scatter", "mode": "markers", "x": frames[0]["x"][0], "y": frames[0]["y"][0],
+                     "marker": {"color": frames[0]["marker.color"][0], "size": 7}, "text": list(range(r.order)),
+                     "name": f"{name} rows"}
+            title = (f"{name}'s rows ({'PCA' if how == 'pca' else 't-SNE at the nearest of a few steps'}), "
+                     "coloured by the best coset partition then")
+            out.append(panel(f"rows_{how}_{name}", title, [trace], {}, [moving(0, frames, at)],
+                             readout=readout(at, lambda i, steps=steps, top=top: f"step {steps[i]}: "
+                                             f"{parts[top[steps[i]]].describe()}")))
+    return out
 
 
 # --- parity (analyses.sparsity) -------------------------------------------------------------------------------

@@ -297,13 +297,17 @@ def test_group_panels_show_that_steps_rows_and_best_cosets(browser, family_pages
     tl = res.matrices["W_U"]["timeline"]
     assert page.readout("coset_score").endswith(f"best: {tl['top_label'][i]}") and page.cursor("coset_score") == step
     part = coset_partitions(get_group(res.group))[tl["top"][i]]
-    marker = page.js("document.getElementById('rows_pca').data[0].marker.color")
-    assert marker == colours(part.labels)
+    for how in ("pca", "tsne"):  # t-SNE at a few steps: the one shown is at or before the slider's
+        marker = page.js(f"document.getElementById('rows_{how}_W_U').data[0].marker.color")
+        shown = int(page.readout(f"rows_{how}_W_U").split(":")[0].split()[1])
+        assert shown <= step and marker == colours(coset_partitions(get_group(res.group))[
+            tl["top"][res.steps.index(shown)]].labels)
+    assert page.js("document.getElementById('rows_pca_W_U').data[0].marker.color") == colours(part.labels)
     # the rows' principal components, by scikit-learn (signs are arbitrary)
     from sklearn.decomposition import PCA
 
     xy = PCA(2).fit_transform(group_rows(Run(run).model(step), res.order)["W_U"])
-    t = page.trace("rows_pca")
+    t = page.trace("rows_pca_W_U")
     for got, want in ((t["x"], xy[:, 0]), (t["y"], xy[:, 1])):
         assert close([abs(v) for v in got], [abs(v) for v in want], rel=1e-3, abs_=1e-6 * max(abs(want)))
     assert page.offline(), (page.errors, page.requests)
