@@ -174,7 +174,7 @@ def neuron_panel(page_steps: list[int], nd: dict) -> dict:
 def neuron_grid(run, r) -> dict | None:
     """The activation of one neuron (the strongest-share neuron of the largest key-frequency cluster at the
     reference step; without key frequencies, the neuron most concentrated on one frequency) on the operand grid
-    (strided to <= GRID_MAX per axis), at every checkpoint the Fourier analysis probed. One forward per checkpoint (the model's own), on the strided grid only."""
+    (strided to <= GRID_MAX per axis), at every checkpoint the Fourier analysis probed (`neuron_acts`)."""
     from interp.modular import modular_structure
 
     cl = r.clusters
@@ -224,5 +224,4 @@ def neuron_acts(run, s, neuron: int, steps: list[int], ticks: list[int], chunk: 
         states = [run.weights(st) for st in part]
         W = {n: cut.get(n, lambda w: w)(v) for n, v in stacked_views(model, states, FAST_VIEWS).items()}
         acts = grid_activations(model, states, s, stacked=W).acts[..., 0].reshape(len(part), s.n, s.n)
-        for st, a in zip(part, acts[:, idx][:, :, idx].double().numpy()):
-            yield st, a
+        yield from zip(part, acts[:, idx][:, :, idx].double().numpy())

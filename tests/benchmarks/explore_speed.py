@@ -7,9 +7,10 @@ are already computed, the page's size, and how long the slider takes to update e
 Without RUN_DIR it trains the nanda2023 preset (p = 113, d_model 128, d_mlp 512) for 400 steps, evaluating every
 2nd step, into a temporary folder, and fills evaluations between its ~100 log-spaced checkpoints with the mean of
 the neighbouring checkpoints until there are 200 (`fill_checkpoints`); the Fourier analysis is then computed
-once, so the timed command only reuses it. The slider latency is the time from setting the slider's value to the end of the next animation frame after every panel's update, per move, over
-`--moves` moves to checkpoints spread over the run; the median and the maximum are reported, beside the time to
-draw every panel anew (Plotly.newPlot), measured in the same page.
+once, so the timed command only reuses it. The slider latency is the time from setting the slider's value to
+the end of the next animation frame after every panel's update, per move, over `--moves` moves to checkpoints
+spread over the run; the median and the maximum are reported, beside the time to draw every panel anew
+(Plotly.newPlot), measured in the same page.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ def fill_checkpoints(run: Path, target: int = 200) -> int:
     keeps ~100 of its 201 evaluations, and the page's cost depends on the count, not on the weights."""
     import json
 
-    import torch
     from safetensors.torch import load_file, save_file
 
     from training.rundir import checkpoint_steps, ckpt_name
