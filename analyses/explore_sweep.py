@@ -61,17 +61,21 @@ def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
     for res in results:
         panels += method_panels(res, href) if hasattr(res, "methods") else field_panels(res, href)
     intro = [f"sweep of <code>{html.escape(str(sweep.spec.get('preset')))}</code>, {len(runs)} runs; click a point "
-             "to open its run's page (S_gen: first step with test accuracy >= 99%; runs that never generalised have "
-             "no S_gen point)."]
+             "to open its run's page (S_gen: first step with test accuracy >= 99%; a run that never generalised "
+             "is a cross at its budget)."]
     return write_page(out, render(f"{sweep.dir.name}: grokscope sweep explorer", intro, {"panels": panels},
                                   runs_table(sweep, runs, href), js_src=JS))
 
 
-def seed_trace(name: str, rows: list[dict], x, key: str, href: dict[str, str], colour: str) -> dict[str, Any]:
-    pts = [(x(r), r[key], href.get(run_key(r["params"], r["seed"]))) for r in rows if r.get(key) is not None]
+def seed_trace(name: str, rows: list[dict], x, key: str, href: dict[str, str], colour: str,
+               missing: bool = False) -> dict[str, Any]:
+    """Every seed's `key` as a point linking to its run's page; `missing`: instead, the runs without one, drawn at
+    their budget as crosses."""
+    pts = [(x(r), r["budget"] if missing else r[key], href.get(run_key(r["params"], r["seed"]))) for r in rows
+           if (r.get(key) is None) == missing and (not missing or r.get("budget") is not None)]
     return {"type": "scatter", "mode": "markers", "name": name, "x": [p[0] for p in pts],
             "y": [p[1] for p in pts], "customdata": [p[2] for p in pts],
-            "marker": {"color": colour, "size": 9, "opacity": 0.6},
+            "marker": {"color": colour, "size": 9, "opacity": 0.6, "symbol": "x" if missing else "circle"},
             "hovertemplate": "%{y} (click: run page)<extra>" + html.escape(name) + "</extra>"}
 
 
@@ -86,6 +90,9 @@ def field_panels(res, href: dict[str, str]) -> list[dict[str, Any]]:
         traces = []
         for key, colour in (("S_mem", "#d62728"), ("S_gen", "#2ca02c")):
             traces.append(seed_trace(f"{key} (each seed)", rows, lambda r: r["params"][f], key, href, colour))
+            if key == "S_gen":
+                traces.append(seed_trace("no S_gen (at its budget)", rows, lambda r: r["params"][f], key, href,
+                                         colour, missing=True))
             traces.append({"type": "scatter", "mode": "lines+markers", "name": f"{key} median",
                            "x": [p["value"] for p in s["points"]], "y": [sig(p[key]["median"]) for p in s["points"]],
                            "line": {"color": colour}, "marker": {"symbol": "diamond", "size": 11}})
@@ -111,6 +118,9 @@ def method_panels(res, href: dict[str, str]) -> list[dict[str, Any]]:
                        "x": [label(g["method"], g["key"]) for g in res.groups],
                        "y": [sig(g[key]["median"]) for g in res.groups],
                        "marker": {"symbol": "diamond", "size": 13, "color": colour}})
+    traces.append(seed_trace("no S_gen (at its budget)", [r for r in res.rows if r["finished"]],
+                             lambda r: label(r["params"][METHOD], series_key(r["params"], METHOD)), "S_gen", href,
+                             "#2ca02c", missing=True))
     p = panel("sweep_methods", f"S_mem and S_gen per method (speed-ups against {res.reference})", traces,
               {"xaxis": {"type": "category"}, "yaxis": {"type": "log", "title": "step"}})
     p["links"] = True

@@ -166,6 +166,11 @@ def test_sweep_points_are_the_runs_numbers_and_open_their_pages(browser, tiny_sw
         assert target.is_file() and target.name == "explore.html"
         d = target.parent.parent.name
         assert summaries[d]["S_mem"] == y and by_dir[d]["params"]["frac"] == x
+    never = page.js("document.getElementById('sweep_0_frac').data[3]")  # no S_gen: a cross at the budget
+    assert never["name"] == "no S_gen (at its budget)" and never["marker"]["symbol"] == "x"
+    assert sorted(never["customdata"]) == sorted(h for h, d in zip(t["customdata"], [
+        (out / "analyses" / h).resolve().parent.parent.name for h in t["customdata"]]) if summaries[d]["S_gen"] is None)
+    assert set(never["y"]) <= {150}
     assert page.offline(), (page.errors, page.requests)
     # a reader clicks the first point: the browser opens that run's page
     pos = page.js("(() => { const g = document.getElementById('sweep_0_frac'), L = g._fullLayout;"
