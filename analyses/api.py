@@ -14,11 +14,11 @@ torch).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from training.errors import GrokscopeError, RunDirError
+from training.safeio import read_json
 
 R = TypeVar("R", bound="Result")
 O = TypeVar("O")
@@ -68,12 +68,9 @@ class Result:
         path = Path(where.dir if hasattr(where, "dir") else where)
         if path.is_dir():
             path = path / "analyses" / (file or cls.FILE)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise RunDirError(f"{path}: no such file (run the analysis first)") from None
-        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise RunDirError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+        if not path.exists():
+            raise RunDirError(f"{path}: no such file (run the analysis first)")
+        d = read_json(path, cls.__name__)  # a regular file of bounded size, or RunDirError naming it
         try:
             return cls.from_dict(d)
         except BadInput as e:

@@ -43,10 +43,13 @@ def open_run(path: Path, need_checkpoints: bool = True):
     """A `training.rundir.Run` whose config, summary, metrics and split have all been read and checked, so that
     a garbage file ends the analysis with one line naming it before anything is computed or written."""
     from training.config import validate
-    from training.rundir import CKPT_DIR, CONFIG, METRICS, SPLIT, SUMMARY, Run
+    from training.rundir import ANALYSES_DIR, CKPT_DIR, CONFIG, METRICS, SPLIT, SUMMARY, Run
+
+    from training.safeio import refuse_links
 
     require_run_dir(path)
     run = Run(path)
+    refuse_links(run.dir, [ANALYSES_DIR])  # where the outputs go: refused now, not after the work
     try:
         validate(run.config)
     except ConfigError as e:
@@ -103,7 +106,8 @@ def write_outputs(run_or_dir, files: dict[str, Any]) -> list[Path]:
     matplotlib Figures as PNG. Every file is rendered in memory first, so a failure leaves nothing half-written;
     each is then written atomically (temporary name + rename)."""
     from training.plots import render_png
-    from training.rundir import ANALYSES_DIR, atomic_write_bytes
+    from training.rundir import ANALYSES_DIR
+    from training.safeio import atomic_write_bytes, output_dir
 
     rendered = {}
     for name, obj in files.items():
@@ -113,8 +117,7 @@ def write_outputs(run_or_dir, files: dict[str, Any]) -> list[Path]:
             rendered[name] = (json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n").encode()
         else:
             rendered[name] = render_png(obj)
-    out = Path(run_or_dir.dir / ANALYSES_DIR if hasattr(run_or_dir, "dir") else run_or_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(run_or_dir.dir / ANALYSES_DIR if hasattr(run_or_dir, "dir") else run_or_dir)
     paths = []
     for name, data in rendered.items():
         atomic_write_bytes(out / name, data)

@@ -222,11 +222,10 @@ def make_parser() -> Parser:
 
 def body(args) -> int:
     """The command: flags -> options -> analysis -> hypotheses.json and .png, and the table printed."""
-    from training.rundir import atomic_write_json
+    from training.safeio import atomic_write_json, output_dir
 
     res = analyse(args.sweep_dir, options_from(HypothesesOptions, args, progress=False)).to_dict()
-    out = args.sweep_dir / "analyses"
-    out.mkdir(exist_ok=True)
+    out = output_dir(args.sweep_dir / "analyses")
     plot(res, out / f"{NAME}.png")
     atomic_write_json(out / HypothesesResult.FILE, json_safe(res))
     print(table(res))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from analyses.landscape_plots import describe_trajectory, draw_norm_panel, draw_
 from analyses.reduced_landscape import ReducedLandscapeResult
 from training.cli import Parser, main_entry, positive_float, positive_int, regex, require
 from training.errors import ConfigError, RunDirError
+from training.safeio import read_json
 
 # torch and matplotlib are imported where they are used: --help and bad flags answer at once.
 
@@ -138,9 +138,10 @@ def _slices(run, steps: list[int], group: str | None, n_norms: int, span: float,
     reduced_path = run.dir / "analyses" / ReducedLandscapeResult.FILE
     reduced = None
     if reduced_path.exists():
+        raw = read_json(reduced_path, "reduced landscape")
         try:
             # leniently: only the landscape's own fields, as files written by earlier versions have them
-            reduced = ReducedLandscape.from_dict(json.loads(reduced_path.read_text()))
+            reduced = ReducedLandscape.from_dict(raw)
         except (TypeError, ValueError, KeyError, AttributeError) as e:  # JSONDecodeError is a ValueError
             raise RunDirError(f"{reduced_path}: unreadable ({e})") from None
     if reduced is not None and not finite([reduced.w_c]):

@@ -20,7 +20,8 @@ not run this time keep their last result.
 
 Scales: `smoke` (toy sizes; tested), `cpu` (what a 2-core CPU does in well under an hour; each section states
 its settings), `gpu` (the seeds' own settings; untested here, `--dry-run` prints its plan). Bad input (an unknown
-section or scale, --out naming a file) is one line and exit status 2, before anything is written.
+section or scale, --out naming a file, or a folder the report did not make) is one line and exit status 2, before
+anything is written. DIR must be new, empty, or the report's own (marked `.grokscope-report` when claimed).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from analyses import report_runs as rr
 from analyses import report_sequence as rq
 from analyses.report_checks import SOURCES, VERDICT_RULE, contradiction_note, evaluate, verdict
 from analyses.report_common import SCALES, Ctx, SectionDef, SectionSkipped, spec_summary
-from analyses.report_write import write_report
+from analyses.report_write import check_report_dir, claim_report_dir, write_report
 from training.cli import Parser, json_safe, main_entry, positive_int, require
 from training.errors import GrokscopeError
 
@@ -212,10 +213,12 @@ def body(args) -> int:
     require_writable_dir(args.root)
     if args.md is not None:
         require_writable_dir(args.md.parent)
+    check_report_dir(out)
     plans = plan(args)
     if args.dry_run:
         print_plan(args, plans)
         return 0
+    claim_report_dir(out)  # before any section: its figures go there too
     ctx = Ctx(args.scale, args.root, out, args.backend, args.workers, args.data_path, args.progress,
               log=lambda m: print(m, flush=True))
     t0 = time.perf_counter()

@@ -226,7 +226,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    from training.safeio import read_json as read
+
+    return read(path, "analysis result")
 
 
 def first_step(metrics: list[dict[str, Any]], key: str, test: Callable[[float], bool]) -> int | None:
@@ -298,17 +300,19 @@ def analysis(module: str, body: str, argv: list[str], out_dir: Path, result: str
     import importlib
     import io
 
+    from training.safeio import atomic_write_bytes
+
     stamp = out_dir / f".report_{Path(result).stem}.argv"
     target = out_dir / result
     summary = Path(argv[0]) / "summary.json" if argv and Path(argv[0]).is_dir() else None
-    fresh = target.exists() and stamp.exists() and json.loads(stamp.read_text()) == argv and \
+    fresh = target.exists() and stamp.exists() and read_json(stamp) == argv and \
         (summary is None or not summary.exists() or summary.stat().st_mtime <= target.stat().st_mtime)
     if not fresh:
         mod = importlib.import_module(module)
         args = mod.make_parser().parse_args(argv)
         with contextlib.redirect_stdout(io.StringIO()):
             getattr(mod, body)(args)
-        stamp.write_text(json.dumps(argv))
+        atomic_write_bytes(stamp, json.dumps(argv).encode())
     return read_json(target)
 
 

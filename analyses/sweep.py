@@ -218,17 +218,15 @@ def body(args) -> int:
     res = analyse(args.sweep_dir, options)
     if isinstance(res, MethodsResult):
         return sweep_methods.write(args.sweep_dir, res)
-    from training.rundir import atomic_write_json
+    from training.safeio import atomic_write_bytes, atomic_write_json, output_dir
 
     field, series, rows = res.field, res.series, res.rows
-    out = args.sweep_dir / "analyses"
-    out.mkdir(exist_ok=True)
+    out = output_dir(args.sweep_dir / "analyses")
     stem = f"{NAME}_{field}"
     text = table(field, series)
     plot(field, series, rows, f"{args.sweep_dir.name}: steps against {field} ({res.preset})", out / f"{stem}.png")
     atomic_write_json(out / f"{stem}.json", json_safe(res.to_dict()))
-    (out / f".{stem}.md.tmp").write_text(text + "\n\n" + "\n".join(summary_lines(field, series)) + "\n")
-    (out / f".{stem}.md.tmp").replace(out / f"{stem}.md")
+    atomic_write_bytes(out / f"{stem}.md", (text + "\n\n" + "\n".join(summary_lines(field, series)) + "\n").encode())
     print(text)
     print("\n".join(summary_lines(field, series)))
     print(f"wrote {out / stem}.json, .png and .md")

@@ -244,12 +244,11 @@ def _save(fig, path: Path) -> None:
 
 def write(sweep_dir: Path, res: MethodsResult) -> int:
     """sweep_by_method.json, .md and the figure(s) under SWEEP_DIR/analyses/; the table printed."""
-    from training.rundir import atomic_write_json
+    from training.safeio import atomic_write_bytes, atomic_write_json, output_dir
 
     grid = open_sweep(sweep_dir).spec["grid"]
     groups, methods = res.groups, res.methods
-    out = sweep_dir / "analyses"
-    out.mkdir(exist_ok=True)
+    out = output_dir(sweep_dir / "analyses")
     name, text = sweep_dir.name, table(groups, res.reference)
     written = [out / "sweep_by_method.png"]
     plot_sgen(groups, res.rows, methods, f"{name}: S_gen per method ({res.preset})", written[0])
@@ -259,8 +258,7 @@ def write(sweep_dir: Path, res: MethodsResult) -> int:
         written.append(out / f"sweep_by_method_{field}.png")
         plot_acc(groups, methods, field, f"{name}: final test accuracy within {budget} steps", written[-1])
     atomic_write_json(out / res.FILE, json_safe(res.to_dict()))
-    (out / ".sweep_by_method.md.tmp").write_text(text + "\n")
-    (out / ".sweep_by_method.md.tmp").replace(out / "sweep_by_method.md")
+    atomic_write_bytes(out / "sweep_by_method.md", (text + "\n").encode())
     print(text)
     print(f"wrote {out / 'sweep_by_method'}.json, .md, " + ", ".join(str(p) for p in written))
     return 0

@@ -4,7 +4,6 @@ analyses.sweep_methods and analyses.hypotheses are clients. Imports nothing heav
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from training.cli import require
 from training.errors import RunDirError
+from training.safeio import read_json, refuse_links
 from training.sweep import INDEX, fmt
 
 STEP = 0.01  # the fit reports the change of S_gen per this decrease of the swept value
@@ -40,14 +40,15 @@ def read_sweep(sweep_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"{sweep_dir}: no such sweep directory")
     if not path.exists():
         raise RunDirError(f"{sweep_dir}: not a sweep directory (no {INDEX}; make one with python -m training.sweep)")
+    refuse_links(sweep_dir, ["analyses"])  # where the outputs go: refused now, not after the work
+    index = read_json(path, "sweep index")
     try:
-        index = json.loads(path.read_text())
         grid, runs = index["spec"]["grid"], index["runs"]
         if not isinstance(grid, dict) or not isinstance(runs, list):
             raise TypeError("spec.grid must be an object and runs a list")
         for r in runs:
             r["dir"], r["params"], r["seed"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise RunDirError(f"{path}: unreadable sweep index ({type(e).__name__}: {e})") from None
     return index
 
@@ -61,12 +62,12 @@ def read_run(sweep_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     row = {"params": entry["params"], "seed": entry["seed"], "finished": run_finished(run_dir),
            "budget": entry.get("budget")}
     if row["finished"]:
+        s = read_json(run_dir / SUMMARY, "summary")
         try:
-            s = json.loads((run_dir / SUMMARY).read_text())
             final = s.get("final") or {}
             row.update(S_mem=s.get("S_mem"), S_gen=s.get("S_gen"), switch_step=s.get("switch_step"),
                        diverged_at=s.get("diverged_at"), final_test_acc=final.get("test_acc"))
-        except (OSError, ValueError, AttributeError) as e:
+        except AttributeError as e:
             raise RunDirError(f"{run_dir / SUMMARY}: unreadable summary ({e})") from None
         row["budget"] = row["budget"] if row["budget"] is not None else s.get("steps")
     return row

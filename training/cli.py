@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import sys
 from typing import Any, Callable
 
@@ -33,9 +34,29 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        names = {a.dest: "/".join(a.option_strings) or a.metavar or a.dest for a in self._actions}
+        for dest, value in vars(parsed).items():
+            for v in value if isinstance(value, list) else [value]:
+                if not _utf8(v):  # a path that is not UTF-8 fails late (in a figure's title, in JSON): refuse it now
+                    self.error(f"argument {names.get(dest, dest)}: {str(v)!r} is not valid UTF-8 (rename it)")
+        return parsed, extras
+
     def error(self, message: str):  # one line (argparse would print the usage block too), exit 2
         print(one_line(f"{self.prog}: error: {message}"), file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def _utf8(value: Any) -> bool:
+    """False for a str or path holding bytes that are not UTF-8 (Python keeps them as lone surrogates)."""
+    if not isinstance(value, (str, os.PathLike)):
+        return True
+    try:
+        os.fspath(value).encode("utf-8")
+    except (UnicodeEncodeError, TypeError):
+        return False
+    return True
 
 
 def one_line(message: str) -> str:

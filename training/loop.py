@@ -32,8 +32,8 @@ from training.config import ConfigError, RunConfig, validate
 from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen
 from training.plots import plot_curves
-from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, _metadata,
-                             checkpoint_steps, read_metrics)
+from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, checkpoint_steps,
+                             metadata, read_metrics)
 from training.schedule import lr_at  # noqa: F401  (re-exported)
 from training.tasks import TaskData, build_task
 from training.trainer import Trainer
@@ -87,10 +87,7 @@ def state_step(run_dir: Path) -> int:
     path = Path(run_dir) / STATE_DIR / STATE_FILE
     if not path.exists():
         return 0
-    with open(path, "rb") as f:
-        head = f.read(8)
-        raw = head + f.read(int.from_bytes(head, "little"))
-    return json.loads(_metadata(raw, path)["state"])["step"]
+    return json.loads(metadata(path)["state"])["step"]
 
 
 class Member:

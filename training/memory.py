@@ -118,3 +118,15 @@ def check_memory(cfg, shape) -> None:
         detail = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in parts.items())
         raise ConfigError(f"this config needs about {fmt_bytes(total)} of memory ({detail}) but the limit is "
                           f"{fmt_bytes(limit)} ({source}; set {LIMIT_ENV} to change it)")
+
+
+def members_that_fit(cfgs) -> int | None:
+    """How many runs like the largest of `cfgs` fit in memory at once as one ensemble, by the estimate (None when
+    there is no limit). A sweep's chunk never holds more: a chunk of 100001 members is a 24 GB ensemble."""
+    from training.taskshape import task_shape
+
+    limit, _ = memory_limit()
+    if limit is None or not cfgs:
+        return None
+    per_member = max(sum(estimate(c, task_shape(c.task)).values()) for c in cfgs)
+    return max(1, limit // max(per_member, 1))

@@ -22,6 +22,7 @@ from pathlib import Path
 from training.cli import Parser, main_entry
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
 from training.errors import RunDirError
+from training.memory import LIMIT_ENV, members_that_fit
 from training.presets import PRESETS, get_preset
 
 DEFAULT_ROOT = Path("checkpoints")
@@ -87,7 +88,11 @@ def _checked_main(args: argparse.Namespace) -> int:
     if args.resume is None:
         validate(cfg)
     if args.seeds is not None:
-        parse_seeds(args.seeds)
+        seeds = parse_seeds(args.seeds)
+        fit = members_that_fit([cfg])
+        if fit is not None and len(seeds) > fit:  # one ensemble: every member in memory at once
+            raise ConfigError(f"--seeds: {len(seeds)} members do not fit in memory at once (about {fit} do, by the "
+                              f"estimate; see {LIMIT_ENV}); train fewer seeds per command")
     if args.seeds is not None or (args.resume is not None and seed_dirs(args.resume)):
         return _main_seeds(args)
     return _main(args)
@@ -183,7 +188,7 @@ def _main_seeds(args: argparse.Namespace) -> int:
     ordinary run directory; `--resume <out>` continues all of them."""
     from training.ensemble import train_ensemble
     from training.loop import pick_device
-    from training.rundir import RunLock, check_resume, create_run_dir, read_config
+    from training.rundir import RunLock, check_resume, create_run_dirs, read_config
 
     if args.resume is not None:
         _, overrides = config_from_args(args)
@@ -206,9 +211,8 @@ def _main_seeds(args: argparse.Namespace) -> int:
         if args.resume is not None:
             for d, c, data in zip(dirs, cfgs, datas):
                 check_resume(d, c, data)
-        else:
-            for d in dirs:
-                locks.append(create_run_dir(d, overwrite=args.overwrite))
+        else:  # every member checked before any is replaced
+            locks += create_run_dirs(dirs, overwrite=args.overwrite)
         t0 = time.perf_counter()
         out = train_ensemble(list(cfgs), dirs, resume=args.resume is not None, progress=not args.no_progress,
                              preset=preset)

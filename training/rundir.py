@@ -39,9 +39,13 @@ from safetensors.torch import load_file, save
 from training.cli import json_safe
 from training.config import SECTIONS, ConfigError, RunConfig
 from training.errors import RunDirError  # noqa: F401  (re-exported)
+from training.safeio import (atomic_write_bytes, atomic_write_json, open_append, open_lock, open_regular,  # noqa: F401
+                             output_dir, read_bytes, read_json, refuse_links, unlink_quietly)
 
 CONFIG, SPLIT, METRICS, SUMMARY, CURVES = "config.json", "split.json", "metrics.jsonl", "summary.json", "curves.png"
 CKPT_DIR, STATE_DIR, ANALYSES_DIR, LOCK = "ckpt", "state", "analyses", ".lock"
+# what a writer writes into (the lock is opened with O_NOFOLLOW): a link among them leads into somebody else's data
+RUN_PARTS = (CONFIG, SPLIT, METRICS, SUMMARY, CURVES, CKPT_DIR, STATE_DIR)
 STATE_FILE = "state.safetensors"
 CKPT_RE = re.compile(r"^step_(\d+)\.safetensors$")
 FORMAT = "grokscope-run/1"  # with a run_id, marks a directory as one this project wrote (what --overwrite may replace)
@@ -53,43 +57,7 @@ METRIC_KEYS = ("step", "train_loss", "test_loss", "train_acc", "test_acc")
 KILL_AT_STEP, KILL_DURING = "GROKSCOPE_KILL_AT_STEP", "GROKSCOPE_KILL_DURING"
 
 
-# --- atomic writes -------------------------------------------------------------------------------------------
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, kill_before_rename: bool = False) -> None:
-    """Write to `.NAME.tmpPID`, then rename over `path`. A failed write (a full disk) removes the temporary and
-    raises RunDirError naming `path`; the old file, if any, is untouched."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        _write_file(tmp, data)
-        if kill_before_rename:
-            _kill_self()
-        os.replace(tmp, path)
-    except OSError as e:
-        _unlink_quietly(tmp)
-        raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:  # Ctrl-C mid-write: no temporary left behind either
-        _unlink_quietly(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+# --- temporaries (the writing itself: training.safeio) ---------------------------------------------------------
 
 
 def remove_stale_temps(run_dir: Path) -> list[Path]:
@@ -100,7 +68,7 @@ def remove_stale_temps(run_dir: Path) -> list[Path]:
         if d.is_dir():
             for p in d.iterdir():
                 if TEMP_RE.match(p.name) and p.is_file() and not p.is_symlink():
-                    _unlink_quietly(p)
+                    unlink_quietly(p)
                     removed.append(p)
     return removed
 
@@ -134,11 +102,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     cut short (a kill, a full disk) and is dropped; any other bad line raises RunDirError naming file:line."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return []
-    except OSError as e:
-        raise RunDirError(f"cannot read {path}: {e.strerror or e}") from None
     rows: list[dict[str, Any]] = []
     for n, line in enumerate(raw.split(b"\n")[:-1], 1):  # [:-1]: the torn tail, or "" after the last newline
         row = _row_problem(line, rows[-1]["step"] if rows else -1)
@@ -149,15 +115,6 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 # --- config.json and split.json ------------------------------------------------------------------------------
-
-
-def _load_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise RunDirError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, numbers too large
-        raise RunDirError(f"{path}: unreadable {what} ({e})") from None
 
 
 def _field_problem(value: Any, default: Any) -> str | None:
@@ -198,12 +155,12 @@ def read_config(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise RunDirError(f"{run_dir}: no run directory there (no {CONFIG})")
-    return config_from_json(_load_json(run_dir / CONFIG, "config"), run_dir / CONFIG)
+    return config_from_json(read_json(run_dir / CONFIG, "config"), run_dir / CONFIG)
 
 
 def set_steps(run_dir: Path, steps: int) -> None:
     """--resume --steps N: change only train.steps, keeping every other key (run_id, versions) as written."""
-    raw = _load_json(Path(run_dir) / CONFIG, "config")
+    raw = read_json(Path(run_dir) / CONFIG, "config")
     raw.setdefault("train", {})["steps"] = steps
     atomic_write_json(Path(run_dir) / CONFIG, raw)
 
@@ -212,7 +169,7 @@ def check_split(path: Path, data) -> None:
     """split.json must describe exactly the split rebuilt from the config (its sha256 and its train indices)."""
     from training.tasks import split_digest
 
-    split = _load_json(path, "split")
+    split = read_json(path, "split")
     if not isinstance(split, dict):
         raise RunDirError(f"{path}: not a split (expected a JSON object)")
     if split.get("sha256") != split_digest(data.train_idx, data.test_idx):
@@ -228,7 +185,7 @@ def read_header(path: Path) -> dict[str, Any]:
     """The JSON header of a safetensors file (8 bytes of length, then JSON), read without trusting the length."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
             n = int.from_bytes(f.read(8), "little")
             if size < 8 or n > min(size - 8, MAX_HEADER):
@@ -249,19 +206,6 @@ def metadata(path: Path) -> dict[str, str]:
     return read_header(path).get("__metadata__") or {}
 
 
-def _metadata(raw: bytes, path: Path) -> dict[str, str]:
-    """The __metadata__ of a safetensors file already read into `raw` (same checks as `read_header`)."""
-    n = int.from_bytes(raw[:8], "little")
-    if len(raw) < 8 or n > min(len(raw) - 8, MAX_HEADER):
-        raise RunDirError(f"{path}: not a safetensors file (a {n}-byte header in {len(raw)} bytes)")
-    try:
-        header = json.loads(raw[8 : 8 + n])
-    except (UnicodeDecodeError, ValueError) as e:
-        raise RunDirError(f"{path}: not a safetensors file ({e})") from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta if isinstance(meta, dict) else {}
-
-
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     read_header(path)  # refuses a lying length field before safetensors allocates anything
     try:
@@ -270,9 +214,31 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise RunDirError(f"{path}: corrupt safetensors file ({e})") from None
 
 
-# the counters every resume state carries (the optimiser's own layout is checked by check_state_fits)
-STATE_META = {"step": int, "elapsed": (int, float), "train_time": (int, float), "overhead_time": (int, float),
-              "policy": dict}
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def bad_counters(state: Any) -> list[str]:
+    """The resume counters every state carries that are missing or make no sense: a step or checkpoint count below
+    0, a time that is negative or not finite, a checkpoint policy without its fields. Checked before anything is
+    truncated: resuming "from step -5" would forget every checkpoint and metrics row. (The optimiser's own layout
+    is checked by check_state_fits.)"""
+    if not isinstance(state, dict):
+        return ["all of them"]
+    bad = [] if _count(state.get("step")) else ["step"]
+    bad += [k for k in ("elapsed", "train_time", "overhead_time")
+            if not (_number(state.get(k)) and math.isfinite(state[k]) and state[k] >= 0)]
+    policy = state.get("policy")
+    last = policy.get("last") if isinstance(policy, dict) else None
+    if not (isinstance(policy, dict) and _count(policy.get("count")) and _count(policy.get("bytes"))
+            and (last is None or isinstance(last, dict)
+                 and all(_number(last.get(k)) for k in ("test_acc", "train_acc", "test_loss")))):
+        bad.append("policy")
+    return bad
 
 
 def load_state(run_dir: Path, run_id: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -289,7 +255,7 @@ def load_state(run_dir: Path, run_id: str | None) -> tuple[dict[str, torch.Tenso
         state = json.loads(meta["state"])
     except (KeyError, TypeError, ValueError):
         raise RunDirError(f"{path}: no resume counters in its metadata") from None
-    bad = [k for k, kind in STATE_META.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
+    bad = bad_counters(state)
     if bad:
         raise RunDirError(f"{path}: resume counters missing or malformed ({', '.join(bad)})")
     return load_tensors(path), state
@@ -326,6 +292,7 @@ def check_resume(run_dir: Path, cfg: RunConfig, data) -> int:
     from training.models import build_model
 
     run_dir = Path(run_dir)
+    refuse_links(run_dir, RUN_PARTS)
     _, extras = read_config(run_dir)
     for d in (run_dir / CKPT_DIR, run_dir / STATE_DIR):
         if d.exists() and not d.is_dir():
@@ -350,12 +317,11 @@ def check_resume(run_dir: Path, cfg: RunConfig, data) -> int:
 def _holder(lock_path: Path) -> str:
     """' (pid N)' when the lock file names a live process, else '' (never a guess like 'pid ?')."""
     try:
-        text = lock_path.read_text().strip()
-        pid = int(text)
+        pid = int(read_bytes(lock_path, 64).decode().strip())
         os.kill(pid, 0)
     except PermissionError:
         return f" (pid {pid})"
-    except (OSError, ValueError):
+    except (OSError, ValueError, RunDirError):
         return ""
     return f" (pid {pid})"
 
@@ -368,10 +334,7 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise RunDirError(f"cannot lock {self.path}: {e.strerror or e}") from None
+        self.fd = open_lock(self.path)  # never through a link: the pid below would overwrite its target
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -397,8 +360,8 @@ def run_marker(path: Path) -> str | None:
     if path.is_symlink() or not all((path / f).is_file() for f in (CONFIG, SPLIT, METRICS)):
         return None
     try:
-        raw = json.loads((path / CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        raw = read_json(path / CONFIG, "config")
+    except RunDirError:
         return None
     ok = isinstance(raw, dict) and raw.get("format") == FORMAT and isinstance(raw.get("run_id"), str)
     return raw["run_id"] if ok and RUN_ID_RE.match(raw["run_id"]) else None
@@ -418,21 +381,16 @@ def _make_dirs(path: Path) -> None:
         raise RunDirError(f"cannot create {path}: {e.strerror or e}") from None
 
 
-def create_run_dir(path: Path, overwrite: bool = False) -> RunLock:
-    """Make (or, with `overwrite`, replace) the run directory `path` and return its acquired lock.
-
-    Replacing renames the old run aside to a hidden sibling first and only then deletes it (never following a
-    symlink), so `path` never holds a half-deleted run; only a directory `run_marker` recognises is replaced."""
+def check_out_dir(path: Path, overwrite: bool = False) -> bool:
+    """Everything that can refuse `path` as a new run's directory, checked without changing anything. True when
+    `path` holds a run that `overwrite` will replace (only a directory `run_marker` recognises)."""
     path = Path(path)
     if path.is_symlink():  # replacing it would act on the link, not on the run it points to
         raise RunDirError(f"--out {path}: is a symbolic link; give the directory it points to")
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {path}: exists and is not a directory")
-    if not path.exists():
-        _make_dirs(path)
-        return RunLock(path).acquire()
-    if not any(p.name != LOCK for p in path.iterdir()):  # empty (or a lock left by a run killed at its start)
-        return RunLock(path).acquire()
+    if not path.exists() or not any(p.name != LOCK for p in path.iterdir()):  # (a lock left by a run killed at
+        return False                                                          # its start counts as empty)
     if not overwrite:
         raise RunDirError(f"{path} already exists; pass --resume {path} to continue it or --overwrite to replace it")
     if run_marker(path) is None:
@@ -441,15 +399,52 @@ def create_run_dir(path: Path, overwrite: bool = False) -> RunLock:
     cwd = Path.cwd()
     if path.resolve() in (cwd, *cwd.parents):  # renaming it would move this process's own folder away
         raise RunDirError(f"--out {path}: is the current folder (or holds it); refusing to overwrite it")
-    old_lock = RunLock(path).acquire()  # refused while another process writes the old run
+    return True
+
+
+def create_run_dir(path: Path, overwrite: bool = False) -> RunLock:
+    """Make (or, with `overwrite`, replace) the run directory `path` and return its acquired lock.
+
+    Replacing renames the old run aside to a hidden sibling first and only then deletes it (never following a
+    symlink), so `path` never holds a half-deleted run; only a directory `run_marker` recognises is replaced."""
+    return create_run_dirs([path], overwrite)[0]
+
+
+def create_run_dirs(paths: list[Path], overwrite: bool = False) -> list[RunLock]:
+    """`create_run_dir` for an ensemble's members, all checked first: every path passes `check_out_dir` and the
+    lock of every run to be replaced is taken (refused while another process writes it) before any is replaced."""
+    paths = [Path(p) for p in paths]
+    replace = [check_out_dir(p, overwrite) for p in paths]
+    old: list[RunLock | None] = []
+    new: list[RunLock] = []
+    try:
+        for p, r in zip(paths, replace):
+            old.append(RunLock(p).acquire() if r else None)
+        for p, lock in zip(paths, old):
+            new.append(_replace_run_dir(p, lock) if lock else _new_run_dir(p))
+        return new
+    except BaseException:
+        for lock in [*old, *new]:
+            if lock is not None:
+                lock.release()  # a released lock releases as nothing
+        raise
+
+
+def _new_run_dir(path: Path) -> RunLock:
+    if not path.exists():
+        _make_dirs(path)
+    return RunLock(path).acquire()
+
+
+def _replace_run_dir(path: Path, old_lock: RunLock) -> RunLock:
     path = path.resolve()  # a real name for the sibling even when --out ends in ".."
     aside = path.with_name(f".{path.name}.replaced-{uuid.uuid4().hex[:8]}")
     try:
         os.rename(path, aside)
     except OSError as e:
-        old_lock.release()
         raise RunDirError(f"cannot move {path} aside to replace it: {e.strerror or e}") from None
-    old_lock.release()
+    finally:
+        old_lock.release()
     _make_dirs(path)
     lock = RunLock(path).acquire()
     try:
@@ -477,6 +472,7 @@ class RunWriter:
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
+        refuse_links(self.dir, RUN_PARTS)
         for d in (CKPT_DIR, STATE_DIR):
             try:
                 (self.dir / d).mkdir(parents=True, exist_ok=True)
@@ -499,7 +495,7 @@ class RunWriter:
         path = self.dir / METRICS
         line = (json.dumps(row) + "\n").encode()
         try:
-            with open(path, "ab") as f:
+            with open_append(path) as f:
                 if self.kill_during == "metrics" and row["step"] == self.kill_at:
                     f.write(line[: len(line) // 2])
                     f.flush()
@@ -520,14 +516,14 @@ class RunWriter:
         meta = {"step": str(step), "metrics": json.dumps(metrics)}
         data = save({k: v.detach().cpu().contiguous() for k, v in weights.items()}, metadata=meta)
         kill = self.kill_during == "ckpt" and self.kill_at is not None and step >= self.kill_at
-        atomic_write_bytes(self.dir / CKPT_DIR / ckpt_name(step), data, kill_before_rename=kill)
+        atomic_write_bytes(self.dir / CKPT_DIR / ckpt_name(step), data, before_rename=_kill_self if kill else None)
         return len(data)
 
     def save_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         tags = {"state": json.dumps(meta), **({"run_id": self.run_id} if self.run_id else {})}
         data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=tags)
         kill = self.kill_during == "state" and meta["step"] == self.kill_at
-        atomic_write_bytes(self.dir / STATE_DIR / STATE_FILE, data, kill_before_rename=kill)
+        atomic_write_bytes(self.dir / STATE_DIR / STATE_FILE, data, before_rename=_kill_self if kill else None)
 
     def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """Resume: the run id comes from config.json, and every later state is tagged with it."""
@@ -562,11 +558,11 @@ def run_finished(path: Path) -> bool:
     design, or diverging). Only the loop writes summary.json; a run extended with --resume --steps is unfinished
     again."""
     try:
-        summary = json.loads((Path(path) / SUMMARY).read_text())
-        steps = json.loads((Path(path) / CONFIG).read_text())["train"]["steps"]
+        summary = read_json(Path(path) / SUMMARY, "summary")
+        steps = read_json(Path(path) / CONFIG, "config")["train"]["steps"]
         return isinstance(summary, dict) and (summary.get("steps") == steps or bool(summary.get("stopped_early"))
                                                or summary.get("diverged_at") is not None)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (RunDirError, KeyError, TypeError):
         return False
 
 
@@ -608,7 +604,7 @@ class Run:
         path = self.dir / SUMMARY
         if not path.exists():
             return {}
-        summary = _load_json(path, "summary")
+        summary = read_json(path, "summary")
         if not isinstance(summary, dict):
             raise RunDirError(f"{path}: not a summary (expected a JSON object)")
         return summary
@@ -638,7 +634,13 @@ class Run:
         return path
 
     def weights(self, step: int) -> dict[str, torch.Tensor]:
-        return load_tensors(self._existing_checkpoint(step))
+        path = self._existing_checkpoint(step)
+        weights = load_tensors(path)
+        bad = next((k for k, v in weights.items() if not v.is_floating_point()), None)
+        if bad is not None:  # the loop saves float weights only; integers would be converted without a word
+            raise RunDirError(f"{path}: '{bad}' holds {str(weights[bad].dtype).removeprefix('torch.')}, not the "
+                              "floating-point weights a checkpoint holds")
+        return weights
 
     def checkpoint_metrics(self, step: int) -> dict[str, Any]:
         path = self._existing_checkpoint(step)
@@ -702,6 +704,4 @@ class Run:
 
     @property
     def analyses_dir(self) -> Path:
-        d = self.dir / ANALYSES_DIR
-        d.mkdir(exist_ok=True)
-        return d
+        return output_dir(self.dir / ANALYSES_DIR)

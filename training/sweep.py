@@ -43,6 +43,7 @@ from training.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, MAX_INT, Parse
                           positive_int, require)
 from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, validate
 from training.errors import RunDirError
+from training.safeio import atomic_write_bytes
 from training.presets import PRESETS, get_preset
 
 INDEX = "sweep.json"
@@ -50,6 +51,7 @@ STOP_FILE = ".drain"  # written by a draining driver, watched by every chunk exe
 STATE = Path("state") / "state.safetensors"
 
 
+MAX_RUNS = 10_000  # a typo such as --seeds $(seq 0 100000) is refused before anything is planned or built
 METHOD = "method"  # the key a variant's label is stored under, in each run's params and index entry
 LABEL = re.compile(r"[a-z0-9][a-z0-9.+-]*")  # a label is part of a directory name
 
@@ -169,8 +171,15 @@ def check_variants(spec: SweepSpec) -> None:
             raise ConfigError(f"method {label} sets {', '.join(clash)}, which the grid sweeps")
 
 
+def n_runs(spec: SweepSpec) -> int:
+    return max(len(spec.variants), 1) * math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds)
+
+
 def plan(spec: SweepSpec, seed_fields: list[str]) -> list[PlannedRun]:
     check_variants(spec)
+    if n_runs(spec) > MAX_RUNS:
+        raise ConfigError(f"a sweep of {n_runs(spec)} runs is more than the {MAX_RUNS} one sweep directory holds; "
+                          "split it into several sweeps (--out)")
     base = get_preset(spec.preset).replace(**spec.overrides)
     names = list(spec.grid)
     runs = []
@@ -193,23 +202,32 @@ def check_all(runs: list[PlannedRun]) -> None:
             validate(r.config)
         except ConfigError as e:
             raise ConfigError(f"{r.name}: {e}") from None
+    from dataclasses import asdict
+
     from training.run import check
 
+    checked = set()
     for r in runs:
+        key = json.dumps([asdict(r.config.task), asdict(r.config.model)], sort_keys=True, default=str)
+        if key in checked:  # the task and model a config builds depend on these alone (seeds do not change them)
+            continue
         try:
             check(r.config)
         except ConfigError as e:
             raise ConfigError(f"{r.name}: {e}") from None
+        checked.add(key)
 
 
 def plan_chunks(configs: list[RunConfig], workers: int, threads: int) -> list[list[int]]:
     """Indices of `configs` grouped into chunks, each trained by one worker as one ensemble: shape-compatible
-    runs, grouped only where a measured step says an ensemble pays (`training.ensemble.plan_chunks`), and never
-    more members per chunk than keeps every worker busy."""
+    runs, grouped only where a measured step says an ensemble pays (`training.ensemble.plan_chunks`), never more
+    members per chunk than keeps every worker busy, and never more than fit in memory (`training.memory`)."""
     from training.ensemble import plan_chunks as ensemble_chunks
+    from training.memory import members_that_fit
 
     per_worker = max(1, -(-len(configs) // max(workers, 1)))
-    return ensemble_chunks(configs, max_members=per_worker, threads=threads)
+    fit = members_that_fit(configs)
+    return ensemble_chunks(configs, max_members=per_worker if fit is None else min(per_worker, fit), threads=threads)
 
 
 # --- the sweep directory -------------------------------------------------------------------------------------
@@ -294,10 +312,12 @@ def open_sweep(spec: SweepSpec, out: Path, seed_fields: list[str]) -> tuple[Swee
     """The spec (joined with the one already in `out`) and its checked runs. Reads only: nothing is written."""
     index_path = out / INDEX
     if index_path.exists():
+        from training.safeio import read_json
+
         try:
-            old = json.loads(index_path.read_text())["spec"]
+            old = read_json(index_path, "sweep index")["spec"]
             joined = merged(spec, old, seed_fields)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise RunDirError(f"{index_path}: unreadable sweep index ({e})") from None
         if joined is None:
             raise RunDirError(f"{out} holds a different sweep (same preset, fixed fields, grid fields and method "
@@ -376,7 +396,7 @@ def drive(backend, chunks: list[list[PlannedRun]], items_of, stop_file: Path, pr
             if stop["signal"] is not None:
                 queue.clear()
                 if not stop_file.exists():
-                    stop_file.write_text("drain\n")
+                    atomic_write_bytes(stop_file, b"drain\n")
             for handle in backend.wait(list(in_flight), timeout=0.5) if in_flight else []:
                 chunk = in_flight.pop(handle)
                 try:
@@ -388,7 +408,7 @@ def drive(backend, chunks: list[list[PlannedRun]], items_of, stop_file: Path, pr
                 progress.finished(chunk, results)
     finally:
         if in_flight:  # an error in the driver itself: the workers still drain and save their state
-            stop_file.write_text("drain\n")
+            atomic_write_bytes(stop_file, b"drain\n")
             backend.close()
 
 

@@ -9,6 +9,11 @@ Draining (Ctrl-C, SIGTERM) works the same on every backend: the driver writes a 
 directory (a shared filesystem is assumed for Ray as well), and each executor, which watches for it, sends its own
 process SIGINT. The training loop takes that as its Ctrl-C (finish the step, save the resume state, return), and
 the executor starts nothing more. A signal rather than a call, because the loop already owns that path.
+
+A driver that dies, however it dies (SIGKILL included), takes its workers with it: an executor whose parent
+process changed (the driver, or Ray's raylet, is gone) drains as if the stop file were there, a local pool worker
+then exits (it would otherwise wait for work forever, keeping its resource tracker alive too), and a Ray instance
+the driver started is ended by a watcher process (`training.reaper`), since Ray leaves its agents running then.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from training.errors import ConfigError
 
 POLL_S = 0.2  # how often an executor looks for the stop file; a drain costs at most this plus one training step
+_BUSY = threading.Lock()  # held while this process trains a chunk: a worker whose driver died exits between chunks
 
 
 # --- worker side ---------------------------------------------------------------------------------------------
@@ -36,15 +42,18 @@ class DrainWatch:
 
     def __init__(self, stop_file: str | None):
         self.stop_file = Path(stop_file) if stop_file else None
-        self.requested = self.stop_file is not None and self.stop_file.exists()  # a task that started late
+        self.parent = os.getppid()  # the driver (local pool) or the raylet (Ray): when it changes, it died
+        self.requested = self._asked()  # a task that started late
         self._done = threading.Event()
+
+    def _asked(self) -> bool:
+        return (self.stop_file is not None and self.stop_file.exists()) or os.getppid() != self.parent
 
     def __enter__(self) -> "DrainWatch":
         self._mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
         self._handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        if self.stop_file is not None:
-            self._thread = threading.Thread(target=self._watch, daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
         return self
 
     def _on_signal(self, signum, frame) -> None:
@@ -52,14 +61,13 @@ class DrainWatch:
 
     def _watch(self) -> None:
         while not self._done.wait(POLL_S):
-            if self.stop_file.exists():
+            if self._asked():
                 self.requested = True
                 os.kill(os.getpid(), signal.SIGINT)
 
     def __exit__(self, *exc) -> None:
         self._done.set()
-        if self.stop_file is not None:
-            self._thread.join()
+        self._thread.join()
         for s, h in self._handlers.items():
             signal.signal(s, h)
         signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
@@ -119,7 +127,7 @@ def execute_chunk(items: list[dict[str, Any]], stop_file: str | None = None, thr
     results: list[dict[str, Any] | None] = [None] * len(items)
     locks, locked = [], []
     t0 = time.perf_counter()
-    with DrainWatch(stop_file) as drain:
+    with _BUSY, DrainWatch(stop_file) as drain:
         if drain.requested:  # queued (Ray) before the drain: create nothing
             return [{"status": "not_started"} for _ in items]
         try:
@@ -143,11 +151,20 @@ def execute_chunk(items: list[dict[str, Any]], stop_file: str | None = None, thr
     return results  # every slot is filled above
 
 
-def init_local_worker(threads: int) -> None:
+def init_local_worker(threads: int, driver: int | None = None) -> None:
     """A pool worker between chunks ignores Ctrl-C (the driver drains through the stop file); during a chunk
-    DrainWatch and the training loop handle it."""
+    DrainWatch and the training loop handle it. Once its driver is gone it exits (after draining its chunk)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if driver is not None:
+        threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
+
+
+def _exit_without(driver: int) -> None:
+    while os.getppid() == driver:
+        time.sleep(POLL_S)
+    with _BUSY:  # a chunk in progress drains first (DrainWatch saw the driver go too)
+        os._exit(130)
 
 
 # --- driver side: backends -----------------------------------------------------------------------------------
@@ -171,7 +188,7 @@ class LocalBackend:
 
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=init_local_worker, initargs=(self.threads,))
+                                             initializer=init_local_worker, initargs=(self.threads, os.getpid()))
         return self._pool
 
     def submit(self, items: list[dict[str, Any]], stop_file: str):
@@ -225,14 +242,19 @@ class RayBackend:
             raise ConfigError("--backend ray: ray is not installed (pip install -e .[ray])") from None
         import logging
 
-        self.ray, self.threads, self._started = ray, threads, False
+        self.ray, self.threads, self._started, self._reaper = ray, threads, False, None
         if not ray.is_initialized():
             if address is not None and address != "auto":
                 _check_reachable(address)
+            if address is None:  # a local instance of our own: it must not outlive this driver
+                from training.reaper import Reaper
+
+                self._reaper = Reaper()
             try:
                 ray.init(address=address, num_cpus=None if address else (workers or 2) * threads,
                          include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             except (OSError, RuntimeError, ValueError) as e:
+                self.close()
                 raise ConfigError(f"--backend ray: cannot connect to Ray at {address} ({one_line(e)})") from None
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -255,6 +277,10 @@ class RayBackend:
     def close(self) -> None:
         if self._started:
             self.ray.shutdown()
+            self._started = False
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
 
 
 def make_backend(name: str, *, workers: int | None, threads: int, address: str | None):

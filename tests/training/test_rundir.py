@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import training.rundir as rundir
+import training.safeio as safeio
 from tests.conftest import tiny_config
 from training.cli import EXIT_DIVERGED
 from training.loop import train
@@ -318,7 +319,7 @@ def test_a_full_disk_is_one_line_leaves_no_temporaries_and_the_run_resumes_exact
                                                                                    monkeypatch, match, mode):
     out = tmp_path / "run"
     disk = FullDisk(match, mode)
-    monkeypatch.setattr(rundir, "open", disk, raising=False)
+    monkeypatch.setattr(safeio, "open", disk, raising=False)
     assert call_main(*TINY, "--out", str(out)) == 2
     err = one_line(capsys)
     assert disk.hit is not None and "No space left on device" in err and match in err
