@@ -35,6 +35,7 @@ from analyses.api import BadInput, as_run
 from analyses.common import require_writable_dir, write_outputs
 from training.cli import Parser, main_entry
 from training.errors import RunDirError
+from training.safeio import refuse_links
 
 PAGE = "explore.html"
 # task family (TaskData.structure["kind"]) -> the analyses whose panels its page shows
@@ -102,6 +103,7 @@ def check_out(out: Path) -> None:
         raise BadInput(f"--out {out}: not a regular file")
     try:
         require_writable_dir(out.parent)
+        refuse_links(out.parent.parent, [out.parent.name])  # never written through a link (training.safeio)
     except RunDirError as e:
         raise BadInput(f"--out {out}: {e}") from None
     if out.exists() and not os.access(out, os.W_OK):
@@ -109,10 +111,10 @@ def check_out(out: Path) -> None:
 
 
 def write_page(out: Path, text: str) -> int:
-    from training.rundir import atomic_write_bytes
+    from training.safeio import atomic_write_bytes, output_dir
 
     data = text.encode()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    output_dir(out.parent)
     atomic_write_bytes(out, data)
     return len(data)
 
@@ -123,6 +125,7 @@ def write_page(out: Path, text: str) -> int:
 def write_run_page(run_dir: Path, out: Path, options: ExploreOptions = ExploreOptions(), js: Path | None = None) -> int:
     """The run's page at `out`: plotly.js embedded, or loaded from the file `js` (a sweep's pages share one)."""
     run = as_run(run_dir)  # every file checked, checkpoints required: one line before any work
+    refuse_links(run.dir, ["analyses"])  # computed analyses go there: never through a link
     src = None if js is None else Path(os.path.relpath(js, out.parent)).as_posix()
     computed: dict[str, Any] = {}
     size = write_page(out, run_page(run, options, src, computed))

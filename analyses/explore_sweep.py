@@ -42,6 +42,7 @@ def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
     from analyses.explore_page import plotly_js, render
     from analyses.sweep_stats import open_sweep
     from training.rundir import checkpoint_steps
+    from training.safeio import refuse_links
 
     sweep = open_sweep(sweep_dir)
     results = sweep_results(sweep)
@@ -50,8 +51,9 @@ def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
     for e in runs:  # only runs with checkpoints get a page
         if checkpoint_steps(sweep.dir / str(e["dir"])):
             pages[run_key(e["params"], e["seed"])] = sweep.dir / str(e["dir"]) / "analyses" / PAGE
-    for p in pages.values():
-        require_writable_dir(p.parent)  # every folder checked before the first page is written
+    for p in pages.values():  # every folder checked before the first page is written
+        require_writable_dir(p.parent)
+        refuse_links(p.parent.parent, [p.parent.name])
     js = out.parent / JS  # one copy of plotly.js for the sweep's pages
     write_page(js, plotly_js())
     for p in pages.values():  # rewritten each time: a run may have gained analyses since

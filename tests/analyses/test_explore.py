@@ -217,6 +217,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(grokked_run, tmp_path,
     assert page_files(tmp_path) == [tmp_path / "page.html"]
 
 
+def test_an_analyses_folder_that_is_a_link_is_refused_before_any_work(grokked_run, tmp_path, capsys):
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    (grokked_run / "analyses").symlink_to(mine)
+    for argv in ([], ["--out", str(tmp_path / "page.html")]):  # the page there, or the analyses computed there
+        assert main([str(grokked_run), "--no-progress", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "symbolic link" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and not (tmp_path / "page.html").exists()
+
+
 def test_an_analysis_written_earlier_is_reused_not_recomputed(run_page, tmp_path):
     """The page shows what fourier.json says: a doctored file shows up on the page (and --no-compute computes
     nothing for a run that has no analyses: the page has the training curves only)."""
