@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import html
 import importlib
 import os
 import sys
@@ -140,6 +141,9 @@ def results_for(run, options: ExploreOptions, computed: dict[str, Any]) -> dict[
     RUN_DIR/analyses/ for the next time)."""
     from training.rundir import ANALYSES_DIR
 
+    from interp.modular import NotModularError
+
+    not_applicable = (BadInput, NotModularError)  # the run's task does not fit the analysis (a bad file still stops)
     where = run.dir / ANALYSES_DIR  # not run.analyses_dir, which creates the folder
     family = FAMILIES.get(run.data.structure.get("kind"), ())
     out = {}
@@ -152,7 +156,11 @@ def results_for(run, options: ExploreOptions, computed: dict[str, Any]) -> dict[
             out[name] = mod.load(run)
         elif options.compute:
             opts = getattr(mod, OPTIONS[name])(progress=options.progress)
-            out[name] = mod.analyse(run, opts)
+            try:
+                out[name] = mod.analyse(run, opts)
+            except not_applicable as e:  # e.g. modular addition of k > 2 operands: no Fourier grid
+                print(f"analyses.explore: no {name} panels ({e})", file=sys.stderr)
+                continue
             computed[result_cls.FILE] = out[name].to_dict()
     return out
 
@@ -180,7 +188,7 @@ def run_page(run, options: ExploreOptions = ExploreOptions(), js_src: str | None
         panels.append(fam.landscape_panel(steps, res["landscape"], run.metrics))
     s = run.summary
     c = run.config
-    intro = [f"task <code>{c.task.task}</code>, {len(steps)} checkpoints; S_mem {s.get('S_mem')}, "
+    intro = [f"task <code>{html.escape(c.task.task)}</code>, {len(steps)} checkpoints; S_mem {s.get('S_mem')}, "
              f"S_gen {s.get('S_gen')}" + (f"; phases: {describe(phases)}" if phases else ""),
              "analyses shown: " + (", ".join(sorted(res)) or "none (only the training curves)") +
              ". Move the slider (or focus it and use the arrow keys) to choose a checkpoint."]

@@ -367,3 +367,17 @@ def test_method_sweep_page_shows_each_methods_runs(browser, tmp_path):
         close(medians["y"], [g["S_gen"]["median"] for g in res.groups])
     assert page.page.locator("#runs tr").count() == len(res.rows) + 1
     assert page.offline(), (page.errors, page.requests)
+
+
+def test_a_run_its_familys_analysis_does_not_fit_gets_the_curves(tmp_path, capsys):
+    """Modular addition of 3 operands: no Fourier grid. The page has the curves, says why there is no more, and
+    nothing is written into the run."""
+    from tests.conftest import tiny_config
+    from training.loop import train
+
+    run = tmp_path / "kadd"
+    train(tiny_config(task="kadd", k=3, steps=20, eval_every=10), run, progress=False)
+    assert main([str(run), "--no-progress", "--out", str(tmp_path / "p.html")]) == 0
+    assert "no fourier panels" in capsys.readouterr().err and not (run / "analyses").exists()
+    text = (tmp_path / "p.html").read_text()
+    assert '"id":"loss"' in text and '"id":"fourier_norms"' not in text
