@@ -41,6 +41,7 @@ from analyses.report_checks import SOURCES, VERDICT_RULE, contradiction_note, ev
 from analyses.report_common import SCALES, Ctx, SectionDef, SectionSkipped, spec_summary
 from analyses.report_write import check_report_dir, claim_report_dir, write_report
 from training.cli import Parser, json_safe, main_entry, positive_int, require
+from training.errors import GrokscopeError
 
 SECTIONS: list[SectionDef] = [
     SectionDef("frac", "Steps to generalise against the training fraction", rf.FRAC_CHECKS, rf.FRAC_UNTESTED,
@@ -174,10 +175,31 @@ def run_section(sec: SectionDef, st: dict[str, Any], ctx: Ctx, args) -> dict[str
         return {**res, "verdict": "not run", "reason": f"failed: {type(e).__name__}: {e}",
                 "wall_s": round(time.perf_counter() - t0, 1)}
     res["runs"] = ctx.counts.get(sec.name, {"reused": 0, "trained": 0})
+    res["explore"] = explore_pages(ctx, sec.name)
     return {**res, **judge(sec, o.evidence), "tables": [t.to_dict() for t in o.tables],
             "figures": [{"file": f, "caption": c} for f, c in o.figures], "numbers": json_safe(o.numbers),
             "evidence": json_safe({str(k): v for k, v in o.evidence.items()}), "notes": o.notes,
             "training": ctx.training_wall(sec.name), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def explore_pages(ctx: Ctx, section: str) -> list[dict[str, str]]:
+    """analyses.explore's page of each sweep the section ran (SWEEP/analyses/explore.html, its runs' pages
+    beside the runs), linked relative to the report's folder. The runs' pages show their curves and the analyses
+    they already have: nothing more is computed for them."""
+    import os
+
+    from analyses.explore import PAGE, ExploreOptions
+    from analyses.explore_sweep import write_sweep_page
+
+    links = []
+    for path in dict.fromkeys(ctx.sweeps.get(section, [])):
+        try:
+            write_sweep_page(path, path / "analyses" / PAGE, ExploreOptions(compute=False, progress=False))
+        except (GrokscopeError, OSError) as e:  # a page is a convenience: the section's verdict stands without it
+            ctx.log(f"  {section}: no explore page for {path.name} ({e})")
+            continue
+        links.append({"name": path.name, "href": Path(os.path.relpath(path / "analyses" / PAGE, ctx.out)).as_posix()})
+    return links
 
 
 def body(args) -> int:

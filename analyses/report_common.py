@@ -83,6 +83,7 @@ class Ctx:
     log: Callable[[str], None] = print
     _backend: Any = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per section: runs reused / trained
+    sweeps: dict[str, list[Path]] = field(default_factory=dict)  # per section: its sweep directories
 
     def backend_for_sweeps(self) -> Any:
         """One backend (one pool of worker processes) for all of the report's sweeps: a worker imports torch once,
@@ -110,6 +111,7 @@ class Ctx:
         from training.sweep import plan, sweep
 
         path = self.run_root(section) / name
+        self.sweeps.setdefault(section, []).append(path)
         planned = plan(spec, ["seed", "batch_seed"])
         reused = sum(run_finished(path / r.name) for r in planned)
         c = self.counts.setdefault(section, {"reused": 0, "trained": 0})

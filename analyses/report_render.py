@@ -186,6 +186,9 @@ def h_section(s: dict[str, Any]) -> str:
             "</figure>" for f in s.get("figures", [])]
     for t in s.get("tables", []):
         out.append((f"<p><em>{_e(t['title'])}</em></p>" if t["title"] else "") + h_table(t["header"], t["rows"]))
+    if s.get("explore"):  # analyses.explore's interactive pages of the section's sweeps and their runs
+        out.append("<p>Explore: " + ", ".join(f"<a href='{_e(x['href'])}'>{_e(x['name'])}</a>"
+                                              for x in s["explore"]) + "</p>")
     items = [f"notes: {_e(n)}" for n in s.get("notes", [])]
     items += [f"command: <code>{_e(s['command'])}</code>", f"scale: <code>{_e(s['scale'])}</code>; {_e(_wall(s))}"]
     out.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import ROOT
 
 COMMANDS = ["training.run", "analyses.fourier", "analyses.cosets", "analyses.sparsity", "analyses.landscape",
-            "analyses.reduced_landscape", "analyses.report", "analyses.sequence"]
+            "analyses.reduced_landscape", "analyses.report", "analyses.sequence", "analyses.explore"]
 
 # One bad input per command that only flag parsing and config validation can see.
 BAD = {
@@ -25,6 +25,7 @@ BAD = {
     "analyses.reduced_landscape": ["--preset", "default", "--set", "p=100000"],
     "analyses.report": ["--scale", "smoke", "--only", "nosuch"],
     "analyses.sequence": ["{run}", "--threshold", "2"],
+    "analyses.explore": ["{run}", "--out", "{run}"],
 }
 
 # Runs the command in a fresh interpreter and reports which heavy modules it imported (sys.modules, not time).

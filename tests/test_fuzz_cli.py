@@ -24,13 +24,13 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from analyses import cosets, fourier, landscape, reduced_landscape, sequence, sparsity  # noqa: E402
+from analyses import cosets, explore, fourier, landscape, reduced_landscape, sequence, sparsity  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 from training import run as training_run  # noqa: E402
 
 MODULES = {"training.run": training_run, "analyses.fourier": fourier, "analyses.cosets": cosets,
            "analyses.sparsity": sparsity, "analyses.landscape": landscape,
-           "analyses.reduced_landscape": reduced_landscape, "analyses.sequence": sequence}
+           "analyses.reduced_landscape": reduced_landscape, "analyses.sequence": sequence, "analyses.explore": explore}
 HOSTILE = ["nan", "NaN", "inf", "-inf", "1e400", "-1e400", "-1", "0", "1", "2", "0.5", "1.5", "-0", "1e-400", "",
            " ", "abc", "9" * 30, str(2**63), str(2**64), str(-(2**63) - 1), "1e18", "0x10", "1_0", "[", "(",
            "x\ny", "\x00", "S99999999", "x/y", "W_U|b_U", "(0 1)", "/proc/self/mem", "/dev/null", "/", "..",

@@ -53,6 +53,9 @@ def test_every_section_is_present_and_well_formed(smoke):
         assert verdict(s["checks"]) == s["verdict"]
         assert all(c["claim"] and c["rule"] and c["source"] and "ok" in c for c in s["checks"])
         assert f'id="{s["name"]}"' in md and f"id='{s['name']}'" in page
+        assert s["explore"]  # analyses.explore's page of each of the section's sweeps, linked from index.html
+        for x in s["explore"]:
+            assert (out / x["href"]).resolve().is_file() and f"href='{x['href']}'" in page
         assert s["training"]["runs_trained"] == s["runs"]["trained"] and s["training"]["wall_s"] > 0
         for c in s["checks"]:  # the rule history is in the generated report, not only in the JSON
             for h in c["history"]:
