@@ -64,12 +64,13 @@ def read_sweep(sweep_dir: Path) -> dict[str, Any]:
 def read_run(sweep_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """One run of the index as a row: its parameters and seed, whether it is finished, and (if so) its numbers
     read from its own summary.json (the index can lag behind an interrupted sweep)."""
-    from training.rundir import SUMMARY, run_finished
+    from training.rundir import SUMMARY, read_config, run_finished
 
     run_dir = sweep_dir / str(entry["dir"])
     row = {"params": entry["params"], "seed": entry["seed"], "finished": run_finished(run_dir),
            "budget": entry.get("budget")}
     if row["finished"]:
+        row["numerics"] = read_config(run_dir)[1].get("numerics")  # None: trained before it was recorded
         try:
             s = json.loads((run_dir / SUMMARY).read_text())
             final = s.get("final") or {}
@@ -87,6 +88,25 @@ def collect(sweep_dir: Path, index: dict[str, Any], progress: bool = True) -> li
     runs = index["runs"]
     return [read_run(sweep_dir, e) for e in tqdm(runs, desc="runs", unit="run", leave=False,
                                                   disable=not progress or len(runs) < 50)]
+
+
+def say_if_numerics_differ(rows: list[dict[str, Any]]) -> None:
+    """One line when the finished runs compared were trained at different torch thread counts or on different
+    devices (config.json's "numerics"; "unknown" for runs from before the record): a run's bits depend on both,
+    and near a threshold that alone can decide whether it generalises in its budget."""
+    parts = []
+    for key in ("threads", "device"):
+        count: dict[str, int] = {}
+        for r in rows:
+            if r["finished"]:
+                rec = r.get("numerics")
+                value = str(rec[key]) if isinstance(rec, dict) and key in rec else "unknown"
+                count[value] = count.get(value, 0) + 1
+        if len(count) > 1:
+            parts.append(f"{key} " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(count.items())))
+    if parts:
+        print(f"note: the runs were trained with different numerics ({'; '.join(parts)}): "
+              "their rounding differs, which near a threshold can decide whether a run generalises")
 
 
 # --- statistics ----------------------------------------------------------------------------------------------
@@ -360,6 +380,7 @@ def body(args) -> int:
     if by_method:
         require(args.field is None and args.fit is None, "--field and --fit are for --by field")
         rows = collect(args.sweep_dir, index, progress=not args.no_progress)
+        say_if_numerics_differ(rows)
         from analyses.sweep_methods import run
 
         return run(args.sweep_dir, index, rows, args.methods)
@@ -367,6 +388,7 @@ def body(args) -> int:
     field = pick_field(grid, args.field)
     rows = collect(args.sweep_dir, index, progress=not args.no_progress)
     require(any(r["finished"] for r in rows), f"{args.sweep_dir}: no finished runs yet")
+    say_if_numerics_differ(rows)
     series = analyse(rows, field, grid[field], args.fit)
     res = {"sweep": str(args.sweep_dir), "field": field, "preset": index["spec"].get("preset"),
            "seeds": index["spec"].get("seeds"), "fit": args.fit, "series": series, "rows": rows}

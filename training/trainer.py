@@ -27,7 +27,7 @@ from training.optim import StackedOptimizer
 from training.schedule import MemorisationSwitch, lr_at
 from training.tasks import TaskData
 from training.transforms import (DecayToInit, GrokfastEMA, GrokfastMA, NormConstraint, PerpGrad, Transform,
-                                 WeightNoise, member_norms)
+                                 WeightNoise, member_norms, member_sums)
 
 
 
@@ -113,11 +113,11 @@ class Trainer:
         forward, can_batch = forward_for(self.template)
         if not can_batch and K > 1:
             raise ValueError(f"model '{cfgs[0].model.model}' trains alone (no batched forward)")
-        # batched: the stacked forward, losses weighted per member, the fused optimiser. Not batched (K = 1): the
-        # model's own forward, its mean loss and torch.optim's single-tensor update, exactly the maths of a run
-        # trained with torch.optim (so runs started before the Trainer resume bit-identically). A resumed member
-        # keeps the mode it was trained in (saved in its state), so a resume is bit-identical in either mode.
-        self.batched = (K > 1 if batched is None else batched) and can_batch
+        # batched (every new run of our MLP and transformer, K = 1 included): the stacked forward, losses weighted
+        # per member, the fused optimiser, so a run alone is bit for bit a member of any ensemble. Not batched: the
+        # model's own forward, its mean loss and torch.optim's single-tensor update, the maths of runs trained
+        # before the one path (they resume in it, as their state records) and of models without a batched forward.
+        self.batched = (True if batched is None else batched) and can_batch
         self.forward = forward if self.batched else generic_forward(self.template)
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
@@ -156,7 +156,7 @@ class Trainer:
         if any(x.constrain_norm for x in o):
             # the target comes from the seeded init, so a resumed run recomputes the same one
             factors = torch.tensor([x.constrain_norm for x in o], dtype=torch.float64, device=self.device)
-            norm = NormConstraint(factors * member_norms(self.plist))
+            norm = NormConstraint(factors * member_norms(self.plist, self.batched))
             norm.on_params(self.plist)
         out: list[Transform] = []
         if any(x.weight_noise for x in o):
@@ -166,7 +166,7 @@ class Trainer:
         elif o[0].grokfast == "ma":
             out.append(GrokfastMA(self.plist, o[0].grokfast_window, [x.grokfast_lamb for x in o]))
         if any(x.perp_grad for x in o):
-            out.append(PerpGrad([x.perp_grad for x in o]))
+            out.append(PerpGrad([x.perp_grad for x in o], self.batched))
         if any(x.decay_to_init for x in o):  # the init after the norm constraint: the weights of step 0
             out.append(DecayToInit(self.plist, [x.decay_to_init for x in o], decoupled=o[0].optimizer == "adamw"))
         return out + ([norm] if norm is not None else [])
@@ -249,7 +249,7 @@ class Trainer:
             p = {n: v.detach()[k: k + c].requires_grad_() for n, v in self.params.items()}
             drop = Dropout(self.dropout.rates[k: k + c], self.dropout.generators[k: k + c])
             out = self.forward(p, x[k: k + c], drop)
-            per_member = (example_losses(out, y[k: k + c], self.loss_kind, self.float64) * w[k: k + c]).sum(1)
+            per_member = member_sums(example_losses(out, y[k: k + c], self.loss_kind, self.float64) * w[k: k + c])
             grads.append(torch.autograd.grad(per_member.sum(), list(p.values())))
             losses.append(per_member.detach())
         self._grads = [torch.cat(g) if len(g) > 1 else g[0].contiguous() for g in zip(*grads)]
@@ -277,8 +277,16 @@ class Trainer:
         p = self.params if members is None or members == list(range(self.K)) else \
             {n: v[torch.tensor(members, device=self.device)] for n, v in self.params.items()}
         k = len(members) if members is not None else self.K
-        chunk = max(1, self.eval_chunk // k)
-        return torch.cat([self.forward(p, x[:, i: i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
+        # a forward's examples per member do not depend on how many members are evaluated (a member's outputs are
+        # then the same alone or among others); members go in groups that keep ~eval_chunk examples per forward
+        rows = max(1, min(x.shape[1], self.eval_chunk))
+        group = max(1, self.eval_chunk // rows)
+        outs = []
+        for j in range(0, k, group):
+            pj = {n: v[j: j + group] for n, v in p.items()}
+            outs.append(torch.cat([self.forward(pj, x[j: j + group, i: i + rows]) for i in range(0, x.shape[1], rows)],
+                                  dim=1))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
 
     def _split_metrics(self, members, x, y, lengths, float64) -> list[dict[str, Any]]:
         """Each member's mean loss and accuracy over its own (unpadded) examples, as a run alone computes them,
@@ -308,7 +316,7 @@ class Trainer:
         d = self.data
         tr = self._split_metrics(members, d.x_tr[sel], d.y_tr[sel], [d.n_train[k] for k in members], f64)
         te = self._split_metrics(members, d.x_te[sel], d.y_te[sel], [d.n_test[k] for k in members], f64)
-        norms = member_norms([v[sel] for v in self.plist]).tolist()
+        norms = member_norms([v[sel] for v in self.plist], self.batched).tolist()
         rows = []
         for a, b, norm in zip(tr, te, norms):
             row = {"train_loss": a["loss"], "test_loss": b["loss"], "train_acc": a["acc"], "test_acc": b["acc"],
