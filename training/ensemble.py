@@ -46,11 +46,13 @@ def shape_key(cfg: RunConfig) -> tuple:
 
 
 def state_path(meta: dict[str, Any]) -> str | None:
-    """The step path a saved state was trained in: "batched" (every run since the one path, and every ensemble),
-    "single" (a run alone before it: the model's own forward and torch.optim's single-tensor update), or None (a
-    state older than the record: a run alone then trained single, an ensemble batched)."""
-    batched = meta.get("trainer", {}).get("batched") if isinstance(meta.get("trainer"), dict) else None
-    return None if batched is None else ("batched" if batched else "single")
+    """The step path (`training.trainer.PATHS`) a saved state was trained in: "exact" (every run since it),
+    "batched" (an ensemble before it), "single" (a run alone before it), or None (a state older than the record:
+    a run alone then trained single, an ensemble batched)."""
+    trainer = meta.get("trainer") if isinstance(meta.get("trainer"), dict) else {}
+    if "path" in trainer:
+        return trainer["path"]
+    return None if "batched" not in trainer else ("batched" if trainer["batched"] else "single")
 
 
 def _datas(configs: list[RunConfig]) -> list[TaskData]:
@@ -73,7 +75,7 @@ def train_ensemble(configs: list[RunConfig], run_dirs: list[Path], *, resume: bo
                    progress: bool = False, preset: str = "", log: Callable[[str], None] = print) -> list[dict]:
     """Train `configs` into `run_dirs` (created and locked by the caller, as for `training.loop.train`).
 
-    Shape-compatible configs resuming from the same step in the same recorded step path (`state_path`) train as
+    Shape-compatible configs resuming from the same step on the same recorded step path (`state_path`) train as
     one ensemble; the others as separate ones. Returns each run's summary (as `train` returns it),
     {"interrupted": True, "step": s} after Ctrl-C.
     """
@@ -82,7 +84,7 @@ def train_ensemble(configs: list[RunConfig], run_dirs: list[Path], *, resume: bo
     resume = [resume] * len(configs) if isinstance(resume, bool) else list(resume)
     saved = [state_meta(d) if r else None for d, r in zip(run_dirs, resume)]
     starts = [m["step"] if m else 0 for m in saved]
-    paths = [state_path(m) if m else "batched" for m in saved]
+    paths = [state_path(m) if m else "exact" for m in saved]
     datas = _datas(configs)
     results: list[dict | None] = [None] * len(configs)
     for group in _groups([(shape_key(c), s, p) for c, s, p in zip(configs, starts, paths)]):

@@ -109,8 +109,9 @@ def device_label(device: torch.device) -> str:
 
 
 def numerics(device: torch.device, path: str) -> dict[str, Any]:
-    """What a run's bits depend on beyond its config (recorded in config.json): the step path ("batched": the one
-    path of every run since it; "single": runs alone before it), the torch thread count and the device."""
+    """What a run's bits depend on beyond its config (recorded in config.json): the step path
+    (`training.trainer.PATHS`: "exact" for every run since it; "single" for models without a batched forward),
+    the torch thread count and the device."""
     return {"path": path, "threads": torch.get_num_threads(), "device": device_label(device)}
 
 
@@ -234,15 +235,15 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     device = _setup(cfgs)
     datas = datas if datas is not None else [build_task(c.task) for c in cfgs]
     members = [Member(c, d, data, preset) for c, d, data in zip(cfgs, run_dirs, datas)]
-    new = numerics(device, "batched" if cfgs[0].model.model in BATCHED_MODELS else "single")
+    new = numerics(device, "exact" if cfgs[0].model.model in BATCHED_MODELS else "single")
     for m, r in zip(members, resume or [False] * len(cfgs)):
         m.open(r, new)
     if len({m.start for m in members}) > 1:
         raise ValueError("the runs resume from different steps; train them as separate ensembles")
     step = members[0].start
-    batched = _resumed_path(members, len(cfgs) > 1)
+    path = _resumed_path(members, len(cfgs) > 1)
     _say_if_numerics_differ([m.dir for m in members if m.saved is not None], new, log)
-    trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], batched=batched)
+    trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], path=path)
     for k, m in enumerate(members):
         if m.saved is not None:
             try:  # training.run checked the state first (rundir.check_resume); this covers other callers
@@ -271,17 +272,18 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     return [m.summary if m.summary is not None else {"interrupted": True, "step": m.stopped_at} for m in members]
 
 
-def _resumed_path(members: list[Member], ensemble: bool) -> bool | None:
-    """Whether the Trainer takes the batched path: a resumed run keeps the path its state records (runs alone from
-    before the one path: the single path), so that its resume is bit-identical; None (new runs): the Trainer's
-    default, batched for every model that has a batched forward."""
+def _resumed_path(members: list[Member], ensemble: bool) -> str | None:
+    """The Trainer's step path: a resumed run keeps the path its state records (`state_path`), so that its resume
+    is bit-identical; None (new runs): the Trainer's default, "exact" for every model with a batched forward."""
     paths = {state_path(m.saved[1]) for m in members if m.saved is not None}
     if not paths:
         return None
     if len(paths) > 1:
         raise ValueError("the runs were trained on different step paths; train them as separate ensembles")
     path = paths.pop()
-    return ensemble if path is None else path == "batched"  # None: a state from before the record
+    if path is None:  # a state from before the record: an ensemble trained batched, a run alone single
+        return "batched" if ensemble else "single"
+    return path
 
 
 def _say_if_numerics_differ(resumed: list[Path], now: dict[str, Any], log: Callable[[str], None]) -> None:
