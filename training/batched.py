@@ -10,7 +10,7 @@ would see alone.
 
 exact=True (the Trainer's "exact" path): every matmul over members is `member_mm`, whose products, forward and
 backward, give a member the same bits whatever K is and wherever the member sits (see `aligned_bmm`); the Trainer
-pads each member's rows to a multiple of 16, which aligns the attention products as well.
+pads each member's rows to a multiple of 32, which aligns the attention products as well.
 """
 
 from __future__ import annotations

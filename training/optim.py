@@ -19,6 +19,7 @@ from torch.optim.adamw import adamw as _adamw
 from torch.optim.sgd import sgd as _sgd
 
 EPS = 1e-8
+VEC = 16  # elements per vector step of the fused kernels (64 bytes of float32)
 
 
 class StackedOptimizer:
@@ -27,8 +28,8 @@ class StackedOptimizer:
     BUFFERS = {"adamw": ("exp_avg", "exp_avg_sq"), "adam": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
 
     def __init__(self, kind: str, params: list[torch.Tensor], beta1: list[float], beta2: list[float],
-                 momentum: list[float], fused: bool = True):
-        self.kind, self.fused = kind, fused
+                 momentum: list[float], fused: bool = True, exact: bool = False):
+        self.kind, self.fused, self.exact = kind, fused, exact
         self.beta1, self.beta2, self.momentum = list(beta1), list(beta2), list(momentum)
         self.steps = [0] * len(beta1)  # updates done, per member (torch.optim's state["step"])
         names = self.BUFFERS[kind] if kind != "sgd" or any(self.momentum) else ()
@@ -44,7 +45,7 @@ class StackedOptimizer:
             groups.setdefault(key, []).append(k)
         for (lr_k, wd_k, b1, b2, mom, step), members in groups.items():
             whole = len(members) == len(lr)
-            pick = (lambda ts: list(ts)) if whole else (lambda ts: [t[k] for t in ts for k in members])  # noqa: E731
+            pick = lambda ts: self._pieces(ts, members, whole)  # noqa: E731
             ps, gs = pick(params), pick(grads)
             bufs = {n: pick(b) for n, b in self.state.items()}
             if not self.fused:
@@ -57,6 +58,17 @@ class StackedOptimizer:
                 steps = [torch.tensor(float(step), device=ps[0].device)] * len(ps)
                 fused(ps, gs, bufs["exp_avg"], bufs["exp_avg_sq"], [], steps, lr=lr_k, beta1=b1, beta2=b2,
                       weight_decay=wd_k, eps=EPS, amsgrad=False, maximize=False)
+
+    def _pieces(self, ts: list[torch.Tensor], members: list[int], whole: bool) -> list[torch.Tensor]:
+        """The tensors one update call takes: the whole stacks, or the members' slices [k]. exact: a stack whose
+        members are not a whole number of vector steps is updated member by member, because the fused kernels
+        take a scalar path for a tensor's last elements (other rounding), which in a stack only the last member's
+        tail would take."""
+        if not whole:
+            return [t[k] for t in ts for k in members]
+        if not self.exact:
+            return list(ts)
+        return [piece for t in ts for piece in ([t] if t[0].numel() % VEC == 0 else list(t))]
 
     def _torch_step(self, ps, gs, bufs, *, lr, wd, b1, b2, mom, step) -> None:
         """torch.optim's single-tensor update (it advances the step tensors itself: they start at step - 1)."""

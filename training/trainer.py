@@ -39,7 +39,9 @@ from training.transforms import (DecayToInit, GrokfastEMA, GrokfastMA, NormConst
 
 
 PATHS = ("exact", "batched", "single")  # the step paths; "batched" and "single" are those of runs trained before
-ROWS = 16  # the exact path's row multiple: 16 float32 = 64 bytes, so every member's block of an activation is aligned
+# the exact path's row multiple: every member's block of an activation then starts 64-byte aligned, and holds a whole
+# number of elementwise kernels' vector steps (2 x 16 float32), so none of its elements falls in a kernel's scalar tail
+ROWS = 32
 
 
 def _padded(tensors: list[torch.Tensor], multiple: int = 1) -> torch.Tensor:
@@ -156,7 +158,7 @@ class Trainer:
                                [torch.Generator(device=gen_device).manual_seed(c.train.batch_seed) for c in cfgs])
         self.opt = StackedOptimizer(cfgs[0].optim.optimizer, self.plist, [c.optim.beta1 for c in cfgs],
                                     [c.optim.beta2 for c in cfgs], [c.optim.momentum for c in cfgs],
-                                    fused=self.batched)
+                                    fused=self.batched, exact=self.exact)
         metrics = metrics or [[] for _ in cfgs]
         self.switches = [MemorisationSwitch(c, m, partial(lr_at, cfg=c)) for c, m in zip(cfgs, metrics)]
         self.updates = [0] * K
