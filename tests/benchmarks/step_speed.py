@@ -6,6 +6,7 @@ against `TransformerBridge.boot_native` holding the same weights, side by side i
 Prints seconds per step, the ratio, and GFLOP/s (2 x multiply-adds, forward + backward = 3 x forward) next to a
 plain fp32 matmul measured in the same process. The bridge computes everything at all three positions; ours
 projects block 0's q, k, v once per (position, token) and the rest only at '=' (the loss is read there in both).
+A third row times the step `training.run` takes for the same run: `training.trainer.Trainer` with K = 1.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from training.models import build_model, to_bridge
 from training.presets import get_preset
 from training.tasks import build_task
+from training.trainer import Trainer
 
 
 def step_flops(cfg, n: int, d_vocab: int, d_vocab_out: int, n_ctx: int, lean: bool) -> int:
@@ -82,12 +84,14 @@ def main() -> None:
 
     step_ours = stepper(ours, lambda m: m(x))
     step_bridge = stepper(bridge, lambda m: m(x)[:, -1])
-    t_ours, t_bridge, peak = [], [], []
-    for _ in range(args.rounds):  # interleaved, so drift in machine load hits both
+    step_run = Trainer([cfg.replace(device=str(device))], [data], device).step
+    t_ours, t_bridge, t_run, peak = [], [], [], []
+    for _ in range(args.rounds):  # interleaved, so drift in machine load hits all of them
         peak.append(matmul_gflops(device))
         t_ours.append(time_steps(step_ours, args.steps, device))
         t_bridge.append(time_steps(step_bridge, args.steps, device))
-    a, b, p = min(t_ours), min(t_bridge), max(peak)
+        t_run.append(time_steps(step_run, args.steps, device))
+    a, b, c, p = min(t_ours), min(t_bridge), min(t_run), max(peak)
     n = len(x)
     f_ours = step_flops(cfg.model, n, data.d_vocab, data.d_vocab_out, data.n_ctx, lean=True)
     f_bridge = step_flops(cfg.model, n, data.d_vocab, data.d_vocab_out, data.n_ctx, lean=False)
@@ -97,6 +101,8 @@ def main() -> None:
           f"{f_ours / a / 1e9:6.1f} GFLOP/s ({f_ours / a / 1e9 / p:.0%} of matmul)")
     print(f"bridge (TransformerBridge)     : {b * 1e3:8.1f} ms/step  {f_bridge / 1e9:5.2f} GFLOP/step  "
           f"{f_bridge / b / 1e9:6.1f} GFLOP/s ({f_bridge / b / 1e9 / p:.0%} of matmul)")
+    print(f"training.run's step (Trainer)  : {c * 1e3:8.1f} ms/step  {f_ours / c / 1e9:6.1f} GFLOP/s "
+          f"({f_ours / c / 1e9 / p:.0%} of matmul)")
     print(f"speed-up ours / bridge         : {b / a:8.2f}x")
 
 
