@@ -88,15 +88,24 @@ def member_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _MemberMM.apply(a, b)
 
 
+def _native(m: int, k: int, n: int) -> bool:
+    """Whether torch's own bmm and its backward are already exact for a [K, m, k] @ [K, k, n] product: every
+    member block of the product and of both gradients aligned, none of them one row or one column wide."""
+    return min(m, k, n) > 1 and (m * n) % ALIGN == 0 and (m * k) % ALIGN == 0 and (k * n) % ALIGN == 0
+
+
 def _mm(x: torch.Tensor, w: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """x [K, ..., a] @ w [K, a, b] as one bmm over the flattened middle dimensions."""
-    mm = member_mm if exact else torch.bmm
-    return mm(x.reshape(x.shape[0], -1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[-1])
+    x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+    mm = member_mm if exact and not _native(x3.shape[1], *w.shape[1:]) else torch.bmm
+    return mm(x3, w).view(*x.shape[:-1], w.shape[-1])
 
 
 def _affine(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor, exact: bool) -> torch.Tensor:
     """b [K, n] + x [K, m, a] @ w [K, a, n]."""
-    return member_mm(x, w) + b.unsqueeze(1) if exact else torch.baddbmm(b.unsqueeze(1), x, w)
+    if exact and not _native(x.shape[1], *w.shape[1:]):
+        return member_mm(x, w) + b.unsqueeze(1)
+    return torch.baddbmm(b.unsqueeze(1), x, w)
 
 
 def mlp_forward(model: MLPModel, exact: bool = False) -> Callable:
