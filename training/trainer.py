@@ -10,11 +10,12 @@ init scale, dropout rate, label noise, norm constraint, ...) share one step: eac
 own examples (weighted 1/n_k), so its gradient is exactly its own.
 
 The step path (`PATHS`) of every new run of our MLP and transformer, K = 1 included, is "exact": the batched
-forward, per-member loss weights and the fused optimiser, with each member's rows padded to a multiple of ROWS. A
-batched matmul's rounding for one member depends on where that member's block of the output starts in memory (MKL
-takes another kernel for a block that does not start on a 64-byte boundary), so blocks are made to start on one
-whatever K and the member's place; with per-member sums that do not depend on K (`member_sums`) and evaluation
-chunks that do not either, a member's bits do not depend on its ensemble. Runs trained before keep their path.
+forward, per-member loss weights and the fused optimiser, each member's rows padded to a multiple of ROWS
+(`training.memberdata`). A batched matmul's rounding for one member depends on where that member's block of the
+output starts in memory (MKL takes another kernel for a block not on a 64-byte boundary), so every block is made
+to start on one whatever K and the member's place (`training.batched.aligned_bmm`); with per-member sums
+(`member_sums`), evaluation chunks and optimiser calls (`StackedOptimizer(exact=True)`) that do not depend on K
+either, a member's bits do not depend on its ensemble. Runs trained before keep their path.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from training.batched import Dropout, forward_for, generic_forward
+from training.memberdata import ROWS, MemberData, loss_weights, padded
 from training.config import RunConfig
 from training.config import ConfigError
 from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses, softmax_collapse, target_metrics
@@ -36,49 +38,7 @@ from training.tasks import TaskData
 from training.transforms import (DecayToInit, GrokfastEMA, GrokfastMA, NormConstraint, PerpGrad, Transform,
                                  WeightNoise, member_norms, member_sums)
 
-
-
 PATHS = ("exact", "batched", "single")  # the step paths; "batched" and "single" are those of runs trained before
-# the exact path's row multiple: every member's block of an activation then starts 64-byte aligned, and holds a whole
-# number of elementwise kernels' vector steps (2 x 16 float32), so none of its elements falls in a kernel's scalar tail
-ROWS = 32
-
-
-def _padded(tensors: list[torch.Tensor], multiple: int = 1) -> torch.Tensor:
-    """Stack tensors of different lengths along a new member dimension, zero-padded to the longest (rounded up to
-    `multiple`)."""
-    n = -(-max(len(t) for t in tensors) // multiple) * multiple
-    out = tensors[0].new_zeros((len(tensors), n, *tensors[0].shape[1:]))
-    for k, t in enumerate(tensors):
-        out[k, : len(t)] = t
-    return out
-
-
-class MemberData:
-    """Every member's train and test examples as padded stacks [K, n_max, ...] with their lengths."""
-
-    def __init__(self, datas: list[TaskData], device: torch.device, multiple: int = 1):
-        self.n_train = [len(d.train_idx) for d in datas]
-        self.n_test = [len(d.test_idx) for d in datas]
-        self.x_tr = _padded([d.inputs[d.train_idx] for d in datas], multiple).to(device)
-        self.y_tr = _padded([d.labels[d.train_idx] for d in datas], multiple).to(device)
-        self.x_te = _padded([d.inputs[d.test_idx] for d in datas], multiple).to(device)
-        self.y_te = _padded([d.labels[d.test_idx] for d in datas], multiple).to(device)
-
-    def keep(self, idx: torch.Tensor) -> None:
-        self.n_train = [self.n_train[i] for i in idx.tolist()]
-        self.n_test = [self.n_test[i] for i in idx.tolist()]
-        for name in ("x_tr", "y_tr", "x_te", "y_te"):
-            t = getattr(self, name)
-            setattr(self, name, t[idx.to(t.device)])
-
-
-def _weights(lengths: list[int], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[K, n]: 1/n_k on member k's first n_k examples, 0 on its padding."""
-    w = torch.zeros(len(lengths), n, dtype=torch.float64)
-    for k, m in enumerate(lengths):
-        w[k, :m] = 1.0 / m
-    return w.to(dtype=dtype, device=device)
 
 
 def _loss_kind(cfg: RunConfig, data: TaskData) -> str:
@@ -214,7 +174,7 @@ class Trainer:
             return self._sampled_batch(dtype)
         if all(B == 0 or B >= n for n in n_train):
             if self._full_batch is None:
-                w = _weights(n_train, self.data.x_tr.shape[1], dtype, self.device)
+                w = loss_weights(n_train, self.data.x_tr.shape[1], dtype, self.device)
                 self._full_batch = (self.data.x_tr, self.data.y_tr, w)
             return self._full_batch
         if not self.batched:  # one run: its minibatch, no padding and no weights (its loss is the plain mean)
@@ -222,9 +182,9 @@ class Trainer:
             return self.data.x_tr[:, rows], self.data.y_tr[:, rows], None
         idx = [torch.arange(n) if B == 0 or B >= n else torch.randperm(n, generator=g)[:B]
                for n, g in zip(n_train, self.batch_gens)]
-        rows = _padded(idx, ROWS if self.exact else 1).to(self.device)
+        rows = padded(idx, ROWS if self.exact else 1).to(self.device)
         members = torch.arange(self.K, device=self.device).unsqueeze(1)
-        w = _weights([len(i) for i in idx], rows.shape[1], dtype, self.device)
+        w = loss_weights([len(i) for i in idx], rows.shape[1], dtype, self.device)
         return self.data.x_tr[members, rows], self.data.y_tr[members, rows], w
 
     def _sampled_batch(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
