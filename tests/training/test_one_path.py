@@ -205,3 +205,38 @@ def test_a_members_aligned_product_is_the_same_alone_and_anywhere_in_a_batch(m, 
     for j in range(6):
         assert torch.equal(aligned_bmm(a[j: j + 1], b[j: j + 1])[0], full[j])
         assert torch.equal(aligned_bmm(a[j:], b[j:])[0], full[j])
+
+
+# --- runs trained before the exact path ---------------------------------------------------------------------------
+
+
+def test_a_state_says_which_path_its_run_trained_on():
+    from training.ensemble import state_path
+
+    assert state_path({"trainer": {"batched": True, "path": "exact"}}) == "exact"
+    assert state_path({"trainer": {"batched": False}}) == "single"  # a run alone before the exact path
+    assert state_path({"trainer": {"batched": True}}) == "batched"  # an ensemble member before it
+    assert state_path({"step": 3}) is None  # older still: the loop decides by the ensemble's size
+
+
+@pytest.mark.parametrize("path,k", [("single", 1), ("batched", 2)])
+def test_runs_trained_on_an_old_path_resume_on_it_bit_identically(tmp_path, monkeypatch, path, k):
+    """Runs trained on the paths from before (forced here) resume on the path their state records."""
+    import training.loop
+    from training.trainer import Trainer
+
+    def old_trainer(*args, path=None, **kw):
+        return Trainer(*args, path=path or old, **kw)
+
+    old = path
+    cfgs = [tiny_config(steps=40, batch_size=16, dropout=0.1, seed=s) for s in range(k)]
+    monkeypatch.setattr(training.loop, "Trainer", old_trainer)
+    ref = _ensemble(tmp_path, "ref", cfgs)
+    cut = _ensemble(tmp_path, "cut", [c.replace(steps=20) for c in cfgs])
+    monkeypatch.setattr(training.loop, "Trainer", Trainer)  # the resume: no forcing, the state decides
+    train_ensemble(cfgs, cut, resume=True, log=lambda s: None)
+    for a, b in zip(ref, cut):
+        assert_same_bits(a, b)
+    exact = _ensemble(tmp_path, "exact", cfgs)  # the fixture that can fail: the exact path rounds otherwise
+    with pytest.raises(AssertionError):
+        assert_same_bits(ref[0], exact[0])
