@@ -9,7 +9,7 @@ steps, eval cadence and checkpoint policy. A member is bit for bit the same conf
 device at the same torch thread count: a run alone is the same Trainer with K = 1 (same batched forward, same
 per-member loss weighting, same fused optimiser kernels, same minibatches and dropout masks from its own
 generators), and members share a Trainer only with runs of their own training-set size (the data fraction is part
-of `shape_key`), so no member's examples are padded. A member that finishes (its steps, stop_after_gen) leaves the
+of `shape_key`), so each member's examples are padded exactly as they are alone. A member that finishes (its steps, stop_after_gen) leaves the
 ensemble and the rest go on. Incompatible configs are split into separate ensembles, never an error.
 """
 

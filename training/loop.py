@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from training.checkpointing import CheckpointPolicy
 from training.config import ConfigError, RunConfig, validate
+from training.ensemble import BATCHED_MODELS, state_path
 from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen
 from training.plots import plot_curves
-from training.ensemble import BATCHED_MODELS, state_path
 from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, _metadata,
                              checkpoint_steps, read_config, read_metrics)
 from training.schedule import lr_at  # noqa: F401  (re-exported)

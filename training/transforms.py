@@ -51,7 +51,7 @@ def member_sums(t: torch.Tensor, rowwise: bool = True) -> torch.Tensor:
     torch sums the rows of a [K, N] tensor each in one pass (rows shared out among threads), but a reduction to a
     single number over at least REDUCE_GRAIN elements is cut into one partial sum per thread: other rounding. So a
     lone member (K = 1) with threads is summed beside a row of zeros, the way it is summed among other members.
-    rowwise=False: the plain sum (runs trained before the one path resume with it)."""
+    rowwise=False: the plain sum (runs trained before the exact path resume with it)."""
     flat = t.flatten(1)
     if rowwise and flat.shape[0] == 1 and flat.shape[1] >= REDUCE_GRAIN and torch.get_num_threads() > 1:
         return torch.cat([flat, torch.zeros_like(flat)]).sum(1)[:1]
@@ -267,7 +267,7 @@ class PerpGrad(Transform):
 
     def __init__(self, on: list[bool], rowwise: bool = True):
         self.on = [float(x) for x in on]
-        self.rowwise = rowwise  # member_sums' arithmetic (False: runs trained before the one path)
+        self.rowwise = rowwise  # member_sums' arithmetic (False: runs trained before the exact path)
 
     @torch.no_grad()
     def on_grads(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
