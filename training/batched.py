@@ -15,6 +15,7 @@ pads each member's rows to a multiple of 32, which aligns the attention products
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -56,16 +57,16 @@ ALIGN = 16  # float32 elements in 64 bytes
 
 def aligned_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """torch.bmm, each member's output block starting on a 64-byte boundary. MKL rounds a block by where it starts
-    (another kernel for an unaligned one: measured, a member's product then differs with its place in the batch), and
-    a one-row or one-column product of a lone member goes to a matrix-vector kernel: such a product is computed two
-    wide and cut back."""
+    (another kernel for an unaligned one: measured, a member's product then differs with its place in the batch),
+    and a one-row or one-column product of a lone member goes to a matrix-vector kernel. So b gets zero columns up
+    to the fewest (at least 2) that align every block, a gets a second row if it has one, and the product is cut
+    back: the same shapes, so the same kernels, for a member alone or anywhere in any batch."""
     if a.shape[1] == 1:
         return aligned_bmm(F.pad(a, (0, 0, 0, 1)), b)[:, :1]
-    if b.shape[2] == 1:
-        return aligned_bmm(a, F.pad(b, (0, 1)))[..., :1]
-    K, m, n = a.shape[0], a.shape[1], b.shape[2]
-    out = a.new_empty(K, -(-m * n // ALIGN) * ALIGN)[:, : m * n].view(K, m, n)
-    return torch.bmm(a, b, out=out)
+    m, n = a.shape[1], b.shape[2]
+    step = ALIGN // math.gcd(m, ALIGN)
+    wide = -(-max(n, 2) // step) * step
+    return torch.bmm(a, b) if wide == n else torch.bmm(a, F.pad(b, (0, wide - n)))[..., :n]
 
 
 class _MemberMM(torch.autograd.Function):

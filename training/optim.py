@@ -22,6 +22,36 @@ EPS = 1e-8
 VEC = 16  # elements per vector step of the fused kernels (64 bytes of float32)
 
 
+def _widened(ts: list[torch.Tensor], idx: torch.Tensor | None) -> list[torch.Tensor]:
+    """The members `idx` (None: all) of each stack, as [K', n'] with n' the next multiple of VEC (zeros after each
+    member's n elements). The fused kernels take a scalar path for a tensor's last elements (other rounding), which
+    in a plain stack only the last member's tail would take; widened, no member element takes it, alone or in any
+    group. A stack of whole vector steps is only gathered (or passed as it is)."""
+    out = []
+    for t in ts:
+        t = t if idx is None else t[idx]
+        n = t[0].numel()
+        if n % VEC:
+            wide = t.new_empty(t.shape[0], -(-n // VEC) * VEC)
+            wide[:, :n] = t.reshape(t.shape[0], n)
+            wide[:, n:] = 0
+            t = wide
+        out.append(t)
+    return out
+
+
+def _write_back(new: list[torch.Tensor], old: list[torch.Tensor], idx: torch.Tensor | None) -> None:
+    """The updated copies `_widened` made, into the stacks they came from."""
+    for a, b in zip(new, old):
+        if a is b:
+            continue
+        a = a[:, : b[0].numel()].reshape(a.shape[0], *b.shape[1:])
+        if idx is None:
+            b.copy_(a)
+        else:
+            b[idx] = a
+
+
 class StackedOptimizer:
     """kind: "adamw", "adam" or "sgd"; params: stacked leaf tensors; beta1, beta2, momentum: one float per member."""
 
@@ -45,7 +75,11 @@ class StackedOptimizer:
             groups.setdefault(key, []).append(k)
         for (lr_k, wd_k, b1, b2, mom, step), members in groups.items():
             whole = len(members) == len(lr)
-            pick = lambda ts: self._pieces(ts, members, whole)  # noqa: E731
+            if self.exact:  # member stacks in a layout that rounds a member alike in any group (_widened)
+                idx = None if whole else torch.tensor(members, device=params[0].device)
+                pick = lambda ts: _widened(ts, idx)  # noqa: E731
+            else:
+                pick = (lambda ts: list(ts)) if whole else (lambda ts: [t[k] for t in ts for k in members])  # noqa
             ps, gs = pick(params), pick(grads)
             bufs = {n: pick(b) for n, b in self.state.items()}
             if not self.fused:
@@ -58,17 +92,9 @@ class StackedOptimizer:
                 steps = [torch.tensor(float(step), device=ps[0].device)] * len(ps)
                 fused(ps, gs, bufs["exp_avg"], bufs["exp_avg_sq"], [], steps, lr=lr_k, beta1=b1, beta2=b2,
                       weight_decay=wd_k, eps=EPS, amsgrad=False, maximize=False)
-
-    def _pieces(self, ts: list[torch.Tensor], members: list[int], whole: bool) -> list[torch.Tensor]:
-        """The tensors one update call takes: the whole stacks, or the members' slices [k]. exact: a stack whose
-        members are not a whole number of vector steps is updated member by member, because the fused kernels
-        take a scalar path for a tensor's last elements (other rounding), which in a stack only the last member's
-        tail would take."""
-        if not whole:
-            return [t[k] for t in ts for k in members]
-        if not self.exact:
-            return list(ts)
-        return [piece for t in ts for piece in ([t] if t[0].numel() % VEC == 0 else list(t))]
+            if self.exact:
+                for new, old in [(ps, params)] + [(bufs[n], self.state[n]) for n in bufs]:
+                    _write_back(new, old, idx)
 
     def _torch_step(self, ps, gs, bufs, *, lr, wd, b1, b2, mom, step) -> None:
         """torch.optim's single-tensor update (it advances the step tensors itself: they start at step - 1)."""
