@@ -13,6 +13,8 @@ Member k's state is the slice [k] of every buffer, saved in torch.optim's layout
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch.optim.adam import adam as _adam
 from torch.optim.adamw import adamw as _adamw
@@ -22,34 +24,36 @@ EPS = 1e-8
 VEC = 16  # elements per vector step of the fused kernels (64 bytes of float32)
 
 
-def _widened(ts: list[torch.Tensor], idx: torch.Tensor | None) -> list[torch.Tensor]:
-    """The members `idx` (None: all) of each stack, as [K', n'] with n' the next multiple of VEC (zeros after each
-    member's n elements). The fused kernels take a scalar path for a tensor's last elements (other rounding), which
-    in a plain stack only the last member's tail would take; widened, no member element takes it, alone or in any
-    group. A stack of whole vector steps is only gathered (or passed as it is)."""
-    out = []
+def _vector_pieces(ts: list[torch.Tensor], idx: torch.Tensor | None) -> tuple[list[torch.Tensor], Callable[[], None]]:
+    """The members `idx` (None: all) of each stack as the pieces one fused call takes, and how to write the results
+    back. The fused kernels take a scalar path for a tensor's last len % VEC elements (other rounding), which in a
+    plain stack only the last member's tail would take; so each stack goes in as its flat body of whole vector steps
+    (a view, updated in place) and a zero-padded copy of the rest, and every element of every member takes the vector
+    path, alone or in any group."""
+    pieces: list[torch.Tensor] = []
+    tails: list[tuple[torch.Tensor, torch.Tensor]] = []
+    gathered: list[tuple[torch.Tensor, torch.Tensor]] = []
     for t in ts:
-        t = t if idx is None else t[idx]
-        n = t[0].numel()
-        if n % VEC:
-            wide = t.new_empty(t.shape[0], -(-n // VEC) * VEC)
-            wide[:, :n] = t.reshape(t.shape[0], n)
-            wide[:, n:] = 0
-            t = wide
-        out.append(t)
-    return out
+        src = t if idx is None else t[idx]
+        if idx is not None:
+            gathered.append((t, src))
+        flat = src.view(-1)
+        cut = flat.numel() - flat.numel() % VEC
+        if cut:
+            pieces.append(flat[:cut])
+        if cut < flat.numel():
+            tail = flat.new_zeros(VEC)
+            tail[: flat.numel() - cut] = flat[cut:]
+            pieces.append(tail)
+            tails.append((flat[cut:], tail))
 
+    def write_back() -> None:
+        for dst, tail in tails:
+            dst.copy_(tail[: dst.numel()])
+        for t, src in gathered:
+            t[idx] = src
 
-def _write_back(new: list[torch.Tensor], old: list[torch.Tensor], idx: torch.Tensor | None) -> None:
-    """The updated copies `_widened` made, into the stacks they came from."""
-    for a, b in zip(new, old):
-        if a is b:
-            continue
-        a = a[:, : b[0].numel()].reshape(a.shape[0], *b.shape[1:])
-        if idx is None:
-            b.copy_(a)
-        else:
-            b[idx] = a
+    return pieces, write_back
 
 
 class StackedOptimizer:
@@ -75,9 +79,14 @@ class StackedOptimizer:
             groups.setdefault(key, []).append(k)
         for (lr_k, wd_k, b1, b2, mom, step), members in groups.items():
             whole = len(members) == len(lr)
-            if self.exact:  # member stacks in a layout that rounds a member alike in any group (_widened)
+            backs: list[Callable[[], None]] = []
+            if self.exact:  # every member element on the kernels' vector path, in any group (_vector_pieces)
                 idx = None if whole else torch.tensor(members, device=params[0].device)
-                pick = lambda ts: _widened(ts, idx)  # noqa: E731
+
+                def pick(ts, idx=idx, backs=backs):
+                    pieces, back = _vector_pieces(ts, idx)
+                    backs.append(back)
+                    return pieces
             else:
                 pick = (lambda ts: list(ts)) if whole else (lambda ts: [t[k] for t in ts for k in members])  # noqa
             ps, gs = pick(params), pick(grads)
@@ -92,9 +101,8 @@ class StackedOptimizer:
                 steps = [torch.tensor(float(step), device=ps[0].device)] * len(ps)
                 fused(ps, gs, bufs["exp_avg"], bufs["exp_avg_sq"], [], steps, lr=lr_k, beta1=b1, beta2=b2,
                       weight_decay=wd_k, eps=EPS, amsgrad=False, maximize=False)
-            if self.exact:
-                for new, old in [(ps, params)] + [(bufs[n], self.state[n]) for n in bufs]:
-                    _write_back(new, old, idx)
+            for back in backs:
+                back()
 
     def _torch_step(self, ps, gs, bufs, *, lr, wd, b1, b2, mom, step) -> None:
         """torch.optim's single-tensor update (it advances the step tensors itself: they start at step - 1)."""
