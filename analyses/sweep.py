@@ -37,7 +37,7 @@ from analyses import sweep_methods
 from analyses.api import Result, options_from
 from analyses.sweep_methods import MethodsResult
 from analyses.sweep_stats import (STEP, Sweep, collect, describe_thresholds, field_series, iqr_text, is_numeric,
-                                  open_sweep, pick_field, range_text, series_key, sorted_values, steps_text)
+                                  numerics_note, open_sweep, pick_field, range_text, series_key, sorted_values, steps_text)
 from training.cli import Parser, json_safe, main_entry, require
 from training.sweep import METHOD, fmt
 
@@ -216,6 +216,9 @@ def body(args) -> int:
     """The command: flags -> options -> analysis -> the JSON, table (.md) and figure(s), and the table printed."""
     options = options_from(SweepOptions, args, progress=not args.no_progress)
     res = analyse(args.sweep_dir, options)
+    note = numerics_note(open_sweep(args.sweep_dir))
+    if note:
+        print(note)
     if isinstance(res, MethodsResult):
         return sweep_methods.write(args.sweep_dir, res)
     from training.safeio import atomic_write_bytes, atomic_write_json, output_dir

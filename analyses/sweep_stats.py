@@ -73,6 +73,32 @@ def read_run(sweep_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def numerics_note(sweep: Sweep) -> str | None:
+    """numerics_line over the finished runs of a sweep (their config.json's "numerics")."""
+    from training.rundir import read_config, run_finished
+
+    runs = [sweep.dir / str(e["dir"]) for e in sweep.index["runs"]]
+    return numerics_line([read_config(d)[1].get("numerics") for d in runs if run_finished(d)])
+
+
+def numerics_line(records: list[dict[str, Any] | None]) -> str | None:
+    """One line when the runs compared were trained at different torch thread counts or on different devices
+    ("unknown" for runs from before the record): a run's bits depend on both, and near a threshold that alone can
+    decide whether it generalises in its budget. None when they agree."""
+    parts = []
+    for key in ("threads", "device"):
+        count: dict[str, int] = {}
+        for rec in records:
+            value = str(rec[key]) if isinstance(rec, dict) and key in rec else "unknown"
+            count[value] = count.get(value, 0) + 1
+        if len(count) > 1:
+            parts.append(f"{key} " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(count.items())))
+    if not parts:
+        return None
+    return (f"note: the runs were trained with different numerics ({'; '.join(parts)}): their rounding differs, "
+            "which near a threshold can decide whether a run generalises")
+
+
 def collect(sweep_dir: Path, index: dict[str, Any], progress: bool = True) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 

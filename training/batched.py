@@ -7,10 +7,15 @@ written with batched matmuls: one bmm for K members instead of K small matmuls o
 Inputs are [K, batch, ...] (each member its own examples). Dropout masks come from one `torch.Generator` per
 member, drawn member by member exactly as `F.dropout` draws them, so a member of an ensemble sees the masks it
 would see alone.
+
+exact=True (the Trainer's "exact" path): every matmul over members is `member_mm`, whose products, forward and
+backward, give a member the same bits whatever K is and wherever the member sits (see `aligned_bmm`); the Trainer
+pads each member's rows to a multiple of 32, which aligns the attention products as well.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -47,12 +52,64 @@ def _no_dropout(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+ALIGN = 16  # float32 elements in 64 bytes
+
+
+def aligned_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.bmm, each member's output block starting on a 64-byte boundary. MKL rounds a block by where it starts
+    (another kernel for an unaligned one: measured, a member's product then differs with its place in the batch),
+    and a one-row or one-column product of a lone member goes to a matrix-vector kernel. So b gets zero columns up
+    to the fewest (at least 2) that align every block, a gets a second row if it has one, and the product is cut
+    back: the same shapes, so the same kernels, for a member alone or anywhere in any batch."""
+    if a.shape[1] == 1:
+        return aligned_bmm(F.pad(a, (0, 0, 0, 1)), b)[:, :1]
+    m, n = a.shape[1], b.shape[2]
+    step = ALIGN // math.gcd(m, ALIGN)
+    wide = -(-max(n, 2) // step) * step
+    return torch.bmm(a, b) if wide == n else torch.bmm(a, F.pad(b, (0, wide - n)))[..., :n]
+
+
+class _MemberMM(torch.autograd.Function):
+    """a [K, m, k] @ b [K, k, n] with its gradients, every product through `aligned_bmm`."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return aligned_bmm(a, b)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        a, b = ctx.saved_tensors
+        ga = aligned_bmm(g, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        gb = aligned_bmm(a.transpose(1, 2), g) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+def member_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return _MemberMM.apply(a, b)
+
+
+def _native(m: int, k: int, n: int) -> bool:
+    """Whether torch's own bmm and its backward are already exact for a [K, m, k] @ [K, k, n] product: every
+    member block of the product and of both gradients aligned, none of them one row or one column wide."""
+    return min(m, k, n) > 1 and (m * n) % ALIGN == 0 and (m * k) % ALIGN == 0 and (k * n) % ALIGN == 0
+
+
+def _mm(x: torch.Tensor, w: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """x [K, ..., a] @ w [K, a, b] as one bmm over the flattened middle dimensions."""
-    return torch.bmm(x.reshape(x.shape[0], -1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[-1])
+    x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+    mm = member_mm if exact and not _native(x3.shape[1], *w.shape[1:]) else torch.bmm
+    return mm(x3, w).view(*x.shape[:-1], w.shape[-1])
 
 
-def mlp_forward(model: MLPModel) -> Callable:
+def _affine(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor, exact: bool) -> torch.Tensor:
+    """b [K, n] + x [K, m, a] @ w [K, a, n]."""
+    if exact and not _native(x.shape[1], *w.shape[1:]):
+        return member_mm(x, w) + b.unsqueeze(1)
+    return torch.baddbmm(b.unsqueeze(1), x, w)
+
+
+def mlp_forward(model: MLPModel, exact: bool = False) -> Callable:
     act, n_layers, n_ops = ACTIVATIONS[model.cfg.act_fn], len(model.layers), model.n_operands
     d_vocab = model.d_vocab
 
@@ -66,8 +123,8 @@ def mlp_forward(model: MLPModel) -> Callable:
         else:
             h = x.to(p["W_U"].dtype)
         for i in range(n_layers):
-            h = dropout(act(torch.baddbmm(p[f"layers.{i}.b_in"].unsqueeze(1), h, p[f"layers.{i}.W_in"])))
-        return torch.baddbmm(p["b_U"].unsqueeze(1), h, p["W_U"])
+            h = dropout(act(_affine(p[f"layers.{i}.b_in"], h, p[f"layers.{i}.W_in"], exact)))
+        return _affine(p["b_U"], h, p["W_U"], exact)
 
     return forward
 
@@ -85,7 +142,7 @@ def _heads(W: torch.Tensor) -> torch.Tensor:
     return W.permute(0, 2, 1, 3).flatten(2)
 
 
-def transformer_forward(model: Transformer) -> Callable:
+def transformer_forward(model: Transformer, exact: bool = False) -> Callable:
     """The lean forward of `Transformer` (block 0 projected from the (position, token) table, the last block only
     at the last position), batched over members. Sequence tasks (`cfg.predict_all`): every block at every position,
     logits [K, B, pos, vocab]; attention-only blocks (`cfg.attn_only`) skip the MLP."""
@@ -105,7 +162,7 @@ def transformer_forward(model: Transformer) -> Callable:
             mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=q.device))
             pattern = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
             z = torch.einsum("kbhqp,kbphe->kbqhe", pattern, v)
-        return _mm(z.flatten(-2), p[f"blocks.{i}.attn.W_O"].flatten(1, 2))
+        return _mm(z.flatten(-2), p[f"blocks.{i}.attn.W_O"].flatten(1, 2), exact)
 
     def forward(p: Params, tokens: torch.Tensor, dropout=_no_dropout) -> torch.Tensor:
         W_E, W_pos = p["embed.W_E"], p["pos_embed.W_pos"]
@@ -122,22 +179,23 @@ def transformer_forward(model: Transformer) -> Callable:
             if i == 0:  # block 0 sees only embeddings: project the n * d_vocab table rows once, then gather
                 def project(name, r):
                     W = _heads(p[f"blocks.0.attn.{name}"])
-                    return _mm(t.view(K, -1, t.shape[-1]), W).flatten(0, 1)[r].unflatten(-1, (H, e))
+                    return _mm(t.view(K, -1, t.shape[-1]), W, exact).flatten(0, 1)[r].unflatten(-1, (H, e))
                 q, k, v = project("W_Q", rows[..., -1:] if last else rows), project("W_K", rows), project("W_V", rows)
             else:
                 x = _layer_norm(resid, p, f"blocks.{i}.ln1", ln)
-                k, v = (_mm(x, _heads(p[f"blocks.{i}.attn.{nm}"])).unflatten(-1, (H, e)) for nm in ("W_K", "W_V"))
-                q = _mm(x[:, :, -1:] if last else x, _heads(p[f"blocks.{i}.attn.W_Q"])).unflatten(-1, (H, e))
+                k, v = (_mm(x, _heads(p[f"blocks.{i}.attn.{nm}"]), exact).unflatten(-1, (H, e))
+                        for nm in ("W_K", "W_V"))
+                q = _mm(x[:, :, -1:] if last else x, _heads(p[f"blocks.{i}.attn.W_Q"]), exact).unflatten(-1, (H, e))
             attn_out = dropout(attention(p, i, q, k, v, last))
             resid = (resid[:, :, -1:] if last else resid) + attn_out
             if attn_only:
                 continue
             x = _layer_norm(resid, p, f"blocks.{i}.ln2", ln)
             b = f"blocks.{i}.mlp."
-            pre = torch.baddbmm(p[b + "b_in"].unsqueeze(1), x.flatten(1, 2), p[b + "W_in"])
-            mlp_out = torch.baddbmm(p[b + "b_out"].unsqueeze(1), act(pre), p[b + "W_out"]).view(resid.shape)
+            pre = _affine(p[b + "b_in"], x.flatten(1, 2), p[b + "W_in"], exact)
+            mlp_out = _affine(p[b + "b_out"], act(pre), p[b + "W_out"], exact).view(resid.shape)
             resid = resid + dropout(mlp_out)
-        return _mm(_layer_norm(resid if every else resid[:, :, -1], p, "ln_final", ln), p["unembed.W_U"])
+        return _mm(_layer_norm(resid if every else resid[:, :, -1], p, "ln_final", ln), p["unembed.W_U"], exact)
 
     return forward
 
@@ -167,10 +225,10 @@ def generic_forward(model: torch.nn.Module) -> Callable:
     return forward
 
 
-def forward_for(model: torch.nn.Module) -> tuple[Callable, bool]:
+def forward_for(model: torch.nn.Module, exact: bool = False) -> tuple[Callable, bool]:
     """(forward, batched): the batched forward for our MLP and transformer, else the generic one (K = 1 only)."""
     if isinstance(model, MLPModel):
-        return mlp_forward(model), True
+        return mlp_forward(model, exact), True
     if isinstance(model, Transformer):
-        return transformer_forward(model), True
+        return transformer_forward(model, exact), True
     return generic_forward(model), False

@@ -3,12 +3,14 @@
     summaries = train_ensemble(configs, run_dirs)          # each run into its own ordinary run directory
     chunks = plan_chunks(configs)                           # index groups worth training together (measured)
 
-Configs with equal `shape_key` can share a `training.trainer.Trainer`: they may differ in seeds, data fraction,
-split seed, lr, wd, betas, momentum, warmup, init scale, dropout rate, label noise, norm constraint, the
-memorisation switch, steps, eval cadence and checkpoint policy. A member matches the same config trained alone
-to float rounding (same minibatches and dropout masks from its own generators, its loss the mean over its own
-examples); a member that finishes (its steps, stop_after_gen) leaves the ensemble and the rest go on.
-Incompatible configs are split into separate ensembles, never an error.
+Configs with equal `shape_key` can share a `training.trainer.Trainer`: they may differ in seeds, split seed, lr,
+wd, betas, momentum, warmup, init scale, dropout rate, label noise, norm constraint, the memorisation switch,
+steps, eval cadence and checkpoint policy. A member is bit for bit the same config trained alone, on the same
+device at the same torch thread count: a run alone is the same Trainer with K = 1 (same batched forward, same
+per-member loss weighting, same fused optimiser kernels, same minibatches and dropout masks from its own
+generators), and members share a Trainer only with runs of their own training-set size (the data fraction is part
+of `shape_key`), so each member's examples are padded exactly as they are alone. A member that finishes (its steps, stop_after_gen) leaves the
+ensemble and the rest go on. Incompatible configs are split into separate ensembles, never an error.
 """
 
 from __future__ import annotations
@@ -27,12 +29,24 @@ from training.tasks import TaskData, build_task
 def shape_key(cfg: RunConfig) -> tuple:
     """Configs with equal keys can train as one ensemble: everything that fixes a tensor shape or the step's
     code path, as the specs declare it (training.registry.ensemble_key: the task's and the model's shape fields,
-    optimiser kind, batch size, loss and its precision, device, the Grokfast filter and its window). Weight
-    noise, decay to init, ⊥Grad and Grokfast's alpha and lamb vary per member. A model without a batched
+    optimiser kind, batch size, loss and its precision, device, the Grokfast filter and its window), and the
+    training-set size (the data fraction): members of different sizes would be padded to the longest, and a
+    matmul's rounding depends on the padded length, so a member would no longer be bit for bit its run alone.
+    Weight noise, decay to init, ⊥Grad and Grokfast's alpha and lamb vary per member. A model without a batched
     forward trains alone."""
     if not model_spec(cfg.model.model).batched:
         return ("alone", cfg.to_json())
-    return ensemble_key(cfg)
+    return (*ensemble_key(cfg), ("frac", cfg.task.frac))
+
+
+def state_path(meta: dict[str, Any]) -> str | None:
+    """The step path (`training.trainer.PATHS`) a saved state was trained in: "exact" (every run since it),
+    "batched" (an ensemble before it), "single" (a run alone before it), or None (a state older than the record:
+    a run alone then trained single, an ensemble batched)."""
+    trainer = meta.get("trainer") if isinstance(meta.get("trainer"), dict) else {}
+    if "path" in trainer:
+        return trainer["path"]
+    return None if "batched" not in trainer else ("batched" if trainer["batched"] else "single")
 
 
 def _datas(configs: list[RunConfig]) -> list[TaskData]:
@@ -55,16 +69,19 @@ def train_ensemble(configs: list[RunConfig], run_dirs: list[Path], *, resume: bo
                    progress: bool = False, preset: str = "", log: Callable[[str], None] = print) -> list[dict]:
     """Train `configs` into `run_dirs` (created and locked by the caller, as for `training.loop.train`).
 
-    Shape-compatible configs resuming from the same step train as one ensemble; the others as separate ones.
-    Returns each run's summary (as `train` returns it), {"interrupted": True, "step": s} after Ctrl-C.
+    Shape-compatible configs resuming from the same step on the same recorded step path (`state_path`) train as
+    one ensemble; the others as separate ones. Returns each run's summary (as `train` returns it),
+    {"interrupted": True, "step": s} after Ctrl-C.
     """
-    from training.loop import run_members, state_step
+    from training.loop import run_members, state_meta
 
     resume = [resume] * len(configs) if isinstance(resume, bool) else list(resume)
-    starts = [state_step(d) if r else 0 for d, r in zip(run_dirs, resume)]
+    saved = [state_meta(d) if r else None for d, r in zip(run_dirs, resume)]
+    starts = [m["step"] if m else 0 for m in saved]
+    paths = [state_path(m) if m else "exact" for m in saved]
     datas = _datas(configs)
     results: list[dict | None] = [None] * len(configs)
-    for group in _groups([(shape_key(c), s) for c, s in zip(configs, starts)]):
+    for group in _groups([(shape_key(c), s, p) for c, s, p in zip(configs, starts, paths)]):
         if any(r is not None and r.get("interrupted") for r in results):  # Ctrl-C: start no further ensemble
             for i in group:
                 results[i] = {"interrupted": True, "step": starts[i]}

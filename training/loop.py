@@ -29,11 +29,13 @@ from tqdm.auto import tqdm
 
 from training.checkpointing import CheckpointPolicy
 from training.config import ConfigError, RunConfig
+from training.ensemble import state_path
+from training.registry import model_spec
 from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen
 from training.plots import plot_curves
 from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, checkpoint_steps,
-                             metadata, read_metrics)
+                             metadata, read_config, read_metrics)
 from training.schedule import lr_at  # noqa: F401  (re-exported)
 from training.tasks import TaskData, build_task
 from training.trainer import Trainer
@@ -82,12 +84,33 @@ class Stop:
     signal: int | None = None
 
 
-def state_step(run_dir: Path) -> int:
-    """The step a resume of `run_dir` starts from (0 without saved state); reads only the state file's header."""
+def state_meta(run_dir: Path) -> dict[str, Any] | None:
+    """The saved state's counters (its step, the trainer's step path, ...), None without saved state; reads only
+    the state file's header."""
     path = Path(run_dir) / STATE_DIR / STATE_FILE
     if not path.exists():
-        return 0
-    return json.loads(metadata(path)["state"])["step"]
+        return None
+    return json.loads(metadata(path)["state"])
+
+
+def state_step(run_dir: Path) -> int:
+    """The step a resume of `run_dir` starts from (0 without saved state)."""
+    meta = state_meta(run_dir)
+    return meta["step"] if meta else 0
+
+
+def device_label(device: torch.device) -> str:
+    """The device as far as rounding goes: the CPU's kernel kind (AVX2, AVX512, ...) or the GPU's name."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({torch.backends.cpu.get_cpu_capability()})" if device.type == "cpu" else str(device)
+
+
+def numerics(device: torch.device, path: str) -> dict[str, Any]:
+    """What a run's bits depend on beyond its config (recorded in config.json): the step path
+    (`training.trainer.PATHS`: "exact" for every run since it; "single" for models without a batched forward),
+    the torch thread count and the device."""
+    return {"path": path, "threads": torch.get_num_threads(), "device": device_label(device)}
 
 
 class Member:
@@ -104,8 +127,9 @@ class Member:
         self.summary: dict[str, Any] | None = None
         self.stopped_at = 0
 
-    def open(self, resume: bool) -> None:
-        """Load the resume state (forgetting what was written after it), or start the directory afresh."""
+    def open(self, resume: bool, numerics: dict[str, Any]) -> None:
+        """Load the resume state (forgetting what was written after it), or start the directory afresh; a new
+        run's config.json records `numerics` (see `numerics`)."""
         self.saved = self.writer.load_state() if resume else None
         if self.saved is not None:
             meta = self.saved[1]
@@ -116,7 +140,8 @@ class Member:
             self.writer.truncate_after(-1)
             self.writer.write_split(self.data.split_dict())
             # config.json last: it marks a whole run
-            self.writer.write_config(self.cfg, {"preset": self.preset, "versions": package_versions()})
+            self.writer.write_config(self.cfg, {"preset": self.preset, "versions": package_versions(),
+                                                "numerics": numerics})
         self.metrics = read_metrics(self.dir / METRICS)
         self.gen_step = s_gen(self.metrics)
         self.t0 = time.perf_counter() - self.elapsed
@@ -207,15 +232,15 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     device = _setup(cfgs)
     datas = datas if datas is not None else [build_task(c.task) for c in cfgs]
     members = [Member(c, d, data, preset) for c, d, data in zip(cfgs, run_dirs, datas)]
+    new = numerics(device, "exact" if model_spec(cfgs[0].model.model).batched else "single")
     for m, r in zip(members, resume or [False] * len(cfgs)):
-        m.open(r)
+        m.open(r, new)
     if len({m.start for m in members}) > 1:
         raise ValueError("the runs resume from different steps; train them as separate ensembles")
     step = members[0].start
-    # a member resumed from an ensemble keeps the ensemble's (batched) maths, so that its resume is bit-identical
-    batched = len(cfgs) > 1 or any(m.saved is not None and m.saved[1].get("trainer", {}).get("batched")
-                                   for m in members)
-    trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], batched=batched)
+    path = _resumed_path(members, len(cfgs) > 1)
+    _say_if_numerics_differ([m.dir for m in members if m.saved is not None], new, log)
+    trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], path=path)
     for k, m in enumerate(members):
         if m.saved is not None:
             try:  # training.run checked the state first (rundir.check_resume); this covers other callers
@@ -242,6 +267,36 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
         where = members[active[0]].dir if len(members) == 1 else f"{len(active)} run directories"
         log(f"interrupted at step {step}; state saved. Continue with: python -m training.run --resume {where}")
     return [m.summary if m.summary is not None else {"interrupted": True, "step": m.stopped_at} for m in members]
+
+
+def _resumed_path(members: list[Member], ensemble: bool) -> str | None:
+    """The Trainer's step path: a resumed run keeps the path its state records (`state_path`), so that its resume
+    is bit-identical; None (new runs): the Trainer's default, "exact" for every model with a batched forward."""
+    paths = {state_path(m.saved[1]) for m in members if m.saved is not None}
+    if not paths:
+        return None
+    if len(paths) > 1:
+        raise ValueError("the runs were trained on different step paths; train them as separate ensembles")
+    path = paths.pop()
+    if path is None:  # a state from before the record: an ensemble trained batched, a run alone single
+        return "batched" if ensemble else "single"
+    return path
+
+
+def _say_if_numerics_differ(resumed: list[Path], now: dict[str, Any], log: Callable[[str], None]) -> None:
+    """One line when resumed runs were trained at another torch thread count or on another device than this
+    process: their continuation is then not bit-identical to an uninterrupted run. Runs from before the record
+    (no "numerics" in config.json) are unknown, and not reported."""
+    differ = {}
+    for d in resumed:
+        rec = read_config(d)[1].get("numerics")
+        for key in ("threads", "device"):
+            if isinstance(rec, dict) and key in rec and rec[key] != now[key]:
+                differ.setdefault(key, set()).add(str(rec[key]))
+    if differ:
+        what = "; ".join(f"{k} {', '.join(sorted(v))} then, {now[k]} now" for k, v in differ.items())
+        log(f"note: resuming with other numerics than the runs started with ({what}): the continuation is not "
+            "bit-identical to an uninterrupted run")
 
 
 def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, device) -> list[int]:

@@ -13,12 +13,47 @@ Member k's state is the slice [k] of every buffer, saved in torch.optim's layout
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch.optim.adam import adam as _adam
 from torch.optim.adamw import adamw as _adamw
 from torch.optim.sgd import sgd as _sgd
 
 EPS = 1e-8
+VEC = 16  # elements per vector step of the fused kernels (64 bytes of float32)
+
+
+def _vector_pieces(ts: list[torch.Tensor], idx: torch.Tensor | None) -> tuple[list[torch.Tensor], Callable[[], None]]:
+    """The members `idx` (None: all) of each stack as the pieces one fused call takes, and how to write the results
+    back. The fused kernels take a scalar path for a tensor's last len % VEC elements (other rounding), which in a
+    plain stack only the last member's tail would take; so each stack goes in as its flat body of whole vector steps
+    (a view, updated in place) and a zero-padded copy of the rest, and every element of every member takes the vector
+    path, alone or in any group."""
+    pieces: list[torch.Tensor] = []
+    tails: list[tuple[torch.Tensor, torch.Tensor]] = []
+    gathered: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for t in ts:
+        src = t if idx is None else t[idx]
+        if idx is not None:
+            gathered.append((t, src))
+        flat = src.view(-1)
+        cut = flat.numel() - flat.numel() % VEC
+        if cut:
+            pieces.append(flat[:cut])
+        if cut < flat.numel():
+            tail = flat.new_zeros(VEC)
+            tail[: flat.numel() - cut] = flat[cut:]
+            pieces.append(tail)
+            tails.append((flat[cut:], tail))
+
+    def write_back() -> None:
+        for dst, tail in tails:
+            dst.copy_(tail[: dst.numel()])
+        for t, src in gathered:
+            t[idx] = src
+
+    return pieces, write_back
 
 
 class StackedOptimizer:
@@ -27,8 +62,8 @@ class StackedOptimizer:
     BUFFERS = {"adamw": ("exp_avg", "exp_avg_sq"), "adam": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
 
     def __init__(self, kind: str, params: list[torch.Tensor], beta1: list[float], beta2: list[float],
-                 momentum: list[float], fused: bool = True):
-        self.kind, self.fused = kind, fused
+                 momentum: list[float], fused: bool = True, exact: bool = False):
+        self.kind, self.fused, self.exact = kind, fused, exact
         self.beta1, self.beta2, self.momentum = list(beta1), list(beta2), list(momentum)
         self.steps = [0] * len(beta1)  # updates done, per member (torch.optim's state["step"])
         names = self.BUFFERS[kind] if kind != "sgd" or any(self.momentum) else ()
@@ -44,7 +79,16 @@ class StackedOptimizer:
             groups.setdefault(key, []).append(k)
         for (lr_k, wd_k, b1, b2, mom, step), members in groups.items():
             whole = len(members) == len(lr)
-            pick = (lambda ts: list(ts)) if whole else (lambda ts: [t[k] for t in ts for k in members])  # noqa: E731
+            backs: list[Callable[[], None]] = []
+            if self.exact:  # every member element on the kernels' vector path, in any group (_vector_pieces)
+                idx = None if whole else torch.tensor(members, device=params[0].device)
+
+                def pick(ts, idx=idx, backs=backs):
+                    pieces, back = _vector_pieces(ts, idx)
+                    backs.append(back)
+                    return pieces
+            else:
+                pick = (lambda ts: list(ts)) if whole else (lambda ts: [t[k] for t in ts for k in members])  # noqa
             ps, gs = pick(params), pick(grads)
             bufs = {n: pick(b) for n, b in self.state.items()}
             if not self.fused:
@@ -57,6 +101,8 @@ class StackedOptimizer:
                 steps = [torch.tensor(float(step), device=ps[0].device)] * len(ps)
                 fused(ps, gs, bufs["exp_avg"], bufs["exp_avg_sq"], [], steps, lr=lr_k, beta1=b1, beta2=b2,
                       weight_decay=wd_k, eps=EPS, amsgrad=False, maximize=False)
+            for back in backs:
+                back()
 
     def _torch_step(self, ps, gs, bufs, *, lr, wd, b1, b2, mom, step) -> None:
         """torch.optim's single-tensor update (it advances the step tensors itself: they start at step - 1)."""

@@ -129,11 +129,11 @@ def _field_problem(value: Any, default: Any) -> str | None:
 
 
 def config_from_json(raw: Any, path: Path) -> tuple[RunConfig, dict[str, Any]]:
-    """RunConfig + the extras beside it (format, run_id, preset, versions), every field type-checked."""
+    """RunConfig + the extras beside it (format, run_id, preset, versions, numerics), every field type-checked."""
     if not isinstance(raw, dict):
         raise RunDirError(f"{path}: not a run config (expected a JSON object)")
     raw = dict(raw)
-    extras = {k: raw.pop(k) for k in ("format", "run_id", "preset", "versions") if k in raw}
+    extras = {k: raw.pop(k) for k in ("format", "run_id", "preset", "versions", "numerics") if k in raw}
     if extras.get("format", FORMAT) != FORMAT:
         raise RunDirError(f"{path}: format {extras['format']!r}, this grokscope reads {FORMAT!r}")
     for name, sub in SECTIONS.items():

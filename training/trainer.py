@@ -5,9 +5,17 @@ their optimiser (`training.optim.StackedOptimizer`: torch.optim's maths with per
 the schedules (linear warmup, the memorisation switch), an ordered list of transforms (`training.transforms`:
 the norm constraint, ...), each member's minibatch and dropout generators, and each member's data. `step()` is one
 optimiser update of every member; `member_state(k)` / `load_member_state(k, ...)` hold everything a bit-identical
-resume of member k needs. Members that differ only in fields that keep tensor shapes (seeds, data fraction, lr, wd,
-betas, warmup, init scale, dropout rate, label noise, norm constraint, ...) share one step: each member's loss is
-the mean over its own examples (padded to one tensor, weighted 1/n_k), so its gradient is exactly its own.
+resume of member k needs. Members that differ only in fields that keep tensor shapes (seeds, lr, wd, betas, warmup,
+init scale, dropout rate, label noise, norm constraint, ...) share one step: each member's loss is the mean over its
+own examples (weighted 1/n_k), so its gradient is exactly its own.
+
+The step path (`PATHS`) of every new run of our MLP and transformer, K = 1 included, is "exact": the batched
+forward, per-member loss weights and the fused optimiser, each member's rows padded to a multiple of ROWS
+(`training.memberdata`). A batched matmul's rounding for one member depends on where that member's block of the
+output starts in memory (MKL takes another kernel for a block not on a 64-byte boundary), so every block is made
+to start on one whatever K and the member's place (`training.batched.aligned_bmm`); with per-member sums
+(`member_sums`), evaluation chunks and optimiser calls (`StackedOptimizer(exact=True)`) that do not depend on K
+either, a member's bits do not depend on its ensemble. Runs trained before keep their path.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 import torch
 
 from training.batched import Dropout, forward_for, generic_forward
+from training.memberdata import ROWS, MemberData, loss_weights, padded
 from training.config import RunConfig
 from training.config import ConfigError
 from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses, softmax_collapse, target_metrics
@@ -26,44 +35,9 @@ from training.models import build_model
 from training.optim import StackedOptimizer
 from training.schedule import MemorisationSwitch, lr_at
 from training.tasks import TaskData
-from training.transforms import Transform, build_transforms, member_norms
+from training.transforms import Transform, build_transforms, member_norms, member_sums
 
-
-
-def _padded(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack tensors of different lengths along a new member dimension, zero-padded to the longest."""
-    n = max(len(t) for t in tensors)
-    out = tensors[0].new_zeros((len(tensors), n, *tensors[0].shape[1:]))
-    for k, t in enumerate(tensors):
-        out[k, : len(t)] = t
-    return out
-
-
-class MemberData:
-    """Every member's train and test examples as padded stacks [K, n_max, ...] with their lengths."""
-
-    def __init__(self, datas: list[TaskData], device: torch.device):
-        self.n_train = [len(d.train_idx) for d in datas]
-        self.n_test = [len(d.test_idx) for d in datas]
-        self.x_tr = _padded([d.inputs[d.train_idx] for d in datas]).to(device)
-        self.y_tr = _padded([d.labels[d.train_idx] for d in datas]).to(device)
-        self.x_te = _padded([d.inputs[d.test_idx] for d in datas]).to(device)
-        self.y_te = _padded([d.labels[d.test_idx] for d in datas]).to(device)
-
-    def keep(self, idx: torch.Tensor) -> None:
-        self.n_train = [self.n_train[i] for i in idx.tolist()]
-        self.n_test = [self.n_test[i] for i in idx.tolist()]
-        for name in ("x_tr", "y_tr", "x_te", "y_te"):
-            t = getattr(self, name)
-            setattr(self, name, t[idx.to(t.device)])
-
-
-def _weights(lengths: list[int], n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[K, n]: 1/n_k on member k's first n_k examples, 0 on its padding."""
-    w = torch.zeros(len(lengths), n, dtype=torch.float64)
-    for k, m in enumerate(lengths):
-        w[k, :m] = 1.0 / m
-    return w.to(dtype=dtype, device=device)
+PATHS = ("exact", "batched", "single")  # the step paths; "batched" and "single" are those of runs trained before
 
 
 def _loss_kind(cfg: RunConfig, data: TaskData) -> str:
@@ -104,32 +78,37 @@ class ChunkTuner:
 class Trainer:
     def __init__(self, cfgs: list[RunConfig], datas: list[TaskData], device: torch.device | str = "cpu",
                  metrics: list[list[dict[str, Any]]] | None = None, transforms: list[Transform] | None = None,
-                 batched: bool | None = None, chunk: int = 0):
+                 path: str | None = None, chunk: int = 0):
         self.cfgs, self.device = list(cfgs), torch.device(device)
         K = len(cfgs)
         models = [build_model(c.model, d, seed=c.train.seed) for c, d in zip(cfgs, datas)]
         self.template = models[0].to(self.device)  # parameter names, and the module of the generic forward
-        forward, can_batch = forward_for(self.template)
+        forward, can_batch = forward_for(self.template, exact=path in (None, "exact"))
         if not can_batch and K > 1:
             raise ValueError(f"model '{cfgs[0].model.model}' trains alone (no batched forward)")
-        # batched: the stacked forward, losses weighted per member, the fused optimiser. Not batched (K = 1): the
-        # model's own forward, its mean loss and torch.optim's single-tensor update, exactly the maths of a run
-        # trained with torch.optim (so runs started before the Trainer resume bit-identically). A resumed member
-        # keeps the mode it was trained in (saved in its state), so a resume is bit-identical in either mode.
-        self.batched = (K > 1 if batched is None else batched) and can_batch
+        # "exact" (default): see the module docstring. "batched": the same without the row padding, K-invariant sums
+        # and evaluation chunks (ensembles trained before the exact path). "single": the model's own forward, its
+        # mean loss and torch.optim's single-tensor update (runs alone trained before it, models without a batched
+        # forward). A resumed run keeps the path its state records, so its resume is bit-identical.
+        self.path = path if can_batch and path is not None else ("exact" if can_batch else "single")
+        if self.path not in PATHS:
+            raise ValueError(f"unknown step path '{path}' (expected one of {', '.join(PATHS)})")
+        self.batched, self.exact = self.path != "single", self.path == "exact"
         self.forward = forward if self.batched else generic_forward(self.template)
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
                        for n in named[0]}
         self.loss_kind, self.float64 = _loss_kind(cfgs[0], datas[0]), cfgs[0].optim.float64_loss
         self.batch_size = cfgs[0].optim.batch_size
-        self.data = MemberData(datas, self.device)
+        self.data = MemberData(datas, self.device, ROWS if self.exact else 1)
         # infinite-data sequence tasks: each member's batch of step s is samplers[k](batch_seed, s, batch_size)
         self.samplers = [d.sample for d in datas] if datas[0].sample is not None else None
         self.target_names = datas[0].structure.get("target_names") if datas[0].structure.get("kind") == "sequence" \
             else None
         # sequence tasks keep logits at every position: fewer examples per evaluation forward
         self.eval_chunk = EVAL_CHUNK // (datas[0].n_ctx if self.target_names else 1)
+        if self.exact:
+            self.eval_chunk = max(ROWS, self.eval_chunk // ROWS * ROWS)
         self.batch_gens = [torch.Generator().manual_seed(c.train.batch_seed) for c in cfgs]
         # dropout streams: CPU generators (batched masks are drawn there), except a single run on CUDA, whose
         # module draws from the CUDA generator (swapped in per step, see batched.generic_forward)
@@ -138,7 +117,7 @@ class Trainer:
                                [torch.Generator(device=gen_device).manual_seed(c.train.batch_seed) for c in cfgs])
         self.opt = StackedOptimizer(cfgs[0].optim.optimizer, self.plist, [c.optim.beta1 for c in cfgs],
                                     [c.optim.beta2 for c in cfgs], [c.optim.momentum for c in cfgs],
-                                    fused=self.batched)
+                                    fused=self.batched, exact=self.exact)
         metrics = metrics or [[] for _ in cfgs]
         self.switches = [MemorisationSwitch(c, m, partial(lr_at, cfg=c)) for c, m in zip(cfgs, metrics)]
         self.updates = [0] * K
@@ -171,7 +150,7 @@ class Trainer:
             return self._sampled_batch(dtype)
         if all(B == 0 or B >= n for n in n_train):
             if self._full_batch is None:
-                w = _weights(n_train, self.data.x_tr.shape[1], dtype, self.device)
+                w = loss_weights(n_train, self.data.x_tr.shape[1], dtype, self.device)
                 self._full_batch = (self.data.x_tr, self.data.y_tr, w)
             return self._full_batch
         if not self.batched:  # one run: its minibatch, no padding and no weights (its loss is the plain mean)
@@ -179,9 +158,9 @@ class Trainer:
             return self.data.x_tr[:, rows], self.data.y_tr[:, rows], None
         idx = [torch.arange(n) if B == 0 or B >= n else torch.randperm(n, generator=g)[:B]
                for n, g in zip(n_train, self.batch_gens)]
-        rows = _padded(idx).to(self.device)
+        rows = padded(idx, ROWS if self.exact else 1).to(self.device)
         members = torch.arange(self.K, device=self.device).unsqueeze(1)
-        w = _weights([len(i) for i in idx], rows.shape[1], dtype, self.device)
+        w = loss_weights([len(i) for i in idx], rows.shape[1], dtype, self.device)
         return self.data.x_tr[members, rows], self.data.y_tr[members, rows], w
 
     def _sampled_batch(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -191,7 +170,13 @@ class Trainer:
         drawn = [sample(c.train.batch_seed, u, B) for sample, c, u in zip(self.samplers, self.cfgs, self.updates)]
         x = torch.stack([b[0] for b in drawn]).to(self.device)
         y = torch.stack([b[1] for b in drawn]).to(self.device)
-        w = None if not self.batched else torch.full((self.K, B), 1.0 / B, dtype=dtype, device=self.device)
+        if not self.batched:
+            return x, y, None
+        w = torch.full((self.K, B), 1.0 / B, dtype=dtype, device=self.device)
+        if self.exact and B % ROWS:  # rows up to a multiple of ROWS: copies of the first, weighted 0
+            pad = ROWS - B % ROWS
+            x, y = (torch.cat([t, t[:, :1].expand(-1, pad, *t.shape[2:])], 1) for t in (x, y))
+            w = torch.cat([w, w.new_zeros(self.K, pad)], 1)
         return x, y, w
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -225,7 +210,8 @@ class Trainer:
             p = {n: v.detach()[k: k + c].requires_grad_() for n, v in self.params.items()}
             drop = Dropout(self.dropout.rates[k: k + c], self.dropout.generators[k: k + c])
             out = self.forward(p, x[k: k + c], drop)
-            per_member = (example_losses(out, y[k: k + c], self.loss_kind, self.float64) * w[k: k + c]).sum(1)
+            per_member = member_sums(example_losses(out, y[k: k + c], self.loss_kind, self.float64) * w[k: k + c],
+                                     self.exact)
             grads.append(torch.autograd.grad(per_member.sum(), list(p.values())))
             losses.append(per_member.detach())
         self._grads = [torch.cat(g) if len(g) > 1 else g[0].contiguous() for g in zip(*grads)]
@@ -253,8 +239,19 @@ class Trainer:
         p = self.params if members is None or members == list(range(self.K)) else \
             {n: v[torch.tensor(members, device=self.device)] for n, v in self.params.items()}
         k = len(members) if members is not None else self.K
-        chunk = max(1, self.eval_chunk // k)
-        return torch.cat([self.forward(p, x[:, i: i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
+        if not self.exact:  # the paths of runs trained before: examples in chunks of eval_chunk / k, every member
+            chunk = max(1, self.eval_chunk // k)
+            return torch.cat([self.forward(p, x[:, i: i + chunk]) for i in range(0, x.shape[1], chunk)], dim=1)
+        # a forward's examples per member do not depend on how many members are evaluated (a member's outputs are
+        # then the same alone or among others); members go in groups that keep ~eval_chunk examples per forward
+        rows = max(1, min(x.shape[1], self.eval_chunk))
+        group = max(1, self.eval_chunk // rows)
+        outs = []
+        for j in range(0, k, group):
+            pj = {n: v[j: j + group] for n, v in p.items()}
+            outs.append(torch.cat([self.forward(pj, x[j: j + group, i: i + rows]) for i in range(0, x.shape[1], rows)],
+                                  dim=1))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
 
     def _split_metrics(self, members, x, y, lengths, float64) -> list[dict[str, Any]]:
         """Each member's mean loss and accuracy over its own (unpadded) examples, as a run alone computes them,
@@ -284,7 +281,7 @@ class Trainer:
         d = self.data
         tr = self._split_metrics(members, d.x_tr[sel], d.y_tr[sel], [d.n_train[k] for k in members], f64)
         te = self._split_metrics(members, d.x_te[sel], d.y_te[sel], [d.n_test[k] for k in members], f64)
-        norms = member_norms([v[sel] for v in self.plist]).tolist()
+        norms = member_norms([v[sel] for v in self.plist], self.exact).tolist()
         rows = []
         for a, b, norm in zip(tr, te, norms):
             row = {"train_loss": a["loss"], "test_loss": b["loss"], "train_acc": a["acc"], "test_acc": b["acc"],
@@ -317,7 +314,8 @@ class Trainer:
         tensors.setdefault("rng.torch", torch.get_rng_state())
         for t in self.transforms:
             tensors.update(t.member_state(k))
-        return tensors, {"updates": self.updates[k], "switch_step": self.switches[k].step, "batched": self.batched}
+        return tensors, {"updates": self.updates[k], "switch_step": self.switches[k].step, "batched": self.batched,
+                         "path": self.path}
 
     @torch.no_grad()
     def load_member_state(self, k: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

@@ -44,9 +44,25 @@ class Transform:
         """Keep only the members `idx` (the others left the ensemble)."""
 
 
-def member_norms(params: list[torch.Tensor]) -> torch.Tensor:
+REDUCE_GRAIN = 32768  # torch's internal GRAIN_SIZE: a reduction over at least this many elements may use threads
+
+
+def member_sums(t: torch.Tensor, rowwise: bool = True) -> torch.Tensor:
+    """[K, ...] -> [K]: each member's sum over its own elements, the same arithmetic for any K.
+
+    torch sums the rows of a [K, N] tensor each in one pass (rows shared out among threads), but a reduction to a
+    single number over at least REDUCE_GRAIN elements is cut into one partial sum per thread: other rounding. So a
+    lone member (K = 1) with threads is summed beside a row of zeros, the way it is summed among other members.
+    rowwise=False: the plain sum (runs trained before the exact path resume with it)."""
+    flat = t.flatten(1)
+    if rowwise and flat.shape[0] == 1 and flat.shape[1] >= REDUCE_GRAIN and torch.get_num_threads() > 1:
+        return torch.cat([flat, torch.zeros_like(flat)]).sum(1)[:1]
+    return flat.sum(1)
+
+
+def member_norms(params: list[torch.Tensor], rowwise: bool = True) -> torch.Tensor:
     """[K] float64: each member's total L2 norm over all its parameters (summed as `weight_norm` sums)."""
-    return sum((p.detach().double() ** 2).flatten(1).sum(1) for p in params).sqrt()
+    return sum(member_sums(p.detach().double() ** 2, rowwise) for p in params).sqrt()
 
 
 class NormConstraint(Transform):
@@ -60,7 +76,8 @@ class NormConstraint(Transform):
 
     @torch.no_grad()
     def on_params(self, params: list[torch.Tensor]) -> None:
-        # the norm of the per-tensor norms, as set_weight_norm_ computes it for one model
+        # the norm of the per-tensor norms, as set_weight_norm_ computes it for one model (vector_norm over dim 1
+        # rounds a lone row as it rounds the same row among others, at any thread count: measured, unlike sum)
         per_tensor = [torch.linalg.vector_norm(p.flatten(1), dim=1, dtype=torch.float64) for p in params]
         norms = torch.linalg.vector_norm(torch.stack(per_tensor), dim=0)
         scale = torch.where(self.targets > 0, self.targets / norms, torch.ones_like(norms))
@@ -250,15 +267,17 @@ class PerpGrad(Transform):
 
     name = "perp_grad"
 
-    def __init__(self, on: list[bool]):
+    def __init__(self, on: list[bool], rowwise: bool = True):
         self.on = [float(x) for x in on]
+        self.rowwise = rowwise  # member_sums' arithmetic (False: runs trained before the exact path)
 
     @torch.no_grad()
     def on_grads(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
         for p, g in zip(params, grads):
             w, gf = p.detach().flatten(1), g.flatten(1)
-            proj = (w * gf).sum(1) / ((w * w).sum(1) + 1e-30) * torch.tensor(self.on, dtype=w.dtype, device=w.device)
+            on = torch.tensor(self.on, dtype=w.dtype, device=w.device)
+            proj = member_sums(w * gf, self.rowwise) / (member_sums(w * w, self.rowwise) + 1e-30) * on
             out.append(g - proj.view(-1, *[1] * (g.dim() - 1)) * p.detach())
         return out
 
@@ -291,7 +310,7 @@ def build_grokfast(tr) -> Transform:
 
 
 def build_perp_grad(tr) -> PerpGrad:
-    return PerpGrad([c.optim.perp_grad for c in tr.cfgs])
+    return PerpGrad([c.optim.perp_grad for c in tr.cfgs], tr.exact)
 
 
 def build_decay_to_init(tr) -> DecayToInit:
@@ -302,6 +321,6 @@ def build_decay_to_init(tr) -> DecayToInit:
 def build_norm_constraint(tr) -> NormConstraint:
     """The target comes from the seeded init, so a resumed run recomputes the same one; applied at once."""
     factors = torch.tensor([c.optim.constrain_norm for c in tr.cfgs], dtype=torch.float64, device=tr.device)
-    norm = NormConstraint(factors * member_norms(tr.plist))
+    norm = NormConstraint(factors * member_norms(tr.plist, tr.exact))
     norm.on_params(tr.plist)
     return norm

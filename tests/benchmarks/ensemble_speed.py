@@ -9,6 +9,8 @@ ensemble step, ms per member step, and the throughput ratio
 (K x one run's step time) / (the ensemble's step time): > 1 means the ensemble beats K runs one after another.
 The reference row "module" is the plain single-model step (the model's own forward, torch.optim.AdamW/SGD), so
 K = 1 through the Trainer can be read against it. Members differ in seed (as a seed sweep does).
+`--paths exact,old` also times the paths of runs trained before the exact path (K = 1 on the single path,
+ensembles on the batched one) in the same rounds, each ratio against its own path's K = 1.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--paths", default="exact", help="exact, or exact,old: also the paths of runs trained before")
     args = ap.parse_args()
     device = torch.device(args.device)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -65,23 +68,29 @@ def main() -> None:
         ks = sorted({1} | {k for k in map(int, args.ks.split(","))
                            if name != "nanda2023" or device.type != "cpu" or k <= NANDA_MAX_K})
         steps, chunk = {"module": module_step(cfg, data, device)}, {}
-        for K in ks:
-            trainer = Trainer([cfg.replace(seed=s) for s in range(K)], [data] * K, device)
-            while trainer.batched and not trainer.chunks.best:  # the Trainer's own chunk tuning, before timing
-                trainer.step()
-            steps[K] = trainer.step
-            chunk[K] = trainer.chunks.best or K
+        for path in args.paths.split(","):
+            for K in ks:
+                old = "single" if K == 1 else "batched"
+                trainer = Trainer([cfg.replace(seed=s) for s in range(K)], [data] * K, device,
+                                  path="exact" if path == "exact" else old)
+                while trainer.batched and not trainer.chunks.best:  # the Trainer's own chunk tuning, before timing
+                    trainer.step()
+                steps[(path, K)] = trainer.step
+                chunk[(path, K)] = trainer.chunks.best or K
         best: dict = {}
         for _ in range(args.rounds):
             for key, step in steps.items():
-                n = max(2, args.steps // (key if isinstance(key, int) and key > 8 else 1))
+                n = max(2, args.steps // (key[1] if key != "module" and key[1] > 8 else 1))
                 best[key] = min(best.get(key, float("inf")), time_steps(step, n, device))
-        one = best[1]
         print(f"\n{name}: batch {cfg.optim.batch_size or len(data.train_idx)}, "
-              f"module step {best['module'] * 1e3:.2f} ms, Trainer K=1 {one * 1e3:.2f} ms")
-        print(f"{'K':>5} {'chunk':>6} {'ms/step':>10} {'ms/member':>10} {'throughput vs K runs alone':>28}")
-        for K in ks:
-            print(f"{K:>5} {chunk[K]:>6} {best[K] * 1e3:>10.2f} {best[K] / K * 1e3:>10.3f} {K * one / best[K]:>27.2f}x")
+              f"module step {best['module'] * 1e3:.2f} ms")
+        print(f"{'path':>6} {'K':>5} {'chunk':>6} {'ms/step':>10} {'ms/member':>10} {'throughput vs K runs alone':>28}")
+        for path in args.paths.split(","):
+            one = best[(path, 1)]
+            for K in ks:
+                t = best[(path, K)]
+                print(f"{path:>6} {K:>5} {chunk[(path, K)]:>6} {t * 1e3:>10.2f} {t / K * 1e3:>10.3f} "
+                      f"{K * one / t:>27.2f}x")
 
 
 if __name__ == "__main__":

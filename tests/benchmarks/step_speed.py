@@ -6,6 +6,9 @@ against `TransformerBridge.boot_native` holding the same weights, side by side i
 Prints seconds per step, the ratio, and GFLOP/s (2 x multiply-adds, forward + backward = 3 x forward) next to a
 plain fp32 matmul measured in the same process. The bridge computes everything at all three positions; ours
 projects block 0's q, k, v once per (position, token) and the rest only at '=' (the loss is read there in both).
+Two more rows time the step `training.run` takes for the same run, `training.trainer.Trainer` with K = 1: on the
+exact path (every new run) and on the single path (the model's own forward and torch.optim's single-tensor update:
+runs alone trained before the exact path), interleaved with the others.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from training.models import build_model, to_bridge
 from training.presets import get_preset
 from training.tasks import build_task
+from training.trainer import Trainer
 
 
 def step_flops(cfg, n: int, d_vocab: int, d_vocab_out: int, n_ctx: int, lean: bool) -> int:
@@ -82,12 +86,18 @@ def main() -> None:
 
     step_ours = stepper(ours, lambda m: m(x))
     step_bridge = stepper(bridge, lambda m: m(x)[:, -1])
+    paths = ("exact", "single")
+    step_run = {path: Trainer([cfg.replace(device=str(device))], [data], device, path=path).step for path in paths}
     t_ours, t_bridge, peak = [], [], []
-    for _ in range(args.rounds):  # interleaved, so drift in machine load hits both
+    t_run: dict[str, list[float]] = {path: [] for path in paths}
+    for _ in range(args.rounds):  # interleaved, so drift in machine load hits all of them
         peak.append(matmul_gflops(device))
         t_ours.append(time_steps(step_ours, args.steps, device))
         t_bridge.append(time_steps(step_bridge, args.steps, device))
+        for path in paths:
+            t_run[path].append(time_steps(step_run[path], args.steps, device))
     a, b, p = min(t_ours), min(t_bridge), max(peak)
+    c = {path: min(t) for path, t in t_run.items()}
     n = len(x)
     f_ours = step_flops(cfg.model, n, data.d_vocab, data.d_vocab_out, data.n_ctx, lean=True)
     f_bridge = step_flops(cfg.model, n, data.d_vocab, data.d_vocab_out, data.n_ctx, lean=False)
@@ -97,7 +107,11 @@ def main() -> None:
           f"{f_ours / a / 1e9:6.1f} GFLOP/s ({f_ours / a / 1e9 / p:.0%} of matmul)")
     print(f"bridge (TransformerBridge)     : {b * 1e3:8.1f} ms/step  {f_bridge / 1e9:5.2f} GFLOP/step  "
           f"{f_bridge / b / 1e9:6.1f} GFLOP/s ({f_bridge / b / 1e9 / p:.0%} of matmul)")
+    for path in paths:
+        print(f"Trainer K=1, {path:6} path      : {c[path] * 1e3:8.1f} ms/step  {f_ours / c[path] / 1e9:6.1f} GFLOP/s "
+              f"({f_ours / c[path] / 1e9 / p:.0%} of matmul)")
     print(f"speed-up ours / bridge         : {b / a:8.2f}x")
+    print(f"exact path / single path       : {c['exact'] / c['single']:8.3f} (time per step; < 1 is faster)")
 
 
 if __name__ == "__main__":

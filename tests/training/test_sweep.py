@@ -352,6 +352,31 @@ def test_ray_backend_runs_the_sweep_and_drains(tmp_path, local_ray):
     drain_and_check(tmp_path / "drain", RayBackend(None, 1, 1), workers=1)
 
 
+@pytest.mark.slow
+def test_a_sweeps_runs_on_either_backend_are_bit_for_bit_the_runs_alone(tmp_path, local_ray):
+    """The same runs through the local backend, the Ray backend (one torch thread per worker, as here) and alone:
+    the same bits, whatever chunks and ensembles the sweep made of them (tests/training/bits.py)."""
+    from tests.training.bits import assert_same_bits
+    from training.loop import train
+    from training.sweep_exec import RayBackend
+
+    spec = SweepSpec("default", {"frac": [0.3, 0.5]}, [0, 1], {"p": 23, "d_model": 32, "n_heads": 4, "d_head": 8,
+                                                             "d_mlp": 64, "lr": 0.01, "steps": 300,
+                                                             "eval_every": 25, "device": "cpu"})
+    local = sweep(spec, tmp_path / "local", backend="local", workers=1, threads=1, progress=False,
+                  log=lambda s: None)
+    ray = sweep(spec, tmp_path / "ray", backend=RayBackend(None, 1, None), progress=False, log=lambda s: None)
+    assert [e["status"] for e in local["runs"] + ray["runs"]] == ["done"] * 8
+    for e in local["runs"]:
+        assert_same_bits(tmp_path / "local" / e["dir"], tmp_path / "ray" / e["dir"])
+        assert Run(tmp_path / "ray" / e["dir"]).summary["steps"] == 300
+    last = local["runs"][-1]["dir"]  # frac 0.5, seed 1: it trained beside seed 0 (or alone, as the plan chose)
+    train(Run(tmp_path / "local" / last).config, tmp_path / "alone", progress=False)
+    assert_same_bits(tmp_path / "alone", tmp_path / "ray" / last)
+    numerics = json.loads((tmp_path / "ray" / last / "config.json").read_text())["numerics"]
+    assert numerics["threads"] == 1 and numerics["path"] == "exact"
+
+
 # --- the chunk executor, in this process ---------------------------------------------------------------------
 
 
