@@ -25,6 +25,7 @@ import torch
 from training.config import RunConfig
 from training.registry import ensemble_key, model_spec
 from training.tasks import TaskData, build_task
+from training.trainer import state_path
 
 def shape_key(cfg: RunConfig) -> tuple:
     """Configs with equal keys can train as one ensemble: everything that fixes a tensor shape or the step's
@@ -37,16 +38,6 @@ def shape_key(cfg: RunConfig) -> tuple:
     if not model_spec(cfg.model.model).batched:
         return ("alone", cfg.to_json())
     return (*ensemble_key(cfg), ("frac", cfg.task.frac))
-
-
-def state_path(meta: dict[str, Any]) -> str | None:
-    """The step path (`training.trainer.PATHS`) a saved state was trained in: "exact" (every run since it),
-    "batched" (an ensemble before it), "single" (a run alone before it), or None (a state older than the record:
-    a run alone then trained single, an ensemble batched)."""
-    trainer = meta.get("trainer") if isinstance(meta.get("trainer"), dict) else {}
-    if "path" in trainer:
-        return trainer["path"]
-    return None if "batched" not in trainer else ("batched" if trainer["batched"] else "single")
 
 
 def _datas(configs: list[RunConfig]) -> list[TaskData]:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from training.checkpointing import CheckpointPolicy
 from training.config import ConfigError, RunConfig
-from training.ensemble import state_path
+from training.trainer import state_path
 from training.registry import model_spec
 from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen

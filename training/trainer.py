@@ -40,6 +40,16 @@ from training.transforms import Transform, build_transforms, member_norms, membe
 PATHS = ("exact", "batched", "single")  # the step paths; "batched" and "single" are those of runs trained before
 
 
+def state_path(meta: dict[str, Any]) -> str | None:
+    """The step path (`training.trainer.PATHS`) a saved state was trained in: "exact" (every run since it),
+    "batched" (an ensemble before it), "single" (a run alone before it), or None (a state older than the record:
+    a run alone then trained single, an ensemble batched)."""
+    trainer = meta.get("trainer") if isinstance(meta.get("trainer"), dict) else {}
+    if "path" in trainer:
+        return trainer["path"]
+    return None if "batched" not in trainer else ("batched" if trainer["batched"] else "single")
+
+
 def _loss_kind(cfg: RunConfig, data: TaskData) -> str:
     """The loss trained: the task's own, or StableMax cross-entropy in place of softmax cross-entropy."""
     if cfg.optim.loss == "task":
