@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from training.cli import json_safe
+from training.constants import CONFIG
 from training.errors import ConfigError, GrokscopeError, RunDirError
 
 
@@ -19,7 +20,7 @@ def require_run_dir(path: Path) -> None:
     """The cheap checks (no torch): a directory holding config.json."""
     if not Path(path).is_dir():
         raise RunDirError(f"{path}: no such run directory")
-    if not (Path(path) / "config.json").is_file():
+    if not (Path(path) / CONFIG).is_file():
         raise RunDirError(f"{path}: not a run directory (no config.json)")
 
 

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from training.constants import SWEEP_CKPT  # noqa: F401  (re-exported)
 from training.errors import GrokscopeError
 from training.sweep import SweepSpec
 
 SCALES = ("smoke", "cpu", "gpu")
 VERDICTS = ("reproduced", "partly", "not", "not run")
-# Small checkpoint budgets for sweeps (as training.sweep's named sweeps): they want S_mem / S_gen, not dense
-# checkpoints; a run a probe reads over its checkpoints keeps its preset's policy.
-SWEEP_CKPT = {"ckpt_floor": 8, "ckpt_max": 12}
+# Small checkpoint budgets for sweeps (training.constants.SWEEP_CKPT, as training.sweep's named sweeps): they want
+# S_mem / S_gen, not dense checkpoints; a run a probe reads over its checkpoints keeps its preset's policy.
 SMOKE_CKPT = {"ckpt_floor": 4, "ckpt_max": 6}
 
 

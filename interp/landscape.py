@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from training.losses import EVAL_CHUNK, accuracy, compute_loss
+from training.constants import EVAL_CHUNK
+from training.losses import accuracy, compute_loss
 from training.tasks import TaskData
 
 if TYPE_CHECKING:  # the curves' type only: interp reads training's results, it never trains

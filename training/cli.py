@@ -19,11 +19,11 @@ import os
 import sys
 from typing import Any, Callable
 
+from training.constants import MAX_INT
 from training.errors import ConfigError, GrokscopeError
 
 # Exit statuses, the same for every command (docs/reliability.md).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-MAX_INT = 2**63 - 1
 # OSErrors that a different path or a freed disk fixes: exit 2 like any bad input; other OSErrors exit 1.
 INPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
                 errno.ENAMETOOLONG, errno.EEXIST, errno.ENOENT, errno.EINVAL, errno.ELOOP}

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
+from training.constants import MAX_INT
 from training.errors import ConfigError  # noqa: F401  (re-exported: bad configuration value, one line, exit 2)
+from training.memory import check_memory
+from training.registry import check_pairing, model_names, model_spec, task_shape
+from training.rules import check_fields, choices
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class TaskConfig:
     """What is learned.
 
     Args:
-        task: task name from `training.tasks.TASKS` (e.g. "add", "x/y", "kadd").
+        task: task name (`training.registry.task_names()`, e.g. "add", "x/y", "kadd").
         p: modulus for the mod-p tasks.
         frac: training fraction of all operand tuples.
         k: number of summands for "kadd" (x1 + ... + xk mod p).
@@ -250,13 +254,6 @@ def field_type(name: str) -> type:
     return type(default)
 
 
-MAX_INT = 2**63 - 1  # seeds, sizes and steps must fit torch's int64
-MAX_LAYERS = 1000
-MAX_INIT_SCALE = 1e6
-MAX_CKPT_FLOOR = 100_000
-MAX_GROKFAST_WINDOW = 10_000
-
-
 def parse_value(name: str, text: str) -> Any:
     """A command-line value for field `name`: ints also as 1e4, floats finite, bools as true/false/1/0/yes/no."""
     kind = field_type(name)
@@ -312,96 +309,27 @@ def _need(ok: bool, message: str) -> None:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Every check on a config that needs no tensor: types and ranges here, then the task's own constraints and
-    the memory estimate (training.taskshape, training.memory). The one place: training.run, the sweeps, the
-    analyses that train and `training.loop.train` all call it, and none of it imports torch."""
+    """Every check on a config that needs no tensor: types and field rules here, then the model's and the task's
+    own constraints (their specs, training.registry) and the memory estimate (training.memory). Called once per
+    run, before anything is written: by training.run, the sweeps (their planner, and each executor for the runs
+    it starts) and the analyses that train; `training.loop` trains configs that passed it. No torch here."""
     _check_types(cfg)
-    _check_task_ranges(cfg.task)
-    _check_model_ranges(cfg.model)
-    _check_optim_ranges(cfg.optim)
-    _check_train_ranges(cfg.train, cfg.ckpt)
-    from training.memory import check_memory
-    from training.taskshape import task_shape
-
+    check_fields(cfg.flat())
+    m = cfg.model
+    _need(m.model in model_names(), f"--model must be {choices(model_names())}, got '{m.model}'")
+    attention_only = [name for name in model_names() if not model_spec(name).needs_mlp]
+    _need(m.d_mlp > 0 or m.model in attention_only,
+          f"--d-mlp must be positive (0 = attention-only, {choices(attention_only)} only), got {m.d_mlp}")
+    _need(cfg.ckpt.ckpt_floor <= cfg.ckpt.ckpt_max, "need 2 <= --ckpt-floor <= --ckpt-max")
     shape = task_shape(cfg.task)
-    _need(shape.d_vocab > 0 or cfg.model.model == "mlp", f"task '{shape.name}' has vector inputs; use --model mlp")
+    check_pairing(model_spec(m.model), shape.name, vectors=shape.d_vocab == 0, sequence=shape.sequence)
     # token tasks are the classification ones (cross-entropy); vector tasks train MSE or the hinge loss
     _need(cfg.optim.loss == "task" or shape.d_vocab > 0,
           f"--loss {cfg.optim.loss} needs a classification task; '{shape.name}' is not one")
     if shape.sequence:
-        _need(cfg.model.model == "transformer",
-              f"task '{shape.name}' predicts at several positions; use --model transformer, not {cfg.model.model}")
         _need(cfg.optim.loss == "task", f"--loss {cfg.optim.loss} is not available for sequence task '{shape.name}'")
         _need(not cfg.task.infinite or cfg.optim.batch_size > 0,
               "--infinite true draws a fresh batch every step; give its size with --batch-size N")
     else:
         _need(not cfg.task.infinite, f"--infinite true is for the sequence tasks; '{shape.name}' is not one")
     check_memory(cfg, shape)
-
-
-def _check_task_ranges(t: TaskConfig) -> None:
-    _need(0.0 < t.frac < 1.0, f"--frac must be in (0, 1), got {t.frac}")
-    _need(t.p >= 2, f"--p must be >= 2, got {t.p}")
-    _need(t.k >= 1, f"--k must be >= 1, got {t.k}")
-    _need(t.split_seed >= 0, f"--split-seed must be >= 0, got {t.split_seed}")
-    _need(t.n_train >= 0 and t.n_test >= 0, "--n-train and --n-test must be >= 0 (0 = the task's default)")
-    _need(t.n_bits >= 1, f"--n-bits must be >= 1, got {t.n_bits}")
-    _need(0.0 <= t.label_noise <= 0.5, f"--label-noise must be in [0, 0.5], got {t.label_noise}")
-    _need(t.n_digits >= 1, f"--n-digits must be >= 1, got {t.n_digits}")
-    _need(min(t.seq_len, t.seq_vocab, t.repeat_len, t.n_repeats, t.n_elements, t.n_values) >= 1,
-          "--seq-len, --seq-vocab, --repeat-len, --n-repeats, --n-elements and --n-values must be >= 1")
-    _need(t.repeat_interval >= 0, f"--repeat-interval must be >= 0 (0 = derived), got {t.repeat_interval}")
-
-
-def _check_model_ranges(m: ModelConfig) -> None:
-    _need(m.model in ("transformer", "mlp", "lstm"), f"--model must be transformer, mlp or lstm, got '{m.model}'")
-    _need(m.act_fn in ("relu", "gelu", "tanh"), f"--act-fn must be relu, gelu or tanh, got '{m.act_fn}'")
-    _need(m.normalization_type in ("none", "LN"),
-          f"--normalization-type must be none or LN, got '{m.normalization_type}'")
-    _need(0.0 <= m.dropout < 1.0, f"--dropout must be in [0, 1), got {m.dropout}")
-    # float32 weights times a larger alpha overflow to inf at initialisation (Omnigrok's alphas stay below 1e2)
-    _need(0 < m.init_scale <= MAX_INIT_SCALE, f"--init-scale must be in (0, {MAX_INIT_SCALE:g}], got {m.init_scale}")
-    _need(min(m.n_layers, m.d_model, m.n_heads, m.d_head) > 0,
-          "model sizes (--n-layers, --d-model, --n-heads, --d-head, --d-mlp) must be positive")
-    _need(m.d_mlp > 0 or (m.d_mlp == 0 and m.model == "transformer"),
-          f"--d-mlp must be positive (0 = attention-only, transformer only), got {m.d_mlp}")
-    # each layer is a Python module: a million tiny ones fit in memory but take hours to build
-    _need(m.n_layers <= MAX_LAYERS, f"--n-layers must be <= {MAX_LAYERS}, got {m.n_layers}")
-
-
-def _check_optim_ranges(o: OptimConfig) -> None:
-    _need(o.optimizer in ("adamw", "adam", "sgd"), f"--optimizer must be adamw, adam or sgd, got '{o.optimizer}'")
-    _need(o.lr > 0, f"--lr must be positive, got {o.lr}")
-    _need(o.wd >= 0, f"--wd must be >= 0, got {o.wd}")
-    _need(0.0 <= o.beta1 < 1.0, f"--beta1 must be in [0, 1), got {o.beta1}")
-    _need(0.0 <= o.beta2 < 1.0, f"--beta2 must be in [0, 1), got {o.beta2}")
-    _need(0.0 <= o.momentum < 1.0, f"--momentum must be in [0, 1), got {o.momentum}")
-    _need(o.batch_size >= 0, f"--batch-size must be >= 0 (0 = full batch), got {o.batch_size}")
-    _need(o.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {o.warmup_steps}")
-    _need(o.constrain_norm >= 0, f"--constrain-norm must be >= 0 (0 = off), got {o.constrain_norm}")
-    _need(o.wd_after_memorisation >= 0 or o.wd_after_memorisation == -1,
-          f"--wd-after-memorisation must be >= 0 (or -1 = off), got {o.wd_after_memorisation}")
-    _need(o.lr_after_memorisation > 0 or o.lr_after_memorisation == -1,
-          f"--lr-after-memorisation must be positive (or -1 = off), got {o.lr_after_memorisation}")
-    _need(o.weight_noise >= 0, f"--weight-noise must be >= 0 (0 = off), got {o.weight_noise}")
-    _need(o.grokfast in ("none", "ema", "ma"), f"--grokfast must be none, ema or ma, got '{o.grokfast}'")
-    _need(0.0 <= o.grokfast_alpha < 1.0, f"--grokfast-alpha must be in [0, 1), got {o.grokfast_alpha}")
-    _need(o.grokfast_lamb >= 0, f"--grokfast-lamb must be >= 0, got {o.grokfast_lamb}")
-    # the window is a ring buffer of that many gradients per parameter
-    _need(1 <= o.grokfast_window <= MAX_GROKFAST_WINDOW,
-          f"--grokfast-window must be in [1, {MAX_GROKFAST_WINDOW}], got {o.grokfast_window}")
-    _need(o.loss in ("task", "stablemax"), f"--loss must be task or stablemax, got '{o.loss}'")
-
-
-def _check_train_ranges(tr: TrainConfig, c: CheckpointConfig) -> None:
-    _need(tr.steps > 0, f"--steps must be positive, got {tr.steps}")
-    _need(tr.eval_every > 0, f"--eval-every must be positive, got {tr.eval_every}")
-    _need(tr.seed >= 0 and tr.batch_seed >= 0, f"--seed and --batch-seed must be >= 0, got {tr.seed}, {tr.batch_seed}")
-    _need(tr.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got '{tr.device}'")
-    _need(tr.stop_after_gen >= -1, f"--stop-after-gen must be >= 0 (or -1 = never), got {tr.stop_after_gen}")
-    _need(2 <= c.ckpt_floor <= c.ckpt_max, "need 2 <= --ckpt-floor <= --ckpt-max")
-    # the floor is laid out as an array of that many steps before training starts
-    _need(c.ckpt_floor <= MAX_CKPT_FLOOR, f"--ckpt-floor must be <= {MAX_CKPT_FLOOR}, got {c.ckpt_floor}")
-    _need(c.ckpt_acc_delta >= 0 and c.ckpt_loss_delta >= 0,
-          f"--ckpt-acc-delta and --ckpt-loss-delta must be >= 0, got {c.ckpt_acc_delta}, {c.ckpt_loss_delta}")
-    _need(c.ckpt_max_mb > 0, f"--ckpt-max-mb must be positive, got {c.ckpt_max_mb}")

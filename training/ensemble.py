@@ -23,36 +23,21 @@ from typing import Any, Callable
 import torch
 
 from training.config import RunConfig
+from training.registry import ensemble_key, model_spec
 from training.tasks import TaskData, build_task
-
-BATCHED_MODELS = ("mlp", "transformer")  # models with a batched forward (training.batched); others train alone
-
+from training.trainer import state_path
 
 def shape_key(cfg: RunConfig) -> tuple:
     """Configs with equal keys can train as one ensemble: everything that fixes a tensor shape or the step's
-    code path (task size, architecture, optimiser kind, batch size, loss and its precision, device, the Grokfast
-    filter and its window), and the training-set size (the data fraction): members of different sizes would be
-    padded to the longest, and a matmul's rounding depends on the padded length, so a member would no longer be
-    bit for bit its run alone. Weight noise, decay to init, ⊥Grad and Grokfast's alpha and lamb vary per member."""
-    t, m, o = cfg.task, cfg.model, cfg.optim
-    if m.model not in BATCHED_MODELS:
+    code path, as the specs declare it (training.registry.ensemble_key: the task's and the model's shape fields,
+    optimiser kind, batch size, loss and its precision, device, the Grokfast filter and its window), and the
+    training-set size (the data fraction): members of different sizes would be padded to the longest, and a
+    matmul's rounding depends on the padded length, so a member would no longer be bit for bit its run alone.
+    Weight noise, decay to init, ⊥Grad and Grokfast's alpha and lamb vary per member. A model without a batched
+    forward trains alone."""
+    if not model_spec(cfg.model.model).batched:
         return ("alone", cfg.to_json())
-    return (t.task, t.p, t.frac, t.k, t.group, t.n_train, t.n_test, t.data_path, t.n_bits,
-            t.infinite, t.n_digits, t.seq_len, t.seq_vocab, t.repeat_len, t.n_repeats, t.repeat_interval,
-            t.n_elements, t.n_values,
-            m.model, m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp, m.act_fn, m.normalization_type,
-            o.optimizer, o.batch_size, o.float64_loss, cfg.train.device, o.loss, o.grokfast,
-            o.grokfast_window if o.grokfast == "ma" else 0)
-
-
-def state_path(meta: dict[str, Any]) -> str | None:
-    """The step path (`training.trainer.PATHS`) a saved state was trained in: "exact" (every run since it),
-    "batched" (an ensemble before it), "single" (a run alone before it), or None (a state older than the record:
-    a run alone then trained single, an ensemble batched)."""
-    trainer = meta.get("trainer") if isinstance(meta.get("trainer"), dict) else {}
-    if "path" in trainer:
-        return trainer["path"]
-    return None if "batched" not in trainer else ("batched" if trainer["batched"] else "single")
+    return (*ensemble_key(cfg), ("frac", cfg.task.frac))
 
 
 def _datas(configs: list[RunConfig]) -> list[TaskData]:
@@ -154,7 +139,7 @@ def _plan(configs: list[RunConfig], max_members: int, min_gain: float) -> list[l
     chunks: list[list[int]] = []
     for group in _groups([shape_key(c) for c in configs]):
         size = 1
-        if len(group) > 1 and configs[group[0]].model.model in BATCHED_MODELS:
+        if len(group) > 1 and model_spec(configs[group[0]].model.model).batched:
             cap = min(len(group), max_members)
             for K in sorted({cap, min(cap, 8), min(cap, 2)}, reverse=True):
                 if K > 1 and ensemble_gain(configs[group[0]], K) >= min_gain:

@@ -19,7 +19,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from training.config import ConfigError
+from training.errors import ConfigError
 
 MAX_ORDER = 1000  # the group tasks use every ordered pair: 1e6 examples at most
 

@@ -28,8 +28,9 @@ import torch
 from tqdm.auto import tqdm
 
 from training.checkpointing import CheckpointPolicy
-from training.config import ConfigError, RunConfig, validate
-from training.ensemble import BATCHED_MODELS, state_path
+from training.config import ConfigError, RunConfig
+from training.trainer import state_path
+from training.registry import model_spec
 from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen
 from training.plots import plot_curves
@@ -206,14 +207,13 @@ class Member:
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, progress: bool = True, preset: str = "",
           data: TaskData | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train `cfg` into `run_dir` (which the caller has created and locked). Returns the summary dict."""
+    """Train `cfg` (which has passed `training.config.validate`) into `run_dir` (which the caller has created and
+    locked). Returns the summary dict."""
     return run_members([cfg], [run_dir], datas=[data] if data is not None else None, resume=[resume],
                        progress=progress, preset=preset, log=log)[0]
 
 
 def _setup(cfgs: list[RunConfig]) -> torch.device:
-    for cfg in cfgs:
-        validate(cfg)
     device = pick_device(cfgs[0].train.device)
     # deterministic cuBLAS needs a fixed workspace; it must be set before the first CUDA matmul
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -224,7 +224,7 @@ def _setup(cfgs: list[RunConfig]) -> torch.device:
 def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[TaskData] | None = None,
                 resume: list[bool] | None = None, progress: bool = True, preset: str = "",
                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train K configs as one Trainer, each into its run directory (created and locked by the caller).
+    """Train K validated configs as one Trainer, each into its run directory (created and locked by the caller).
 
     The configs must share `training.ensemble.shape_key` and resume from the same step (`train_ensemble` groups
     them so). Returns each run's summary, or {"interrupted": True, "step": s} for runs stopped by a signal.
@@ -232,7 +232,7 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     device = _setup(cfgs)
     datas = datas if datas is not None else [build_task(c.task) for c in cfgs]
     members = [Member(c, d, data, preset) for c, d, data in zip(cfgs, run_dirs, datas)]
-    new = numerics(device, "exact" if cfgs[0].model.model in BATCHED_MODELS else "single")
+    new = numerics(device, "exact" if model_spec(cfgs[0].model.model).batched else "single")
     for m, r in zip(members, resume or [False] * len(cfgs)):
         m.open(r, new)
     if len({m.start for m in members}) > 1:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from training.constants import EVAL_CHUNK, IGNORE  # noqa: F401  (EVAL_CHUNK re-exported)
 from training.errors import ConfigError
 
 LOSSES = ("ce", "mse", "hinge", "stablemax", "seq_ce")
 SEQ = "seq_ce"  # sequence tasks: cross-entropy at each target position, labels [..., pos] with IGNORE elsewhere
-EVAL_CHUNK = 16384  # examples (x members) per evaluation forward
-IGNORE = -100  # sequence tasks: label of a position that is not a target
 
 
 def target_losses(out: torch.Tensor, labels: torch.Tensor, float64: bool) -> torch.Tensor:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import re
 
+from training.constants import EVAL_CHUNK
 from training.errors import ConfigError
+from training.registry import model_spec, task_shape, task_spec, transform_specs
 
 LIMIT_ENV = "GROKSCOPE_MEMORY_LIMIT"
 PHYSICAL_SHARE = 0.8
-EVAL_CHUNK = 16384  # examples per evaluation forward pass (training.loop.EVAL_CHUNK)
 UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -57,46 +58,24 @@ def fmt_bytes(n: int | float) -> str:
 
 
 def n_params(m, s) -> int:
-    """Parameters of `training.models.build_model(m, data)` for a task of shape `s` (TaskShape)."""
-    if m.model == "transformer":
-        ln = 2 * m.d_model if m.normalization_type == "LN" else 0  # weight and bias of one LayerNorm
-        mlp = 2 * m.d_model * m.d_mlp + m.d_mlp + m.d_model + ln if m.d_mlp else 0  # none when attention-only
-        block = 4 * m.n_heads * m.d_head * m.d_model + mlp + ln
-        return (s.d_vocab + s.n_ctx) * m.d_model + m.n_layers * block + m.d_model * s.d_vocab_out + ln
-    if m.model == "lstm":
-        return s.d_vocab * m.d_model + m.n_layers * 8 * m.d_model * (m.d_model + 1) + m.d_model * s.d_vocab_out
-    n_ops = max(s.n_ctx - 1, 1)
-    d_in = n_ops * m.d_model if s.d_vocab else s.d_in
-    widths = [d_in] + [m.d_mlp] * m.n_layers
-    hidden = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    return n_ops * s.d_vocab * m.d_model * (s.d_vocab > 0) + hidden + (widths[-1] + 1) * s.d_vocab_out
+    """Parameters of `training.models.build_model(m, data)` for a task of shape `s` (the model spec's formula)."""
+    return model_spec(m.model).n_params(m, s)
 
 
 def activations_per_example(m, s) -> int:
     """Floats one example keeps for the backward pass (forward outputs of every layer, logits in float64)."""
-    out = 3 * s.d_vocab_out * (s.n_ctx if s.sequence else 1)  # sequence tasks: logits at every position
-    if m.model == "transformer":
-        attn = 4 * m.n_heads * m.d_head + 2 * m.n_heads * s.n_ctx
-        return s.n_ctx * (2 * m.d_model + m.n_layers * (attn + 4 * m.d_model + 2 * m.d_mlp)) + out
-    if m.model == "lstm":
-        return s.n_ctx * m.d_model * (1 + 8 * m.n_layers) + out
-    return (s.d_in or max(s.n_ctx - 1, 1) * m.d_model) + 3 * m.n_layers * m.d_mlp + out
+    return model_spec(m.model).activations(m, s)
 
 
 def _transform_copies(o) -> int:
-    """Extra copies of the parameters the transforms hold (training.transforms): Grokfast's filter, the init
-    for decay to init, the clean weights under weight noise."""
-    filt = {"ema": 1, "ma": o.grokfast_window}.get(o.grokfast, 0)
-    return filt + int(o.decay_to_init) + int(o.weight_noise > 0)
+    """Extra copies of the parameters the transforms switched on hold (their specs' `copies`)."""
+    return sum(spec.copies(o) for spec in transform_specs() if spec.active(o))
 
 
 def estimate(cfg, shape) -> dict[str, int]:
     """Bytes by part for `cfg` (a RunConfig) and its task's `shape` (training.taskshape.TaskShape)."""
     m, s = cfg.model, shape
-    if s.d_vocab:  # token table [n, n_ctx] and labels [n], int64, built through ~3 numpy/torch copies
-        data = 3 * s.n * (s.n_ctx + 1) * 8
-    else:  # float32 inputs [n, d_in] (+ a normalised copy) and labels or targets
-        data = 2 * s.n * s.d_in * 4 + s.n * max(s.d_vocab_out, 1) * 8
+    data = task_spec(s.name).memory(s)  # the task table while it is built
     # weights, gradients, two Adam moments, one checkpoint/state copy, and what the transforms keep
     params = n_params(m, s) * 4 * (5 + _transform_copies(cfg.optim))
     batch = s.n_train if cfg.optim.batch_size == 0 else min(cfg.optim.batch_size, s.n_train)
@@ -123,8 +102,6 @@ def check_memory(cfg, shape) -> None:
 def members_that_fit(cfgs) -> int | None:
     """How many runs like the largest of `cfgs` fit in memory at once as one ensemble, by the estimate (None when
     there is no limit). A sweep's chunk never holds more: a chunk of 100001 members is a 24 GB ensemble."""
-    from training.taskshape import task_shape
-
     limit, _ = memory_limit()
     if limit is None or not cfgs:
         return None

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from training.config import ConfigError, ModelConfig
+from training.config import ModelConfig
 from training.losses import compute_loss
-from training.tasks import TaskData
+from training.registry import check_pairing, model_spec
+from training.taskdata import TaskData
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
 
@@ -291,6 +292,12 @@ class Transformer(GrokModel):
         self.attention_hooks = [f"blocks.{i}.attn.hook_pattern" for i in range(cfg.n_layers)]
         self.setup()
 
+    @classmethod
+    def for_task(cls, cfg: ModelConfig, data: TaskData) -> "Transformer":
+        """Sized to the task; logits at every position for the sequence tasks."""
+        sequence = data.structure.get("kind") == "sequence"
+        return cls(cfg, data.d_vocab, data.d_vocab_out, data.n_ctx, predict_all=sequence)
+
     def init_weights(self, generator: torch.Generator) -> None:
         """N(0, 1/d_model) everywhere, W_U N(0, 1/d_vocab_out), biases 0, LayerNorm (1, 0) (Nanda et al. 2023)."""
         for name, p in self.named_parameters():
@@ -460,6 +467,10 @@ class MLPModel(GrokModel):
         self.dropout = nn.Dropout(cfg.dropout)
         self.setup()
 
+    @classmethod
+    def for_task(cls, cfg: ModelConfig, data: TaskData) -> "MLPModel":
+        return cls(cfg, data.d_vocab, data.d_vocab_out, data.n_ctx, data.d_in)
+
     def init_weights(self, generator: torch.Generator) -> None:
         """N(0, 1/fan_in) weights (W_E: N(0, 1/d_model)), zero biases."""
         for name, p in self.named_parameters():
@@ -501,6 +512,10 @@ class MLPModel(GrokModel):
 
 class LSTMModel(GrokModel):
     """Token embedding, an `n_layers` LSTM of width d_model, unembedding of the last hidden state."""
+
+    @classmethod
+    def for_task(cls, cfg: ModelConfig, data: TaskData) -> "LSTMModel":
+        return cls(cfg, data.d_vocab, data.d_vocab_out, data.n_ctx)
 
     def __init__(self, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int):
         super().__init__()
@@ -549,24 +564,12 @@ class LSTMModel(GrokModel):
         return self.W_U
 
 
-MODELS = {"transformer": Transformer, "mlp": MLPModel, "lstm": LSTMModel}
-
-
 def build_model(cfg: ModelConfig, data: TaskData, seed: int = 0) -> HookedRootModule:
-    """The model for `cfg` sized to the task, initialised from `seed` and scaled by `cfg.init_scale`."""
-    if cfg.model not in MODELS:
-        raise ConfigError(f"unknown model '{cfg.model}' (choose from {', '.join(MODELS)})")
-    if data.d_vocab == 0 and cfg.model != "mlp":
-        raise ConfigError(f"task '{data.name}' has vector inputs; use --model mlp")
-    sequence = data.structure.get("kind") == "sequence"
-    if sequence and cfg.model != "transformer":
-        raise ConfigError(f"task '{data.name}' predicts at several positions; use --model transformer")
-    if cfg.model == "mlp":
-        model = MLPModel(cfg, data.d_vocab, data.d_vocab_out, data.n_ctx, data.d_in)
-    elif cfg.model == "transformer":
-        model = Transformer(cfg, data.d_vocab, data.d_vocab_out, data.n_ctx, predict_all=sequence)
-    else:
-        model = MODELS[cfg.model](cfg, data.d_vocab, data.d_vocab_out, data.n_ctx)
+    """The model for `cfg` (its spec in training.model_specs) sized to the task, initialised from `seed` and scaled
+    by `cfg.init_scale`."""
+    spec = model_spec(cfg.model)
+    check_pairing(spec, data.name, vectors=data.d_vocab == 0, sequence=data.structure.get("kind") == "sequence")
+    model = spec.build(cfg, data)
     model.init_weights(torch.Generator().manual_seed(seed))
     if cfg.init_scale != 1.0:
         with torch.no_grad():

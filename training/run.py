@@ -21,6 +21,7 @@ from pathlib import Path
 
 from training.cli import Parser, main_entry
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
+from training.constants import CONFIG, SEED_DIR
 from training.errors import RunDirError
 from training.memory import LIMIT_ENV, members_that_fit
 from training.presets import PRESETS, get_preset
@@ -60,9 +61,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
 
 
 def check(cfg: RunConfig):
-    """Everything that can be wrong with a config, found before the run directory is touched: `validate` first
-    (no torch), then the task and the model are built (which reads --data-path files, for instance)."""
-    validate(cfg)
+    """What is left to find wrong with a config that passed `validate` (the one check of a run, made before torch
+    loads), found before the run directory is touched: the task and the model are built (which reads --data-path
+    files, for instance)."""
     from training.models import build_model
     from training.tasks import build_task
 
@@ -117,6 +118,7 @@ def _main(args: argparse.Namespace) -> int:
         cfg, extras = read_config(run_dir)
         steps_changed = "steps" in overrides and overrides["steps"] != cfg.train.steps
         cfg = cfg.replace(steps=overrides.get("steps", cfg.train.steps))
+        validate(cfg)
         data = check(cfg)
         pick_device(cfg.train.device)  # before the lock: nothing is written for a config that cannot run here
         lock = RunLock(run_dir).acquire()
@@ -157,7 +159,6 @@ def _main(args: argparse.Namespace) -> int:
 
 # --- several init seeds of one config as one ensemble ------------------------------------------------------------
 
-SEED_DIR = "seed={}"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -176,10 +177,10 @@ def parse_seeds(text: str) -> list[int]:
 
 def seed_dirs(parent: Path) -> list[Path]:
     """The run directories `<parent>/seed=<s>/` of a seeds ensemble, by seed (none when parent is a run itself)."""
-    if not Path(parent).is_dir() or (Path(parent) / "config.json").exists():
+    if not Path(parent).is_dir() or (Path(parent) / CONFIG).exists():
         return []
     found = [p for p in Path(parent).glob(SEED_DIR.format("*"))
-             if p.name[5:].isdigit() and (p / "config.json").is_file()]
+             if p.name[5:].isdigit() and (p / CONFIG).is_file()]
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
@@ -196,6 +197,8 @@ def _main_seeds(args: argparse.Namespace) -> int:
             raise ConfigError("--resume of a seeds directory keeps its runs' configs; give no other flag")
         dirs = seed_dirs(args.resume)
         cfgs, presets = zip(*((cfg, extras.get("preset", "")) for cfg, extras in map(read_config, dirs)))
+        for c in cfgs:
+            validate(c)
         datas = [check(c) for c in cfgs]
         pick_device(cfgs[0].train.device)
         locks = [RunLock(d).acquire() for d in dirs]

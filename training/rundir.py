@@ -29,7 +29,7 @@ import signal
 import uuid
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -39,16 +39,16 @@ from safetensors.torch import load_file, save
 from training.cli import json_safe
 from training.config import SECTIONS, ConfigError, RunConfig
 from training.errors import RunDirError  # noqa: F401  (re-exported)
+from training.taskdata import split_digest
 from training.safeio import (atomic_write_bytes, atomic_write_json, open_append, open_lock, open_regular,  # noqa: F401
                              output_dir, read_bytes, read_json, refuse_links, unlink_quietly)
 
-CONFIG, SPLIT, METRICS, SUMMARY, CURVES = "config.json", "split.json", "metrics.jsonl", "summary.json", "curves.png"
-CKPT_DIR, STATE_DIR, ANALYSES_DIR, LOCK = "ckpt", "state", "analyses", ".lock"
+from training.constants import (ANALYSES_DIR, CKPT_DIR, CKPT_PATTERN, CONFIG, CURVES, FORMAT, LOCK,  # noqa: F401
+                                METRICS, SPLIT, STATE_DIR, STATE_FILE, SUMMARY)
+
 # what a writer writes into (the lock is opened with O_NOFOLLOW): a link among them leads into somebody else's data
 RUN_PARTS = (CONFIG, SPLIT, METRICS, SUMMARY, CURVES, CKPT_DIR, STATE_DIR)
-STATE_FILE = "state.safetensors"
-CKPT_RE = re.compile(r"^step_(\d+)\.safetensors$")
-FORMAT = "grokscope-run/1"  # with a run_id, marks a directory as one this project wrote (what --overwrite may replace)
+CKPT_RE = re.compile(CKPT_PATTERN)
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TEMP_RE = re.compile(r"^\..+\.tmp\d+$")  # atomic_write_bytes's temporaries
 MAX_HEADER = 100 * 2**20  # safetensors refuses larger headers too; a bigger length field means a corrupt file
@@ -167,8 +167,6 @@ def set_steps(run_dir: Path, steps: int) -> None:
 
 def check_split(path: Path, data) -> None:
     """split.json must describe exactly the split rebuilt from the config (its sha256 and its train indices)."""
-    from training.tasks import split_digest
-
     split = read_json(path, "split")
     if not isinstance(split, dict):
         raise RunDirError(f"{path}: not a split (expected a JSON object)")
@@ -529,13 +527,6 @@ class RunWriter:
         """Resume: the run id comes from config.json, and every later state is tagged with it."""
         self.run_id = read_config(self.dir)[1].get("run_id")
         return load_state(self.dir, self.run_id)
-
-    def kill_point(self, step: int, save_state: Callable[[int], None]) -> None:
-        """Test-only (GROKSCOPE_KILL_AT_STEP=K): at step K, after its evaluation and checkpoint, save the state and
-        SIGKILL this process (GROKSCOPE_KILL_DURING=state: between the state's temporary file and its rename)."""
-        if step == self.kill_at and self.kill_during in ("", "state"):
-            save_state(step)
-            _kill_self()
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.dir / SUMMARY, json_safe(summary))  # a diverged run's NaN losses as null

@@ -29,10 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from training.constants import IGNORE
 from training.errors import ConfigError
+from training.taskdata import TaskData
 from training.taskshape import SEQ_N_TEST, SEQ_N_TRAIN, repeat_interval, sequence_layout
 
-IGNORE = -100  # label of a position that is not a target (F.cross_entropy's ignore_index)
 BATCH_STREAM, TEST_STREAM, TRAIN_EVAL_STREAM, FINITE_STREAM = 0, 1, 2, 3
 
 Draw = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]  # (rng, n) -> (inputs, labels)
@@ -132,11 +133,9 @@ def batch_sampler(draw: Draw, split_seed: int) -> Callable[[int, int, int], tupl
 
 
 def sequence_task(name: str):
-    """The builder of sequence task `name` for training.tasks.TASKS."""
+    """The builder of sequence task `name` (its spec in training.taskshape names it)."""
 
     def build(cfg):
-        from training.tasks import TaskData
-
         n_ctx, d_vocab, d_vocab_out, _ = sequence_layout(name, cfg)
         draw = DRAWS[name](cfg)
         n_train, n_test = cfg.n_train or SEQ_N_TRAIN, cfg.n_test or SEQ_N_TEST

@@ -42,13 +42,15 @@ from typing import Any
 from training.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, MAX_INT, Parser, main_entry, nonneg_int,
                           positive_int, require)
 from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, validate
+from training.constants import CKPT_DIR, LOCK, STATE_DIR, STATE_PATH, SWEEP_CKPT, SWEEP_INDEX, SWEEP_STOP
 from training.errors import RunDirError
 from training.safeio import atomic_write_bytes
 from training.presets import PRESETS, get_preset
+from training.registry import transform_specs
 
-INDEX = "sweep.json"
-STOP_FILE = ".drain"  # written by a draining driver, watched by every chunk executor (training.sweep_exec)
-STATE = Path("state") / "state.safetensors"
+INDEX = SWEEP_INDEX
+STOP_FILE = SWEEP_STOP
+STATE = STATE_PATH
 
 
 MAX_RUNS = 10_000  # a typo such as --seeds $(seq 0 100000) is refused before anything is planned or built
@@ -70,7 +72,7 @@ class SweepSpec:
 
 
 # Small checkpoint budgets: a sweep wants S_mem / S_gen, not dense checkpoints (analyse single runs for that).
-_SWEEP_CKPT = {"ckpt_floor": 8, "ckpt_max": 12}
+_SWEEP_CKPT = SWEEP_CKPT
 
 SWEEPS: dict[str, SweepSpec] = {
     # H1 (the grokking blog, seed 003): raising weight decay once the training set is memorised speeds up
@@ -91,7 +93,7 @@ SWEEPS: dict[str, SweepSpec] = {
 
 
 def accel_methods(batch_size: int, sgd_lr: float = 0.1) -> dict[str, dict[str, Any]]:
-    """Issue 13's comparison: baselines (Power et al. 2022's optimisers and regularisers) and the methods that
+    """The accelerator comparison: baselines (Power et al. 2022's optimisers and regularisers) and the methods that
     claim to remove the delay, each as overrides of a base config whose optimiser is AdamW with weight decay.
     `batch_size`: the other batch size of the batch-size baseline: a minibatch when the base trains full batch
     ("adamw-minibatch"), 0 when the base trains on minibatches ("adamw-full-batch")."""
@@ -102,15 +104,11 @@ def accel_methods(batch_size: int, sgd_lr: float = 0.1) -> dict[str, dict[str, A
         "adam-no-wd": {"optimizer": "adam", "wd": 0.0},
         "sgd-momentum": {"optimizer": "sgd", "lr": sgd_lr, "momentum": 0.9, "wd": 0.0},
         "dropout": {"dropout": 0.1},
-        "weight-noise": {"weight_noise": 0.01},
-        "decay-to-init": {"decay_to_init": True},
-        "grokfast-ema": {"grokfast": "ema", "grokfast_alpha": 0.98, "grokfast_lamb": 2.0},  # Lee et al.'s EMA
-        "grokfast-ma": {"grokfast": "ma", "grokfast_window": 100, "grokfast_lamb": 5.0},  # ... and MA settings
-        "perp-adamw": {"perp_grad": True, "wd": 0.0},  # Prieto et al.: groks without weight decay
+        # each transform's own methods (weight noise, Grokfast, ⊥AdamW, decay to init, the norm constraint)
+        **{label: over for spec in transform_specs() for label, over in spec.methods.items()},
         "stablemax": {"loss": "stablemax", "wd": 0.0},
         "stablemax-wd": {"loss": "stablemax"},
         "stablemax-perp": {"loss": "stablemax", "perp_grad": True, "wd": 0.0},
-        "constrain-norm": {"constrain_norm": 0.8, "wd": 0.0},  # Omnigrok: fixed norm, no weight decay
     }
 
 
@@ -287,7 +285,7 @@ def merged(spec: SweepSpec, old: dict[str, Any], seed_fields: list[str]) -> Swee
 
 
 # What a killed run can leave before its first config write: the lock and the (empty) folders the writer makes.
-_STARTUP_DEBRIS = {".lock", "ckpt", "state"}
+_STARTUP_DEBRIS = {LOCK, CKPT_DIR, STATE_DIR}
 
 
 def existing_status(r: PlannedRun, path: Path) -> tuple[str, dict[str, Any] | None]:

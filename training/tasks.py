@@ -1,7 +1,8 @@
-"""Tasks: every one is a full input table, labels and a seeded train/test split.
+"""Task builders: every one returns a full input table, labels and a seeded train/test split (`TaskData`).
 
-A task is one entry in `TASKS` (name -> builder taking a `TaskConfig`, returning `TaskData`). Token tasks give
-inputs [N, n_ctx] of token ids; vector tasks give float inputs [N, d_in] and set d_vocab = 0.
+Each task is a `training.specs.TaskSpec` (registered in training.taskshape, with its constraints and sizes) whose
+builder lives here or in training.seqtasks; `build_task(cfg)` checks the spec's constraints, then builds. Token
+tasks give inputs [N, n_ctx] of token ids; vector tasks give float inputs [N, d_in] and set d_vocab = 0.
 
 Binary operations mod p (Power et al. 2022, plus x*y) use tokens [a, b, '='] with '=' = p, and every operand
 pair the operation is defined on (y != 0 for division). "kadd" is x1 + ... + xk mod p with tokens
@@ -11,76 +12,20 @@ pair the operation is defined on (y != 0 for division). "kadd" is x1 + ... + xk 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import itertools
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from training.config import ConfigError, TaskConfig
-# The tables of the modular tasks and the shape checks live in training.taskshape, which needs no torch.
-from training.seqtasks import sequence_task
-from training.taskshape import (ALIASES, GROUP_TASKS, MOD_OPS, SEQUENCE_TASKS, TASK_NAMES, TEACHER_WIDTHS,  # noqa: F401
-                                ModOp, is_prime, task_shape)
-
-
-@dataclass
-class TaskData:
-    """The whole task: `inputs[i] -> labels[i]`, with `train_idx`/`test_idx` into them.
-
-    Attributes:
-        name: task name.
-        inputs: [N, n_ctx] long token ids, or [N, d_in] float for vector tasks.
-        labels: [N] long class ids (or [N, d_vocab_out] float targets for regression tasks).
-        train_idx, test_idx: long index tensors, disjoint, covering 0..N-1 or a subset.
-        d_vocab: input vocabulary size (0 for vector inputs); d_vocab_out: number of classes / outputs.
-        n_ctx: tokens per input; d_in: features per input for vector tasks.
-        loss: "ce" (cross-entropy), "mse", "hinge", or "seq_ce" (sequence tasks: cross-entropy at the targets).
-        structure: what analyses need to know, e.g. {"kind": "modular", "op": "x+y", "p": 113, "operands": [...]}.
-        sample: infinite-data sequence tasks: sample(batch_seed, step, batch_size) -> (inputs, labels), the
-            training batch of that step (training.seqtasks); None for a fixed training set.
-
-    Sequence tasks (training.seqtasks) have labels [N, n_ctx] with -100 where nothing is predicted.
-    """
-
-    name: str
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    train_idx: torch.Tensor
-    test_idx: torch.Tensor
-    d_vocab: int
-    d_vocab_out: int
-    n_ctx: int
-    d_in: int = 0
-    loss: str = "ce"
-    structure: dict[str, Any] = field(default_factory=dict)
-    sample: Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    def split_dict(self) -> dict[str, Any]:
-        """What split.json holds: the train indices (test = the rest) and a digest to check a rebuild."""
-        train = self.train_idx.tolist()
-        return {"n": len(self.inputs), "n_train": len(train), "n_test": len(self.test_idx),
-                "sha256": split_digest(self.train_idx, self.test_idx), "train_idx": train}
-
-
-def split_digest(train_idx: torch.Tensor, test_idx: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    h.update(train_idx.numpy().astype(np.int64).tobytes())
-    h.update(test_idx.numpy().astype(np.int64).tobytes())
-    return h.hexdigest()
-
-
-def random_split(n: int, frac: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded permutation; the first floor(frac * n) go to training (3830 of 12769 for p=113, frac=0.3)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_train = int(frac * n)
-    if n_train == 0 or n_train == n:
-        raise ConfigError(f"--frac {frac} leaves an empty train or test set ({n} examples)")
-    return perm[:n_train].sort().values, perm[n_train:].sort().values
+from training.rules import check_fields
+from training.groups import GROUP_OPS, get_group
+from training.registry import task_spec
+from training.taskdata import TaskData, random_split, split_digest  # noqa: F401  (re-exported)
+from training.taskshape import GROUP_TASKS, MOD_OPS, TEACHER_WIDTHS, is_prime  # noqa: F401  (re-exported)
 
 
 def modular_task(name: str) -> Callable[[TaskConfig], TaskData]:
@@ -88,8 +33,6 @@ def modular_task(name: str) -> Callable[[TaskConfig], TaskData]:
 
     def build(cfg: TaskConfig) -> TaskData:
         p = cfg.p
-        if op.prime and not is_prime(p):
-            raise ConfigError(f"task '{name}' ({op.expr}) needs a prime modulus; --p {p} is not prime")
         ys = np.arange(1 if op.nonzero_y else 0, p)
         x, y = (a.ravel() for a in np.meshgrid(np.arange(p), ys, indexing="ij"))
         c = op.fn(x.astype(np.int64), y.astype(np.int64), p)
@@ -104,19 +47,12 @@ def modular_task(name: str) -> Callable[[TaskConfig], TaskData]:
 def kadd(cfg: TaskConfig) -> TaskData:
     """x1 + ... + xk mod p over all p^k tuples."""
     p, k = cfg.p, cfg.k
-    if k < 2:
-        raise ConfigError(f"--k must be >= 2 for kadd, got {k}")
-    task_shape(cfg)  # p**k is checked there without computing it
     tuples = np.array(list(itertools.product(range(p), repeat=k)), dtype=np.int64)
     inputs = torch.from_numpy(np.concatenate([tuples, np.full((len(tuples), 1), p)], axis=1))
     train_idx, test_idx = random_split(len(inputs), cfg.frac, cfg.split_seed)
     return TaskData("kadd", inputs, torch.from_numpy(tuples.sum(1) % p), train_idx, test_idx, d_vocab=p + 1,
                     d_vocab_out=p, n_ctx=k + 1, structure={"kind": "modular", "op": "+".join(f"x{i+1}" for i in range(k)),
                                                          "p": p, "k": k})
-
-
-TASKS: dict[str, Callable[[TaskConfig], TaskData]] = {name: modular_task(name) for name in MOD_OPS}
-TASKS["kadd"] = kadd
 
 
 # --- group operations (Power et al. 2022): every element an opaque token ------------------------------------
@@ -130,8 +66,6 @@ def group_task(name: str, expr: str) -> Callable[[TaskConfig], TaskData]:
     """
 
     def build(cfg: TaskConfig) -> TaskData:
-        from training.groups import GROUP_OPS, get_group
-
         G = get_group(cfg.group)
         n = G.order
         x, y = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
@@ -145,13 +79,12 @@ def group_task(name: str, expr: str) -> Callable[[TaskConfig], TaskData]:
     return build
 
 
-for _name, _expr in GROUP_TASKS.items():
-    TASKS[_name] = group_task(_name, _expr)
-
-
 def build_task(cfg: TaskConfig) -> TaskData:
-    """The task's full table; every constraint of `training.taskshape.task_shape` is checked first."""
-    return TASKS[task_shape(cfg).name](cfg)
+    """The task's full table, built by its spec's builder once the spec's constraints hold (training.registry)."""
+    spec = task_spec(cfg.task)
+    check_fields({name: getattr(cfg, name) for name in spec.fields})  # training.run has checked them; others may not
+    spec.shape(cfg)  # the task's own constraints, before anything is built
+    return spec.build(cfg)
 
 
 # --- vector tasks (Omnigrok): teacher-student regression and image classification -----------------------------
@@ -206,9 +139,7 @@ def digits(cfg: TaskConfig) -> TaskData:
     x = (x - x.mean()) / x.std()
     n = len(x)
     n_train = cfg.n_train or 1000
-    n_test = cfg.n_test or n - n_train
-    if n_train + n_test > n or n_train <= 0 or n_test <= 0:
-        raise ConfigError(f"digits has {n} images; --n-train {n_train} + --n-test {n_test} must fit in it")
+    n_test = cfg.n_test or n - n_train  # both checked against the image count by the task's shape
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
     train, test = perm[:n_train].sort().values, perm[n_train:n_train + n_test].sort().values
     return TaskData("digits", x, torch.from_numpy(raw.target).long(), train, test, d_vocab=0, d_vocab_out=10,
@@ -255,9 +186,6 @@ def mnist(cfg: TaskConfig) -> TaskData:
     """MNIST from the four IDX files in `--data-path`: the first n_train training images (default 1000, as
     Omnigrok) and the first n_test test images (default all 10000), 784 features scaled to [0, 1] and normalised
     with MNIST's mean/std (0.1307, 0.3081); MSE on one-hot targets."""
-    if not cfg.data_path:
-        raise ConfigError("task 'mnist' needs --data-path DIR holding the MNIST IDX files "
-                          f"({', '.join(MNIST_FILES.values())}, optionally .gz)")
     root = Path(cfg.data_path).expanduser()
     paths = {k: find_mnist_file(root, stem) for k, stem in MNIST_FILES.items()}
     missing = [MNIST_FILES[k] for k, v in paths.items() if v is None]
@@ -284,9 +212,6 @@ def mnist(cfg: TaskConfig) -> TaskData:
                     structure={"kind": "images", "dataset": "mnist", "shape": list(imgs.shape[1:])})
 
 
-TASKS["teacher"] = teacher
-TASKS["digits"] = digits
-TASKS["mnist"] = mnist
 
 # --- (n, k)-sparse parity ------------------------------------------------------------------------------------
 
@@ -300,12 +225,6 @@ def parity(cfg: TaskConfig) -> TaskData:
     in label_noise see the same inputs. The relevant bits are the first k: the network treats inputs symmetrically.
     """
     n, k, n_train, n_test = cfg.n_bits, cfg.k, cfg.n_train or 1000, cfg.n_test or 1000
-    if not 1 <= k <= n:
-        raise ConfigError(f"parity needs 1 <= --k <= --n-bits, got k={k}, n_bits={n}")
-    if n_train < 1 or n_test < 1:
-        raise ConfigError(f"parity needs --n-train and --n-test >= 1, got {n_train} and {n_test}")
-    if not 0.0 <= cfg.label_noise <= 0.5:
-        raise ConfigError(f"--label-noise must be in [0, 0.5], got {cfg.label_noise}")
     rng = np.random.default_rng(cfg.split_seed)
     x = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(n_train + n_test, n))
     labels = (x[:, :k].prod(1) > 0).astype(np.int64)
@@ -316,10 +235,3 @@ def parity(cfg: TaskConfig) -> TaskData:
                     torch.arange(n_train, n_train + n_test), d_vocab=0, d_vocab_out=1, n_ctx=1, d_in=n, loss="hinge",
                     structure={"kind": "parity", "op": f"({n},{k})-parity", "n": n, "k": k, "bits": list(range(k)),
                                "label_noise": cfg.label_noise, "flipped": flipped.tolist()})
-
-
-TASKS["parity"] = parity
-
-for _name in SEQUENCE_TASKS:
-    TASKS[_name] = sequence_task(_name)
-assert set(TASKS) == set(TASK_NAMES), "training.taskshape.TASK_NAMES must list every task"

@@ -1,8 +1,10 @@
-"""What a task config asks for, worked out without building anything (and without importing torch).
+"""The built-in tasks' specs: what a task config asks for, worked out without building anything (and without torch).
 
-`task_shape(cfg)` checks the task's own constraints (name, prime modulus, group, k, sizes) and returns the sizes
-the task will have; `training.config.validate` uses it to refuse a bad config, and to estimate the memory a run
-needs, before any tensor is allocated. `training.tasks` builds the tasks from the same tables (`MOD_OPS`, ...).
+Each family registers one `training.specs.TaskSpec` per task: the fields it reads, its constraints (checked by its
+`shape`, which returns the sizes `training.tasks.build_task` will produce), the fields that change a tensor's
+shape, and a lazy reference to its builder (training.tasks, training.seqtasks). `training.config.validate` asks
+`training.registry.task_shape` for the shape to refuse a bad config and to estimate the memory a run needs,
+before any tensor is allocated.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Callable
 import numpy as np
 
 from training.errors import ConfigError
+from training.groups import group_order
+from training.specs import TASKS, TaskShape, TaskSpec, register_task
 
 # --- binary operations mod p (their builders live in training.tasks) ------------------------------------------
 
@@ -46,12 +50,7 @@ MOD_OPS: dict[str, ModOp] = {
     "cubic": ModOp("x^3+xy", lambda x, y, p: (x * x % p * x + x * y) % p),
     "cubic_y": ModOp("x^3+xy^2+y", lambda x, y, p: (x * x % p * x + x * (y * y % p) + y) % p),
 }
-# The expressions work as task names too: --task "x/y".
-ALIASES = {op.expr: name for name, op in MOD_OPS.items()}
 GROUP_TASKS = {"group_mul": "x*y", "group_conj": "x*y*x^-1", "group_xyx": "x*y*x"}
-VECTOR_TASKS = ("teacher", "digits", "mnist", "parity")
-SEQUENCE_TASKS = ("digit_add", "repeat_subseq", "max_element")  # targets at several positions (training.sequence)
-TASK_NAMES = (*MOD_OPS, "kadd", *GROUP_TASKS, *VECTOR_TASKS, *SEQUENCE_TASKS)  # training.tasks.TASKS has exactly these keys
 KADD_MAX_TUPLES = 5_000_000
 TEACHER_WIDTHS = (5, 100, 100, 5)
 DIGITS_IMAGES = 1797  # scikit-learn's 8x8 digits
@@ -84,57 +83,6 @@ def is_prime(n: int) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class TaskShape:
-    """Sizes of a task's table: n examples (n_train of them for training), n_ctx tokens (or d_in features)."""
-
-    name: str
-    n: int
-    n_train: int
-    n_ctx: int
-    d_vocab: int
-    d_vocab_out: int
-    d_in: int = 0
-    sequence: bool = False  # labels [n, n_ctx] with targets at several positions (logits at every position)
-
-
-def canonical_task(task: str) -> str:
-    name = ALIASES.get(task, task)
-    if name not in TASK_NAMES:
-        raise ConfigError(f"unknown task '{task}' (choose from {', '.join(TASK_NAMES)}; or an expression such as "
-                          f"'x/y')")
-    return name
-
-
-def task_shape(cfg) -> TaskShape:
-    """The sizes `training.tasks.build_task(cfg)` will produce, or ConfigError for a config it would refuse.
-
-    `cfg` is a `TaskConfig` whose values have passed `training.config.validate`'s range checks."""
-    name = canonical_task(cfg.task)
-    if name in MOD_OPS:
-        op, p = MOD_OPS[name], cfg.p
-        n = p * (p - 1 if op.nonzero_y else p)
-        if op.prime and not is_prime(p):
-            raise ConfigError(f"task '{name}' ({op.expr}) needs a prime modulus; --p {p} is not prime")
-        return TaskShape(name, n, _n_train(cfg.frac, n), 3, p + 1, p)
-    if name == "kadd":
-        if cfg.k < 2:
-            raise ConfigError(f"--k must be >= 2 for kadd, got {cfg.k}")
-        if cfg.k * math.log(cfg.p) > math.log(KADD_MAX_TUPLES):  # p**k itself could be astronomically large
-            raise ConfigError(f"kadd with p={cfg.p}, k={cfg.k} has p^k tuples; keep p^k <= {KADD_MAX_TUPLES:.0e}")
-        n = cfg.p**cfg.k
-        return TaskShape(name, n, _n_train(cfg.frac, n), cfg.k + 1, cfg.p + 1, cfg.p)
-    if name in GROUP_TASKS:
-        from training.groups import group_order
-
-        order = group_order(cfg.group)
-        n = order * order
-        return TaskShape(name, n, _n_train(cfg.frac, n), 3, order + 1, order)
-    if name in SEQUENCE_TASKS:
-        return sequence_shape(name, cfg)
-    return _vector_shape(name, cfg)
-
-
 def _n_train(frac: float, n: int) -> int:
     """As training.tasks.random_split splits the table: the first floor(frac * n) of a permutation."""
     n_train = int(frac * n)
@@ -143,32 +91,95 @@ def _n_train(frac: float, n: int) -> int:
     return n_train
 
 
-def _vector_shape(name: str, cfg) -> TaskShape:
-    if name == "teacher":
-        n_train, n_test = cfg.n_train or 100, cfg.n_test or 100
-        return TaskShape(name, n_train + n_test, n_train, 1, 0, TEACHER_WIDTHS[-1], TEACHER_WIDTHS[0])
-    if name == "digits":
-        n_train = cfg.n_train or 1000
-        n_test = cfg.n_test or max(DIGITS_IMAGES - n_train, 0)
-        if n_train + n_test > DIGITS_IMAGES or n_test <= 0:
-            raise ConfigError(f"digits has {DIGITS_IMAGES} images; --n-train {n_train} + --n-test {n_test} must "
-                              "fit in it")
-        return TaskShape(name, DIGITS_IMAGES, n_train, 1, 0, 10, 64)  # the whole table, split by index
-    if name == "mnist":
-        if not cfg.data_path:
-            raise ConfigError("task 'mnist' needs --data-path DIR holding the MNIST IDX files")
-        n_train, n_test = cfg.n_train or 1000, cfg.n_test or MNIST_TEST
-        return TaskShape(name, n_train + n_test, n_train, 1, 0, 10, 784)
-    # parity
+def _modular_shape(name: str) -> Callable[..., TaskShape]:
+    op = MOD_OPS[name]
+
+    def shape(cfg) -> TaskShape:
+        p = cfg.p
+        if op.prime and not is_prime(p):
+            raise ConfigError(f"task '{name}' ({op.expr}) needs a prime modulus; --p {p} is not prime")
+        n = p * (p - 1 if op.nonzero_y else p)
+        return TaskShape(name, n, _n_train(cfg.frac, n), 3, p + 1, p)
+
+    return shape
+
+
+for _name, _op in MOD_OPS.items():
+    register_task(TaskSpec(_name, "modular", ("p", "frac", "split_seed"), _modular_shape(_name),
+                           "training.tasks:modular_task", (_name,), shape_fields=("p",), aliases=(_op.expr,),
+                           doc=f"{_op.expr} mod p over every operand pair (Power et al. 2022)"))
+
+
+def _kadd_shape(cfg) -> TaskShape:
+    if cfg.k < 2:
+        raise ConfigError(f"--k must be >= 2 for kadd, got {cfg.k}")
+    if cfg.k * math.log(cfg.p) > math.log(KADD_MAX_TUPLES):  # p**k itself could be astronomically large
+        raise ConfigError(f"kadd with p={cfg.p}, k={cfg.k} has p^k tuples; keep p^k <= {KADD_MAX_TUPLES:.0e}")
+    n = cfg.p**cfg.k
+    return TaskShape("kadd", n, _n_train(cfg.frac, n), cfg.k + 1, cfg.p + 1, cfg.p)
+
+
+register_task(TaskSpec("kadd", "modular", ("p", "k", "frac", "split_seed"), _kadd_shape, "training.tasks:kadd",
+                       shape_fields=("p", "k"), doc="x1 + ... + xk mod p over all p^k tuples"))
+
+
+def _group_shape(name: str) -> Callable[..., TaskShape]:
+    def shape(cfg) -> TaskShape:
+        order = group_order(cfg.group)
+        n = order * order
+        return TaskShape(name, n, _n_train(cfg.frac, n), 3, order + 1, order)
+
+    return shape
+
+
+for _name, _expr in GROUP_TASKS.items():
+    register_task(TaskSpec(_name, "group", ("group", "frac", "split_seed"), _group_shape(_name),
+                           "training.tasks:group_task", (_name, _expr), shape_fields=("group",),
+                           doc=f"{_expr} in a finite group over every pair (Power et al. 2022)"))
+
+
+# --- vector tasks (Omnigrok's teacher-student and images; (n, k)-sparse parity) -------------------------------
+
+def _teacher_shape(cfg) -> TaskShape:
+    n_train, n_test = cfg.n_train or 100, cfg.n_test or 100
+    return TaskShape("teacher", n_train + n_test, n_train, 1, 0, TEACHER_WIDTHS[-1], TEACHER_WIDTHS[0])
+
+
+def _digits_shape(cfg) -> TaskShape:
+    n_train = cfg.n_train or 1000
+    n_test = cfg.n_test or max(DIGITS_IMAGES - n_train, 0)
+    if n_train + n_test > DIGITS_IMAGES or n_test <= 0:
+        raise ConfigError(f"digits has {DIGITS_IMAGES} images; --n-train {n_train} + --n-test {n_test} must fit in it")
+    return TaskShape("digits", DIGITS_IMAGES, n_train, 1, 0, 10, 64)  # the whole table, split by index
+
+
+def _mnist_shape(cfg) -> TaskShape:
+    if not cfg.data_path:
+        raise ConfigError("task 'mnist' needs --data-path DIR holding the MNIST IDX files")
+    n_train, n_test = cfg.n_train or 1000, cfg.n_test or MNIST_TEST
+    return TaskShape("mnist", n_train + n_test, n_train, 1, 0, 10, 784)
+
+
+def _parity_shape(cfg) -> TaskShape:
     if not 1 <= cfg.k <= cfg.n_bits:
         raise ConfigError(f"parity needs 1 <= --k <= --n-bits, got k={cfg.k}, n_bits={cfg.n_bits}")
-    if not 0.0 <= cfg.label_noise <= 0.5:
-        raise ConfigError(f"--label-noise must be in [0, 0.5], got {cfg.label_noise}")
     n_train, n_test = cfg.n_train or 1000, cfg.n_test or 1000
-    return TaskShape(name, n_train + n_test, n_train, 1, 0, 1, cfg.n_bits)
+    return TaskShape("parity", n_train + n_test, n_train, 1, 0, 1, cfg.n_bits)
 
 
-# --- sequence tasks (Nanda 2022's phase-change tasks; their builders live in training.sequence) ---------------
+_SIZES = ("n_train", "n_test")
+register_task(TaskSpec("teacher", "vector", (*_SIZES, "split_seed"), _teacher_shape, "training.tasks:teacher",
+                       shape_fields=_SIZES, doc="Omnigrok's teacher-student regression (MSE)"))
+register_task(TaskSpec("digits", "vector", (*_SIZES, "split_seed"), _digits_shape, "training.tasks:digits",
+                       shape_fields=_SIZES, doc="scikit-learn's 8x8 digits (MSE on one-hot targets)"))
+register_task(TaskSpec("mnist", "vector", ("data_path", *_SIZES), _mnist_shape, "training.tasks:mnist",
+                       shape_fields=("data_path", *_SIZES), doc="MNIST from its IDX files (MSE on one-hot targets)"))
+register_task(TaskSpec("parity", "vector", ("n_bits", "k", *_SIZES, "label_noise", "split_seed"), _parity_shape,
+                       "training.tasks:parity", shape_fields=("n_bits", *_SIZES),
+                       doc="(n, k)-sparse parity with the hinge loss (Barak et al. 2022)"))
+
+
+# --- sequence tasks (Nanda 2022's phase-change tasks; their builders live in training.seqtasks) --------------
 
 SEQ_N_TRAIN, SEQ_N_TEST = 1000, 1000  # defaults of --n-train / --n-test for the sequence tasks
 
@@ -211,3 +222,18 @@ def sequence_shape(name: str, cfg) -> TaskShape:
 def _need(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+_SEQ = (*_SIZES, "infinite", "split_seed")
+_SEQ_FIELDS = {"digit_add": ("n_digits",),
+               "repeat_subseq": ("seq_len", "seq_vocab", "repeat_len", "n_repeats", "repeat_interval"),
+               "max_element": ("n_elements", "n_values")}
+_SEQ_DOCS = {"digit_add": "n-digit addition, the answer digits predicted left to right",
+             "max_element": "the largest of n values, predicted at END",
+             "repeat_subseq": "a repeated subsequence, each copy after the first predicted"}
+for _name, _fields in _SEQ_FIELDS.items():
+    register_task(TaskSpec(_name, "sequence", (*_fields, *_SEQ), lambda cfg, name=_name: sequence_shape(name, cfg),
+                           "training.seqtasks:sequence_task", (_name,), shape_fields=(*_fields, *_SIZES, "infinite"),
+                           doc=f"{_SEQ_DOCS[_name]} (Nanda 2022's phase-change tasks)"))
+
+TASK_NAMES = tuple(TASKS)  # the built-in tasks (training.registry.task_names() adds any registered later)

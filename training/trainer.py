@@ -35,10 +35,19 @@ from training.models import build_model
 from training.optim import StackedOptimizer
 from training.schedule import MemorisationSwitch, lr_at
 from training.tasks import TaskData
-from training.transforms import (DecayToInit, GrokfastEMA, GrokfastMA, NormConstraint, PerpGrad, Transform,
-                                 WeightNoise, member_norms, member_sums)
+from training.transforms import Transform, build_transforms, member_norms, member_sums
 
 PATHS = ("exact", "batched", "single")  # the step paths; "batched" and "single" are those of runs trained before
+
+
+def state_path(meta: dict[str, Any]) -> str | None:
+    """The step path (`training.trainer.PATHS`) a saved state was trained in: "exact" (every run since it),
+    "batched" (an ensemble before it), "single" (a run alone before it), or None (a state older than the record:
+    a run alone then trained single, an ensemble batched)."""
+    trainer = meta.get("trainer") if isinstance(meta.get("trainer"), dict) else {}
+    if "path" in trainer:
+        return trainer["path"]
+    return None if "batched" not in trainer else ("batched" if trainer["batched"] else "single")
 
 
 def _loss_kind(cfg: RunConfig, data: TaskData) -> str:
@@ -122,33 +131,10 @@ class Trainer:
         metrics = metrics or [[] for _ in cfgs]
         self.switches = [MemorisationSwitch(c, m, partial(lr_at, cfg=c)) for c, m in zip(cfgs, metrics)]
         self.updates = [0] * K
-        self.transforms = self._config_transforms() + list(transforms or [])
+        self.transforms = build_transforms(self) + list(transforms or [])
         self._full_batch: tuple | None = None
         self._grads: list[torch.Tensor] | None = None  # between backward() and apply()
         self.chunks = ChunkTuner(chunk)
-
-    def _config_transforms(self) -> list[Transform]:
-        """The transforms the configs ask for, in the order they act: weight noise around the forward, then on the
-        gradient Grokfast's filter and ⊥Grad, then on the parameters decay to init and the norm constraint."""
-        cfgs, o = self.cfgs, [c.optim for c in self.cfgs]
-        norm = None
-        if any(x.constrain_norm for x in o):
-            # the target comes from the seeded init, so a resumed run recomputes the same one
-            factors = torch.tensor([x.constrain_norm for x in o], dtype=torch.float64, device=self.device)
-            norm = NormConstraint(factors * member_norms(self.plist, self.exact))
-            norm.on_params(self.plist)
-        out: list[Transform] = []
-        if any(x.weight_noise for x in o):
-            out.append(WeightNoise([x.weight_noise for x in o], [c.train.batch_seed for c in cfgs]))
-        if o[0].grokfast == "ema":
-            out.append(GrokfastEMA(self.plist, [x.grokfast_alpha for x in o], [x.grokfast_lamb for x in o]))
-        elif o[0].grokfast == "ma":
-            out.append(GrokfastMA(self.plist, o[0].grokfast_window, [x.grokfast_lamb for x in o]))
-        if any(x.perp_grad for x in o):
-            out.append(PerpGrad([x.perp_grad for x in o], self.exact))
-        if any(x.decay_to_init for x in o):  # the init after the norm constraint: the weights of step 0
-            out.append(DecayToInit(self.plist, [x.decay_to_init for x in o], decoupled=o[0].optimizer == "adamw"))
-        return out + ([norm] if norm is not None else [])
 
     @property
     def plist(self) -> list[torch.Tensor]:

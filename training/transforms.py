@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from training.registry import transform_specs
+
 
 class Transform:
     name = "transform"
@@ -281,3 +283,44 @@ class PerpGrad(Transform):
 
     def keep(self, idx: torch.Tensor) -> None:
         self.on = [self.on[i] for i in idx.tolist()]
+
+
+# --- building the transforms a Trainer's configs switch on (their specs: training.transform_specs) ------------
+
+
+def build_transforms(trainer) -> list[Transform]:
+    """The transforms any member's config switches on, in the order they act (their specs' `order`). Those that
+    change the initial weights (`sets_init`: the norm constraint) are built first, so that the others (decay to
+    init) keep the weights of step 0."""
+    specs = [s for s in transform_specs() if any(s.active(c.optim) for c in trainer.cfgs)]
+    built = {s.name: s.build(trainer) for s in sorted(specs, key=lambda s: not s.sets_init)}
+    return [built[s.name] for s in specs]
+
+
+def build_weight_noise(tr) -> WeightNoise:
+    return WeightNoise([c.optim.weight_noise for c in tr.cfgs], [c.train.batch_seed for c in tr.cfgs])
+
+
+def build_grokfast(tr) -> Transform:
+    """The filter kind and (for "ma") its window are the same for every member (training.registry.ensemble_key)."""
+    o = [c.optim for c in tr.cfgs]
+    if o[0].grokfast == "ema":
+        return GrokfastEMA(tr.plist, [x.grokfast_alpha for x in o], [x.grokfast_lamb for x in o])
+    return GrokfastMA(tr.plist, o[0].grokfast_window, [x.grokfast_lamb for x in o])
+
+
+def build_perp_grad(tr) -> PerpGrad:
+    return PerpGrad([c.optim.perp_grad for c in tr.cfgs], tr.exact)
+
+
+def build_decay_to_init(tr) -> DecayToInit:
+    o = [c.optim for c in tr.cfgs]
+    return DecayToInit(tr.plist, [x.decay_to_init for x in o], decoupled=o[0].optimizer == "adamw")
+
+
+def build_norm_constraint(tr) -> NormConstraint:
+    """The target comes from the seeded init, so a resumed run recomputes the same one; applied at once."""
+    factors = torch.tensor([c.optim.constrain_norm for c in tr.cfgs], dtype=torch.float64, device=tr.device)
+    norm = NormConstraint(factors * member_norms(tr.plist, tr.exact))
+    norm.on_params(tr.plist)
+    return norm

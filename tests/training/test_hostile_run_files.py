@@ -121,7 +121,7 @@ def test_resume_counters_that_make_no_sense_are_refused_before_anything_is_touch
 def test_more_seeds_than_fit_in_memory_as_one_ensemble_are_refused(tmp_path, capsys, monkeypatch):
     from training.memory import estimate
     from training.run import config_from_args, make_parser
-    from training.taskshape import task_shape
+    from training.registry import task_shape
 
     cfg, _ = config_from_args(make_parser().parse_args(TINY))
     monkeypatch.setenv("GROKSCOPE_MEMORY_LIMIT", str(int(3.5 * sum(estimate(cfg, task_shape(cfg.task)).values()))))

@@ -8,7 +8,8 @@ from tests.conftest import tiny_config
 from training.config import ConfigError, parse_value, validate
 from training.memory import LIMIT_ENV, estimate, memory_limit, n_params
 from training.run import main
-from training.taskshape import TASK_NAMES, is_prime, task_shape
+from training.registry import task_names, task_shape
+from training.taskshape import TASK_NAMES, is_prime
 
 
 @pytest.mark.parametrize("name, text, words", [
@@ -60,9 +61,9 @@ def test_miller_rabin_agrees_with_trial_division_and_is_instant_for_64_bit_prime
 ])
 def test_task_shape_matches_the_built_task(flat):
     """The torch-free shapes (the memory estimate's input) are those the builders produce."""
-    from training.tasks import TASKS, build_task
+    from training.tasks import build_task
 
-    assert set(TASKS) == set(TASK_NAMES)
+    assert set(task_names()) == set(TASK_NAMES)
     cfg = tiny_config(**flat)
     s, data = task_shape(cfg.task), build_task(cfg.task)
     assert (s.n, s.n_train, s.d_vocab, s.d_vocab_out, s.d_in) == \

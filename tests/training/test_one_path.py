@@ -208,7 +208,7 @@ def test_a_members_aligned_product_is_the_same_alone_and_anywhere_in_a_batch(m, 
 
 
 def test_a_state_says_which_path_its_run_trained_on():
-    from training.ensemble import state_path
+    from training.trainer import state_path
 
     assert state_path({"trainer": {"batched": True, "path": "exact"}}) == "exact"
     assert state_path({"trainer": {"batched": False}}) == "single"  # a run alone before the exact path

@@ -32,7 +32,7 @@ def test_a_chunk_never_holds_more_members_than_fit_in_memory(monkeypatch):
     import training.ensemble
     from training.memory import estimate
     from training.sweep import plan_chunks
-    from training.taskshape import task_shape
+    from training.registry import task_shape
 
     configs = [r.config for r in plan(SweepSpec("parity-blog", {}, list(range(40)), TINY), ["seed", "batch_seed"])]
     member = sum(estimate(configs[0], task_shape(configs[0].task)).values())

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from training.config import ConfigError, TaskConfig
-from training.tasks import ALIASES, MOD_OPS, build_task, random_split
+from training.specs import ALIASES
+from training.tasks import MOD_OPS, build_task, random_split
 
 P = 7
 
