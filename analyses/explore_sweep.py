@@ -38,7 +38,7 @@ def sweep_results(sweep) -> list:
 
 def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
     from analyses.common import require_writable_dir
-    from analyses.explore import PAGE, write_page, write_run_page
+    from analyses.explore_run import PAGE, write_page, write_run_page
     from analyses.explore_page import plotly_js, render
     from analyses.sweep_stats import open_sweep
     from training.rundir import checkpoint_steps

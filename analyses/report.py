@@ -188,7 +188,7 @@ def explore_pages(ctx: Ctx, section: str) -> list[dict[str, str]]:
     they already have: nothing more is computed for them."""
     import os
 
-    from analyses.explore import PAGE, ExploreOptions
+    from analyses.explore_run import PAGE, ExploreOptions
     from analyses.explore_sweep import write_sweep_page
 
     links = []

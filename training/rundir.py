@@ -1,15 +1,6 @@
 """The run directory: the one owner of its format, writer and reader side by side.
 
-```
-<run>/config.json            "format": "grokscope-run/1", "run_id", the resolved RunConfig, preset, package versions
-<run>/split.json             train indices (test = the rest) + sha256 of the split
-<run>/metrics.jsonl          one JSON object per evaluation
-<run>/ckpt/step_<N>.safetensors  weights; step + headline metrics in the metadata
-<run>/state/state.safetensors    what --resume needs: weights, optimiser, RNG; counters and run_id in the metadata
-<run>/summary.json           S_mem, S_gen, final metrics, timings (diverged_at when the loss stopped being finite)
-<run>/curves.png             loss and accuracy against step
-<run>/analyses/              written by the analyses
-```
+The files it holds are named, with what each holds, in `training.constants`.
 
 Every file is written to a temporary name (`.NAME.tmpPID`) and renamed, so a reader never sees half a file; a
 failed write removes its temporary, and the temporaries of a killed writer are removed the next time the run is

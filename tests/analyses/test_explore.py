@@ -245,6 +245,16 @@ def test_an_analysis_written_earlier_is_reused_not_recomputed(run_page, tmp_path
     assert '"id":"loss"' in text and '"id":"fourier_norms"' not in text and not (run / "analyses").exists()
 
 
+def test_the_loss_landscape_is_computed_for_a_run_that_has_none(run_page):
+    """The landscape applies to a run of any task: the first page of a run without analyses computed it, wrote
+    landscape.json beside fourier.json and shows its panel."""
+    from analyses import landscape
+
+    slices = landscape.load(run_page).slices
+    text = (run_page / "analyses" / "explore.html").read_text()
+    assert slices and '"id":"landscape"' in text and (run_page / "analyses" / "fourier.json").is_file()
+
+
 # --- the other task families, on the analyses' fixture runs and the results their commands wrote -------------
 
 FAMILY_RUNS = {"add": ("fourier", "sparsity", "landscape"), "s4": ("cosets",), "repeat": ("sequence",)}
@@ -370,14 +380,15 @@ def test_method_sweep_page_shows_each_methods_runs(browser, tmp_path):
 
 
 def test_a_run_its_familys_analysis_does_not_fit_gets_the_curves(tmp_path, capsys):
-    """Modular addition of 3 operands: no Fourier grid. The page has the curves, says why there is no more, and
-    nothing is written into the run."""
+    """Modular addition of 3 operands: no Fourier grid. The page has the curves and the loss landscape (which
+    applies to any run), says why there is no more, and writes no Fourier result into the run."""
     from tests.conftest import tiny_config
     from training.loop import train
 
     run = tmp_path / "kadd"
     train(tiny_config(task="kadd", k=3, steps=20, eval_every=10), run, progress=False)
     assert main([str(run), "--no-progress", "--out", str(tmp_path / "p.html")]) == 0
-    assert "no fourier panels" in capsys.readouterr().err and not (run / "analyses").exists()
+    assert "no fourier panels" in capsys.readouterr().err
+    assert [p.name for p in (run / "analyses").iterdir()] == ["landscape.json"]
     text = (tmp_path / "p.html").read_text()
-    assert '"id":"loss"' in text and '"id":"fourier_norms"' not in text
+    assert '"id":"loss"' in text and '"id":"landscape"' in text and '"id":"fourier_norms"' not in text

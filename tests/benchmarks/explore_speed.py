@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trained nanda2023 (400 steps) in {wall:.0f} s; {fill_checkpoints(run)} checkpoints")
         if not (run / "analyses" / "fourier.json").is_file():
             print(f"analyses.fourier once: {cli('-m', 'analyses.fourier', str(run), '--no-progress'):.0f} s")
+        if not (run / "analyses" / "landscape.json").is_file():
+            print(f"analyses.landscape once: {cli('-m', 'analyses.landscape', str(run), '--no-progress'):.0f} s")
         out = Path(tmp) / "page.html"
         n = len(list((run / "ckpt").glob("step_*.safetensors")))
         wall = cli("-m", "analyses.explore", str(run), "--out", str(out), "--no-progress")
