@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.api import Result
-from analyses.sweep_stats import collect, is_numeric, open_sweep, range_text, series_key, spread, steps_text
+from analyses.sweep_stats import collect, is_numeric, open_sweep, range_text, series_key, series_keys, spread, steps_text
 from training.cli import json_safe, require
 from training.sweep import METHOD
 
@@ -91,12 +91,8 @@ def pick(methods: list[str], text: str | None) -> list[str]:
 
 def group(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
     """One group per (grid point, method), grid points in the order the rows have them, methods in `methods`'."""
-    points: list[str] = []
-    for r in rows:
-        if (k := series_key(r["params"], METHOD)) not in points:
-            points.append(k)
     out = []
-    for k in points:
+    for k in series_keys(rows, METHOD):
         for m in methods:
             mine = [r for r in rows if r["params"].get(METHOD) == m and series_key(r["params"], METHOD) == k]
             if mine:

@@ -188,14 +188,19 @@ def sorted_values(values: list[Any]) -> list[Any]:
         return list(values)
 
 
-def field_series(rows: list[dict[str, Any]], field: str, values: list[Any], fit: str | None = None) -> list[dict[str, Any]]:
-    """One series per combination of the other swept fields: its points (in value order), thresholds, fit."""
+def series_keys(rows: list[dict[str, Any]], field: str) -> list[str]:
+    """The distinct series keys (combinations of the fields other than `field`) in the order the rows have them."""
     keys: list[str] = []
     for r in rows:
         if (k := series_key(r["params"], field)) not in keys:
             keys.append(k)
+    return keys
+
+
+def field_series(rows: list[dict[str, Any]], field: str, values: list[Any], fit: str | None = None) -> list[dict[str, Any]]:
+    """One series per combination of the other swept fields: its points (in value order), thresholds, fit."""
     out = []
-    for k in keys:
+    for k in series_keys(rows, field):
         mine = [r for r in rows if series_key(r["params"], field) == k]
         points = [point(v, [r for r in mine if r["params"].get(field) == v]) for v in sorted_values(values)]
         points = [p for p in points if p["runs"] + p["unfinished"] > 0]
