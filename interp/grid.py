@@ -273,7 +273,7 @@ def _with_hooks(model: GrokModel, states: list[dict[str, torch.Tensor]], s: Modu
         for r in range(0, len(tokens), CHUNK_ROWS):
             out, cache = model.run_with_cache(tokens[r : r + CHUNK_ROWS], names_filter=lambda name: name in names)
             a.append(_last(cache[act_name]))
-            lg.append(out)
+            lg.append(model.logits_at_answer(out))
             pat.append(torch.stack([cache[nm][:, :, -1].sum(0) for nm in patterns]) if patterns else None)
             if not linear:
                 rs.append(_last(cache[resid_name]))

@@ -52,9 +52,9 @@ def char_kernels(G: Group) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def all_logits(model: torch.nn.Module, inputs: torch.Tensor, chunk: int = 8192) -> np.ndarray:
-    """Logits of `model` on every input [N, n_ctx] -> [N, d_vocab_out] float64."""
+    """Logits of `model` at the answer on every input [N, n_ctx] -> [N, d_vocab_out] float64."""
     model.eval()
-    return torch.cat([model(inputs[i : i + chunk]).double() for i in range(0, len(inputs), chunk)]).numpy()
+    return torch.cat([model.answer_logits(inputs[i : i + chunk]).double() for i in range(0, len(inputs), chunk)]).numpy()
 
 
 @dataclass

@@ -100,7 +100,7 @@ class Ablator:
         self.post = cache[self.h.hook]
         if self.post.ndim == 3:  # transformer [batch, pos, d_mlp]: the last position is the one read out
             self.post = self.post[:, -1]
-        self.full = out.double()
+        self.full = model.logits_at_answer(out).double()
         self.linear = self.h.readout is not None
         if self.linear:
             self.post = self.post.double()
@@ -108,7 +108,8 @@ class Ablator:
             # the empty subnetwork from its own forward pass, not full - post @ readout: an output that is exactly
             # 0 (no class for the hinge loss) must not come out as +-1e-17
             with torch.no_grad():
-                self.base = model.run_with_hooks(x, fwd_hooks=[(self.h.hook, lambda act, hook: act * 0)]).double()
+                base = model.run_with_hooks(x, fwd_hooks=[(self.h.hook, lambda act, hook: act * 0)])
+                self.base = model.logits_at_answer(base).double()
 
     def outputs(self, keep: torch.Tensor) -> torch.Tensor:
         """[N, d_out] outputs with only the units where `keep` [d_mlp] (bool) is True."""
@@ -117,7 +118,8 @@ class Ablator:
             return self.base + self.post[:, keep] @ self.readout[keep]
         mask = keep.to(self.post.dtype)
         with torch.no_grad():
-            return self.model.run_with_hooks(self.x, fwd_hooks=[(self.h.hook, lambda act, hook: act * mask)]).double()
+            out = self.model.run_with_hooks(self.x, fwd_hooks=[(self.h.hook, lambda act, hook: act * mask)])
+        return self.model.logits_at_answer(out).double()
 
     def accuracy_curve(self, order: np.ndarray, labels: torch.Tensor, loss: str) -> np.ndarray:
         """[d_mlp + 1] accuracy of the subnetwork of the first m units of `order`, for m = 0 .. d_mlp.

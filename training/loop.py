@@ -62,7 +62,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: Tas
     """Loss and accuracy of one (unstacked) model on x, y."""
     was_training = model.training
     model.eval()
-    outs = [model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
+    scored = getattr(model, "scored_logits", model)  # the positions the task's loss reads
+    outs = [scored(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)]
     model.train(was_training)
     out = torch.cat(outs)
     return compute_loss(out, y, data.loss, float64).item(), accuracy(out, y, data.loss)

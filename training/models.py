@@ -3,16 +3,17 @@
 Weights and hooks carry TransformerLens names (`embed.W_E`, `blocks.0.attn.W_Q [n_heads, d_model, d_head]`,
 `blocks.0.mlp.hook_post`, ...), so `model.run_with_cache(tokens)` reads like TransformerLens.
 
-The transformer predicts only at the last position (the '=' token), and its last block computes only what that
-position needs: queries, attention and MLP at one position instead of n_ctx. That is ~3x fewer FLOPs than a
-full forward on the [a, b, =] tasks. `model(tokens, all_positions=True)` gives the full [batch, pos, vocab]
-logits, equal to `to_bridge(model)` on every position.
+`model(tokens)` and `run_with_cache(tokens)` return logits at every position [batch, pos, d_vocab_out], as
+TransformerLens does (equal to `to_bridge(model)` on every position; the answer after '=' is `logits[:, -1]`).
+`model.answer_logits(tokens)` [batch, d_vocab_out] computes the answer position only: the last block runs queries,
+attention and MLP at one position instead of n_ctx, ~3x fewer FLOPs on the [a, b, =] tasks. The TransformerLens
+surface beyond the weights (config fields, biases, `accumulated_bias`, ...) is in training.tl_compat.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
@@ -25,42 +26,16 @@ from training.config import ModelConfig
 from training.losses import compute_loss
 from training.registry import check_pairing, model_spec
 from training.taskdata import TaskData
+from training.tl_compat import HookedConfig, TLSurface, add_zero_biases  # noqa: F401  (HookedConfig re-exported)
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
-
-
-@dataclass(frozen=True)
-class HookedConfig(ModelConfig):
-    """`model.cfg`: the architecture (every `ModelConfig` field) plus the task-sized fields, as TransformerLens
-    names them, so `ActivationCache` and TransformerLens-style code read it as they read a HookedTransformer's.
-
-    `normalization_type` keeps our spelling ("none" or "LN"; TransformerLens writes None for "none").
-    `attn_only`: d_mlp 0, blocks without MLP. `predict_all`: the task predicts at several positions (sequence
-    tasks), so `model(tokens)` returns the logits at every position.
-    """
-
-    d_vocab: int = 0
-    d_vocab_out: int = 0
-    n_ctx: int = 1
-    d_in: int = 0
-    attn_only: bool = False
-    eps: float = 1e-5
-    positional_embedding_type: str = "standard"
-    default_prepend_bos: bool = False
-    predict_all: bool = False
-
-    @classmethod
-    def of(cls, cfg: ModelConfig, d_vocab: int, d_vocab_out: int, n_ctx: int, d_in: int = 0,
-           predict_all: bool = False) -> "HookedConfig":
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(ModelConfig)}, d_vocab=d_vocab,
-                   d_vocab_out=d_vocab_out, n_ctx=n_ctx, d_in=d_in, attn_only=cfg.d_mlp == 0,
-                   predict_all=predict_all)
 
 
 class GrokModel(HookedRootModule):
     """What every model shows the probes, whatever its architecture (TransformerLens names):
 
-    - `run_with_cache` returns a TransformerLens `ActivationCache`;
+    - `run_with_cache` returns a TransformerLens `ActivationCache`; `answer_logits(x)` [batch, d_vocab_out] the
+      logits at the answer ('='), `logits_at_answer(out)` the same read off a forward's output;
     - `embed_matrix` [d_vocab, d_embed]: token -> what the network reads (the MLP model's per-operand tables side
       by side), `embed_tables` [n_tables, d_vocab, d_model] (one table per operand for the MLP model, else one);
     - `W_U` [d_final, d_vocab_out] and `b_U` [d_vocab_out]: the unembedding (every model has them);
@@ -81,6 +56,14 @@ class GrokModel(HookedRootModule):
         """(output, ActivationCache): `cache["post", 0]`, `cache.stack_activation("pattern")`, ..."""
         out, cache = super().run_with_cache(*args, **kwargs)
         return out, ActivationCache(dict(cache), self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
+    def answer_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, d_vocab_out] the logits at the answer (the last position; the only one without positions)."""
+        return self(x)
+
+    def logits_at_answer(self, out: torch.Tensor) -> torch.Tensor:
+        """[batch, d_vocab_out] the answer's logits from a forward's output (`run_with_cache`, `run_with_hooks`)."""
+        return out[:, -1] if out.ndim == 3 else out
 
     @property
     def embed_tables(self) -> torch.Tensor:
@@ -215,6 +198,8 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Attention then MLP; attention-only (no ln2, mlp or hook_mlp_out; resid_post = resid_mid) when d_mlp = 0."""
 
+    hook_out_is_single_residual_stream = True  # TransformerLens' logit lens reads resid_post as the stream unembedded
+
     def __init__(self, cfg: ModelConfig, n_ctx: int):
         super().__init__()
         ln, self.attn_only = cfg.normalization_type == "LN", cfg.d_mlp == 0
@@ -266,16 +251,14 @@ class Unembed(nn.Module):
         return x @ self.W_U
 
 
-class Transformer(GrokModel):
+class Transformer(TLSurface, GrokModel):
     """Decoder-only transformer; Nanda et al. 2023 when `normalization_type="none"` (no LN, no attention biases).
 
-    Input tokens [batch, n_ctx] -> logits [batch, d_vocab_out] at the last position
-    (or [batch, n_ctx, d_vocab_out] with `all_positions=True`).
+    Input tokens [batch, n_ctx] -> logits [batch, n_ctx, d_vocab_out] (`answer_logits`: [batch, d_vocab_out] at
+    the last position, the last block run there only).
 
-    Without hooks the last block runs at the last position only (training's fast path). With a hook attached
-    (run_with_cache, run_with_hooks) every activation is computed at every position, with the bridge's shapes
-    (`blocks.0.mlp.hook_post` [batch, pos, d_mlp]); `last_only=True` keeps the last block at the last position
-    for probes that only read there. The weights read as TransformerLens stacks them: `W_E, W_pos, W_U, b_U`,
+    Hooked runs (run_with_cache, run_with_hooks) compute every activation at every position, with the bridge's
+    shapes (`blocks.0.mlp.hook_post` [batch, pos, d_mlp]). The weights read as TransformerLens stacks them: `W_E, W_pos, W_U, b_U`,
     `W_Q/W_K/W_V [n_layers, n_heads, d_model, d_head]`, `W_O`, `W_in`, `b_in`, `W_out`, `b_out`, `QK`, `OV`.
     """
 
@@ -290,6 +273,7 @@ class Transformer(GrokModel):
         self.unembed = Unembed(cfg.d_model, d_vocab_out)
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.attention_hooks = [f"blocks.{i}.attn.hook_pattern" for i in range(cfg.n_layers)]
+        add_zero_biases(self)
         self.setup()
 
     @classmethod
@@ -311,20 +295,30 @@ class Transformer(GrokModel):
         """True when any hook is attached (run_with_cache, run_with_hooks): then every activation is computed."""
         return any(hp._forward_hooks or hp._backward_hooks for hp in self.hook_dict.values())
 
-    def forward(self, tokens: torch.Tensor, all_positions: bool | None = None, *, last_only: bool | None = None,
-                return_type: str = "logits", labels: torch.Tensor | None = None, loss: str = "ce") -> torch.Tensor:
-        """Logits at the last position [batch, d_vocab_out] (all positions: [batch, pos, d_vocab_out]).
+    def forward(self, tokens: torch.Tensor, return_type: str | None = "logits", *, labels: torch.Tensor | None = None,
+                loss: str = "ce") -> torch.Tensor:
+        """Logits at every position [batch, pos, d_vocab_out], as every TransformerLens model returns them (the
+        answer after '=' is `logits[:, -1]`; `answer_logits` computes only that one, faster).
 
-        all_positions: None = the task's choice (`cfg.predict_all`: every position for sequence tasks, whose
-        `labels` are [batch, pos] with -100 where nothing is predicted).
-        last_only: run the last block at the last position only; None = only when nothing is hooked.
-        return_type "loss": the task's loss, mean cross-entropy of the last position against `labels` [batch]
-        (the answer after '='; the next-token loss over [a, b, =] that TransformerLens computes is meaningless
-        here); `loss` names the task's loss (`run.data.loss`). "both": (logits, loss).
+        return_type "loss": the task's loss of the last position against `labels` [batch] (the answer after '=';
+        the next-token loss over [a, b, =] that TransformerLens computes is meaningless here; sequence tasks: every
+        target position, labels [batch, pos] with -100 elsewhere); `loss` names the task's loss (`run.data.loss`).
+        "both": (logits, loss). None: nothing.
         """
+        return answer_loss(self._logits(tokens, last_only=False), labels, return_type, loss)
+
+    def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[batch, d_vocab_out] the logits at the last position only (the answer after '='): the lean path, whose
+        last block runs at that position alone (under hooks too: its activations are then [batch, 1, ...])."""
+        return self._logits(tokens, last_only=True)[:, -1]
+
+    def scored_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """What the task's loss reads: `answer_logits`, or every position for the sequence tasks."""
+        return self._logits(tokens, last_only=False) if self.cfg.predict_all else self.answer_logits(tokens)
+
+    def _logits(self, tokens: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """[batch, pos, d_vocab_out], or [batch, 1, d_vocab_out] at the last position when `last_only`."""
         listening = self.listening()
-        all_positions = self.cfg.predict_all if all_positions is None else all_positions
-        last_only = not (all_positions or listening) if last_only is None else last_only and not all_positions
         resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
         qkv = None
         if not listening:  # fast path: block 0's q, k, v from the (position, token) table
@@ -332,15 +326,13 @@ class Transformer(GrokModel):
             qkv = self.blocks[0].attn.project_table(table, tokens, last_only=last_only and len(self.blocks) == 1)
         for i, block in enumerate(self.blocks):
             resid = block(resid, last_only=last_only and i == len(self.blocks) - 1, qkv=qkv if i == 0 else None)
-        logits = self.unembed(self.ln_final(resid))
-        logits = logits if all_positions else logits[:, -1]
-        return answer_loss(logits, labels, return_type, loss)
+        return self.unembed(self.ln_final(resid))
 
     # --- TransformerLens weight views (stacked over layers) ---
 
     def _stack(self, name: str) -> torch.Tensor:
-        return torch.stack([b.get_submodule(name.rsplit(".", 1)[0]).get_parameter(name.rsplit(".", 1)[1])
-                            for b in self.blocks])
+        module, attr = name.rsplit(".", 1)
+        return torch.stack([getattr(b.get_submodule(module), attr) for b in self.blocks])
 
     W_E = property(lambda self: self.embed.W_E, doc="[d_vocab, d_model]")
     W_pos = property(lambda self: self.pos_embed.W_pos, doc="[n_ctx, d_model]")
@@ -362,14 +354,11 @@ class Transformer(GrokModel):
         if self.cfg.attn_only:
             raise ValueError("this transformer is attention-only (d_mlp 0): it has no MLP neurons or weights")
 
-    def _zeros(self, *shape: int) -> torch.Tensor:
-        return torch.zeros(*shape, device=self.W_E.device, dtype=self.W_E.dtype)
-
-    b_Q = property(lambda self: self._zeros(self.cfg.n_layers, self.cfg.n_heads, self.cfg.d_head), doc="zeros")
-    b_K = property(lambda self: self._zeros(self.cfg.n_layers, self.cfg.n_heads, self.cfg.d_head), doc="zeros")
-    b_V = property(lambda self: self._zeros(self.cfg.n_layers, self.cfg.n_heads, self.cfg.d_head), doc="zeros")
-    b_O = property(lambda self: self._zeros(self.cfg.n_layers, self.cfg.d_model), doc="zeros")
-    b_U = property(lambda self: self._zeros(self.cfg.d_vocab_out), doc="zeros")
+    b_Q = property(lambda self: self._stack("attn.b_Q"), doc="[n_layers, n_heads, d_head] zeros (no such bias)")
+    b_K = property(lambda self: self._stack("attn.b_K"), doc="[n_layers, n_heads, d_head] zeros (no such bias)")
+    b_V = property(lambda self: self._stack("attn.b_V"), doc="[n_layers, n_heads, d_head] zeros (no such bias)")
+    b_O = property(lambda self: self._stack("attn.b_O"), doc="[n_layers, d_model] zeros (no such bias)")
+    b_U = property(lambda self: self.unembed.b_U, doc="[d_vocab_out] zeros (no such bias)")
 
     @property
     def QK(self) -> FactoredMatrix:
@@ -421,10 +410,10 @@ class Transformer(GrokModel):
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor | None, return_type: str, loss: str = "ce"):
-    """`forward`'s return for `return_type` ("logits", "loss" or "both"): the task's `loss` ("ce", "mse",
+    """`forward`'s return for `return_type` ("logits", "loss", "both" or None): the task's `loss` ("ce", "mse",
     "hinge", "seq_ce", as training computes it, in float64) of the answer (last-position) logits against `labels` [batch]."""
-    if return_type == "logits":
-        return logits
+    if return_type == "logits" or return_type is None:
+        return logits if return_type else None
     if return_type not in ("loss", "both"):
         raise ValueError(f"return_type must be 'logits', 'loss' or 'both', not {return_type!r}")
     if labels is None:
@@ -562,6 +551,17 @@ class LSTMModel(GrokModel):
     def neuron_readout(self, layer: int = -1, approximate: bool = False) -> torch.Tensor:
         self._layer(layer)
         return self.W_U
+
+
+def scoring_module(model: nn.Module) -> nn.Module:
+    """`model` as the single step path calls it (`training.batched.generic_forward`, through functional_call): for
+    the transformer a shallow copy sharing its submodules (so the same parameter names and maths) whose forward is
+    `scored_logits`; any other model as it is (its forward already returns what the loss reads)."""
+    if not isinstance(model, Transformer):
+        return model
+    view = copy.copy(model)
+    view.forward = view.scored_logits
+    return view
 
 
 def build_model(cfg: ModelConfig, data: TaskData, seed: int = 0) -> HookedRootModule:

@@ -104,7 +104,7 @@ class Trainer:
         if self.path not in PATHS:
             raise ValueError(f"unknown step path '{path}' (expected one of {', '.join(PATHS)})")
         self.batched, self.exact = self.path != "single", self.path == "exact"
-        self.forward = forward if self.batched else generic_forward(self.template)
+        self.forward = forward if self.batched else generic_forward(scoring_module(self.template))
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
                        for n in named[0]}

@@ -41,7 +41,7 @@ def module_step(cfg, data, device):
 
     def step():
         idx = torch.randperm(len(x), generator=g)[:B] if 0 < B < len(x) else slice(None)
-        loss = compute_loss(model(x[idx]), y[idx], data.loss, o.float64_loss)
+        loss = compute_loss(model.answer_logits(x[idx]), y[idx], data.loss, o.float64_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -41,6 +41,7 @@ def naive_probe(run: Run, step: int, s, key: list[int], threshold: float) -> dic
     n = s.n
     model = run.model(step)
     logits, cache = model.run_with_cache(s.tokens)
+    logits = logits[:, -1]  # the answer's
     acts = cache["blocks.0.mlp.hook_post"][:, -1]
     resid = cache["blocks.0.hook_resid_mid"][:, -1]
     W_out, b_out, W_U = model.blocks[0].mlp.W_out, model.blocks[0].mlp.b_out, model.unembed.W_U

@@ -84,7 +84,7 @@ def main() -> None:
             opt.step()
         return step
 
-    step_ours = stepper(ours, lambda m: m(x))
+    step_ours = stepper(ours, lambda m: m.answer_logits(x))
     step_bridge = stepper(bridge, lambda m: m(x)[:, -1])
     paths = ("exact", "single")
     step_run = {path: Trainer([cfg.replace(device=str(device))], [data], device, path=path).step for path in paths}

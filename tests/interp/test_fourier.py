@@ -96,7 +96,7 @@ def test_planted_model_gives_back_its_frequencies(task, freqs):
     model = planted_model(data, s, freqs)
     if s.n % 2:  # in Z_22 the planted amplitude |cos(w_k(i-j)/2)| vanishes on some pairs for odd k
         with torch.no_grad():
-            assert (model(data.inputs[s.rows]).argmax(-1) == s.labels).all()
+            assert (model.answer_logits(data.inputs[s.rows]).argmax(-1) == s.labels).all()
     assert fourier.key_frequencies(model, data) == sorted(freqs)
     pr = fourier.probe(model, data)
     assert pr.key_freqs == sorted(freqs)
@@ -130,7 +130,7 @@ def test_batched_path_equals_run_with_cache_and_the_model():
         assert torch.allclose(getattr(fast, name), getattr(slow, name).detach(), atol=1e-5), name
     model.load_state_dict(states[2])
     with torch.no_grad():
-        assert torch.allclose(fast.logits[2], model(s.tokens), atol=1e-5)
+        assert torch.allclose(fast.logits[2], model.answer_logits(s.tokens), atol=1e-5)
     assert torch.allclose(fast.attention.sum(-1), torch.ones(3, 1, 4))
 
 
@@ -161,7 +161,7 @@ def test_other_architectures_go_through_hooks(extra):
     assert pr.neuron_share.shape == (1, 32) and pr.embed_norms.shape == (1, 11)
     assert pr.restricted_loss[0] > 0 and pr.excluded_loss[0] > 0
     with torch.no_grad():
-        full = torch.nn.functional.cross_entropy(model(data.inputs[data.train_idx]).double(), data.labels[data.train_idx])
+        full = torch.nn.functional.cross_entropy(model.answer_logits(data.inputs[data.train_idx]).double(), data.labels[data.train_idx])
     assert pr.train_loss[0] == pytest.approx(full.item(), rel=1e-5)
 
 

@@ -89,7 +89,7 @@ def test_every_probe_works_on_the_other_models_unchanged(kind):
     assert probes.neuron_share.shape == (1, width) and probes.embed_norms.shape == (1, 7)
     acts = model.neuron_activations(data.inputs)
     assert acts.shape == (49, width)
-    torch.testing.assert_close(model(data.inputs), acts @ model.neuron_readout() + model.b_U)  # affine read-out
+    torch.testing.assert_close(model.answer_logits(data.inputs), acts @ model.neuron_readout() + model.b_U)  # affine read-out
     es = sparsity.effective_sparsity(model, data.inputs, data.labels, "ce")
     assert 0 <= es.n_neurons <= width
     assert cosets.group_rows(model, 7)["W_U"].shape == (7, width)

@@ -38,7 +38,7 @@ def test_rescaling_a_scale_invariant_group_preserves_predictions():
     weights = {k: v.detach() for k, v in model.named_parameters()}
     names = group_names(list(weights), RESIDUAL_WRITERS)
     assert len(names) == 2 + 2 * 3  # W_E, W_pos, and per block W_O, W_out, b_out
-    ref = model(data.inputs)
+    ref = model.answer_logits(data.inputs)
     g0 = joint_norm(weights[n] for n in names)
     for norm in (2 * g0, 5 * g0, 50 * g0):  # (below ~1x, LayerNorm's eps starts to show)
         new = rescaled(weights, norm, RESIDUAL_WRITERS)

@@ -74,7 +74,7 @@ def test_planted_induction_circuit_scores_as_induction_on_every_measure(batch):
 def test_planted_induction_circuit_predicts_the_repeated_tokens(batch):
     model = pi.induction_model()
     with torch.no_grad():
-        logits = model(batch.tokens, all_positions=True)
+        logits = model(batch.tokens)
     q = batch.stripe_q[:-1]  # every later-copy position but the last predicts the next token of R
     assert torch.equal(logits[:, q].argmax(-1), batch.tokens[:, q + 1])
     first_copy = torch.arange(batch.first, batch.first + batch.half_len - 1)

@@ -55,7 +55,7 @@ def test_planted_parity_circuit_has_effective_sparsity_2k_and_faithfulness_1(n_l
     x_tr, y_tr = data.inputs[data.train_idx], data.labels[data.train_idx]
     x_te, y_te = data.inputs[data.test_idx], data.labels[data.test_idx]
     with torch.no_grad():
-        assert (sp.predictions(model(x_te), "hinge") == y_te).all()  # the planted net solves the task
+        assert (sp.predictions(model.answer_logits(x_te), "hinge") == y_te).all()  # the planted net solves the task
 
     es = sp.effective_sparsity(model, x_tr, y_tr, data.loss, layer=0)
     assert sp.Ablator(model, x_tr, 0).linear == (n_layers == 1)
@@ -170,7 +170,7 @@ def test_layernorm_transformer_uses_hooks():
     es = sp.effective_sparsity(model, data.inputs, data.labels, "ce")
     assert 1 <= es.n_neurons <= 32 and es.curve[es.n_neurons] == es.full_accuracy
     with torch.no_grad():
-        assert es.full_accuracy == (model(data.inputs).argmax(-1) == data.labels).double().mean().item()
+        assert es.full_accuracy == (model.answer_logits(data.inputs).argmax(-1) == data.labels).double().mean().item()
 
 
 def test_spectral_norms_match_numpy_per_matrix_per_head_and_batched():

@@ -23,7 +23,7 @@ def setup():
 def test_task_loss_on_model_and_bridge(setup):
     model, data, _ = setup
     x, y = data.inputs, data.labels
-    expected = torch.nn.functional.cross_entropy(model(x).double(), y)
+    expected = torch.nn.functional.cross_entropy(model.answer_logits(x).double(), y)
     torch.testing.assert_close(views.task_loss(model, x, y), expected)
     torch.testing.assert_close(views.task_loss(to_bridge(model), x, y), expected, rtol=1e-5, atol=1e-6)
 
@@ -37,7 +37,8 @@ def test_grid_cache_and_to_grid(setup):
     with torch.no_grad():
         _, one = model.run_with_cache(torch.tensor([[a, b, 11]]))
     torch.testing.assert_close(post[a, b], one["post", 0][0, -1])
-    assert views.to_grid(logits, s).shape == (11, 11, 11)
+    assert logits.shape == (121, 3, 11)  # TransformerLens-shaped, as the bridge's
+    assert views.to_grid(logits[:, -1], s).shape == (11, 11, 11)
 
 
 def test_trig_fits_recover_planted_neurons():
@@ -80,7 +81,7 @@ def test_direct_logit_attribution(norm):
     attr, names = views.direct_logit_attribution(model, x, y)
     assert names == ["embed", "pos_embed", "0_attn_out", "0_mlp_out", "1_attn_out", "1_mlp_out"]
     assert attr.shape == (6, 20)
-    correct = model(x).gather(1, y[:, None])[:, 0].detach()
+    correct = model.answer_logits(x).gather(1, y[:, None])[:, 0].detach()
     if norm == "none":
         torch.testing.assert_close(attr.sum(0), correct, rtol=1e-4, atol=1e-4)
     else:  # frozen-scale LayerNorm: the components add up to the logit less the final LN bias term

@@ -110,7 +110,7 @@ def test_s5_presets_build(name):
     data = build_task(cfg.task)
     model = build_model(cfg.model, data)
     assert data.structure["group"] == "S5" and data.d_vocab_out == 120
-    assert model(data.inputs[:4]).shape == (4, 120)
+    assert model.answer_logits(data.inputs[:4]).shape == (4, 120)
 
 
 def test_cli_refuses_an_unknown_group_before_writing(tmp_path):

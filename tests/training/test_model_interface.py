@@ -44,20 +44,23 @@ def test_cache_has_the_bridges_keys_shapes_and_values(n_layers, norm):
             # TransformerLens 4.3's bridge stores the softmaxed pattern under hook_attn_scores
             a = torch.softmax(a, dim=-1)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()), msg=name)
-    assert logits.shape == (40, 11)  # the return value does not depend on hooks
+    assert logits.shape == (40, 3, 11)  # TransformerLens' [batch, pos, d_vocab_out], hooks or not
 
 
-def test_hooked_runs_give_full_positions_unless_asked_for_the_last_only():
+def test_hooked_runs_give_full_positions_and_answer_logits_the_last_only():
     model, data = model_and_data(1, "none")
     x = data.inputs[:6]
     _, cache = model.run_with_cache(x)
     assert cache["blocks.0.mlp.hook_post"].shape == (6, 3, 64)
     assert cache["blocks.0.attn.hook_pattern"].shape == (6, 4, 3, 3)
-    fast, last = model.run_with_cache(x, last_only=True)
+    last = {}
+    with model.hooks(fwd_hooks=[(n, lambda t, hook: last.__setitem__(hook.name, t))
+                                for n in ("blocks.0.mlp.hook_post", "blocks.0.attn.hook_pattern")]):
+        fast = model.answer_logits(x)
     assert last["blocks.0.mlp.hook_post"].shape == (6, 1, 64)
     assert last["blocks.0.attn.hook_pattern"].shape == (6, 4, 1, 3)
     torch.testing.assert_close(last["blocks.0.mlp.hook_post"][:, 0], cache["blocks.0.mlp.hook_post"][:, -1])
-    torch.testing.assert_close(fast, model(x))
+    torch.testing.assert_close(fast, model(x)[:, -1])
 
 
 @pytest.mark.parametrize("n_layers, norm", [(2, "none"), (2, "LN")])
@@ -90,7 +93,7 @@ def test_weights_read_as_transformer_lens_stacks_them():
     torch.testing.assert_close(model.OV.AB, model.W_V @ model.W_O)
     torch.testing.assert_close(model.QK.AB, model.W_Q @ model.W_K.transpose(-2, -1))
     assert (c.d_vocab, c.d_vocab_out, c.n_ctx, c.n_layers, c.d_model, c.n_heads, c.d_head, c.d_mlp) == (12, 11, 3, L, d, H, e, m)
-    assert c.act_fn == "relu" and c.normalization_type == "LN" and not c.attn_only
+    assert c.act_fn == "relu" and c.normalization_type == "LN" and not c.attn_only and c.model_config.normalization_type == "LN"
     model.W_E.sum().backward()  # views of the parameters, not copies
     assert model.embed.W_E.grad is not None
     assert set(bridge_state_dict(model)) >= {"tok_embed.weight", "layers.1.attn.q.weight"}  # state_dict keys unchanged
@@ -102,9 +105,9 @@ def test_return_type_loss_is_the_answer_cross_entropy(kind):
     model = build_model(ModelConfig(model=kind, d_model=16, n_heads=2, d_head=8, d_mlp=32), data, seed=1)
     x, y = data.inputs, data.labels
     loss = model(x, return_type="loss", labels=y)
-    torch.testing.assert_close(loss, F.cross_entropy(model(x).double(), y))
+    torch.testing.assert_close(loss, F.cross_entropy(model.answer_logits(x).double(), y))
     logits, both = model(x, return_type="both", labels=y)
-    assert torch.equal(both, loss) and logits.shape == (49, 7)
+    assert torch.equal(both, loss) and logits.shape == ((49, 3, 7) if kind == "transformer" else (49, 7))
     with pytest.raises(ValueError, match="needs labels"):
         model(x, return_type="loss")
 

@@ -27,8 +27,8 @@ def test_bridge_gives_the_same_logits_on_every_input(extra):
         for name, p in model.named_parameters():
             if ".ln" in name or name.startswith("ln"):
                 p.add_(torch.randn_like(p) * 0.3)
-        ours_all = model(data.inputs, all_positions=True)
-        ours_last = model(data.inputs)
+        ours_all = model(data.inputs)
+        ours_last = model.answer_logits(data.inputs)
         theirs = to_bridge(model)(data.inputs)
     assert theirs.shape == ours_all.shape
     assert (ours_all - theirs).abs().max() < 1e-5
@@ -75,6 +75,7 @@ def test_fast_path_equals_the_hooked_path(n_layers):
                                     normalization_type="LN"), data, seed=2)
     fast = model(data.inputs)
     assert not model.listening()
+    torch.testing.assert_close(model.answer_logits(data.inputs), fast[:, -1], rtol=1e-5, atol=1e-5)
     hooked, cache = model.run_with_cache(data.inputs)
     assert (fast - hooked).abs().max() < 1e-5
     seen = []
