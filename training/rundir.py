@@ -120,11 +120,12 @@ def _field_problem(value: Any, default: Any) -> str | None:
 
 
 def config_from_json(raw: Any, path: Path) -> tuple[RunConfig, dict[str, Any]]:
-    """RunConfig + the extras beside it (format, run_id, preset, versions, numerics), every field type-checked."""
+    """RunConfig + the extras beside it (format, run_id, preset, versions, numerics, imported), every field
+    type-checked."""
     if not isinstance(raw, dict):
         raise RunDirError(f"{path}: not a run config (expected a JSON object)")
     raw = dict(raw)
-    extras = {k: raw.pop(k) for k in ("format", "run_id", "preset", "versions", "numerics") if k in raw}
+    extras = {k: raw.pop(k) for k in ("format", "run_id", "preset", "versions", "numerics", "imported") if k in raw}
     if extras.get("format", FORMAT) != FORMAT:
         raise RunDirError(f"{path}: format {extras['format']!r}, this grokscope reads {FORMAT!r}")
     for name, sub in SECTIONS.items():
@@ -165,6 +166,29 @@ def check_split(path: Path, data) -> None:
         raise RunDirError(f"{path}: sha256 does not match the split rebuilt from config.json")
     if "train_idx" in split and split["train_idx"] != data.train_idx.tolist():
         raise RunDirError(f"{path}: train_idx does not match the split rebuilt from config.json")
+
+
+def explicit_split(path: Path, data):
+    """`data` with the train and test indices an imported run's split.json names ("explicit": true: a split
+    made elsewhere, which no seed here rebuilds), checked: disjoint, in range, matching their sha256."""
+    import dataclasses
+
+    split = read_json(path, "split")
+    idx = [split.get(k) if isinstance(split, dict) else None for k in ("train_idx", "test_idx")]
+    n = len(data.inputs)
+    if not all(isinstance(v, list) and all(type(i) is int and 0 <= i < n for i in v) for v in idx):
+        raise RunDirError(f"{path}: train_idx and test_idx must be lists of row indices below {n}")
+    train, test = (torch.tensor(v, dtype=torch.long) for v in idx)
+    if len(set(idx[0]) | set(idx[1])) != len(idx[0]) + len(idx[1]):
+        raise RunDirError(f"{path}: train_idx and test_idx overlap or repeat a row")
+    if split.get("sha256") != split_digest(train, test):
+        raise RunDirError(f"{path}: sha256 does not match its train_idx and test_idx")
+    return dataclasses.replace(data, train_idx=train, test_idx=test)
+
+
+def is_explicit_split(path: Path) -> bool:
+    split = read_json(path, "split") if Path(path).exists() else None
+    return isinstance(split, dict) and split.get("explicit") is True
 
 
 # --- safetensors files ---------------------------------------------------------------------------------------
@@ -578,6 +602,11 @@ class Run:
         return checkpoint_steps(self.dir)
 
     @property
+    def checkpoint_steps(self) -> list[int]:
+        """The steps with a checkpoint, in order (`run.steps`): per-checkpoint arrays line up with it."""
+        return self.steps
+
+    @property
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.dir / METRICS)
 
@@ -601,6 +630,8 @@ class Run:
         from training.tasks import build_task
 
         data = build_task(self.config.task)
+        if is_explicit_split(self.dir / SPLIT):  # an imported run (python -m training.import_tl)
+            return explicit_split(self.dir / SPLIT, data)
         if (self.dir / SPLIT).exists():
             check_split(self.dir / SPLIT, data)
         return data
