@@ -1,7 +1,7 @@
 """Which steps get a checkpoint: dense across the transition, sparse elsewhere, within a budget.
 
-A log-spaced floor (step 0 and the last step included) is always saved. On top of it, an evaluated step is saved
-when, since the last checkpoint, test accuracy or train accuracy moved by `ckpt_acc_delta` or log test loss by
+A log-spaced floor (step 0 and the last step included) is always saved, and with `ckpt_every` N every N-th step
+too (regular checkpoints, outside the budget). On top of them, an evaluated step is saved when, since the last checkpoint, test accuracy or train accuracy moved by `ckpt_acc_delta` or log test loss by
 `ckpt_loss_delta`, as long as the budget (count and MiB) still leaves room for the floor steps to come.
 """
 
@@ -39,7 +39,7 @@ class CheckpointPolicy:
         return min(self.cfg.ckpt_max, int(self.cfg.ckpt_max_mb * 2**20 / per))
 
     def want(self, step: int, m: dict[str, Any]) -> bool:
-        if step in self._floor_set:
+        if step in self._floor_set or (self.cfg.ckpt_every and step % self.cfg.ckpt_every == 0):
             return True
         floor_left = sum(1 for s in self.floor if s > step)
         if self.count + floor_left + 1 > self.budget():

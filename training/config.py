@@ -181,6 +181,7 @@ class CheckpointConfig:
         ckpt_loss_delta: ... or when log test loss moved this much.
         ckpt_max: budget on the number of checkpoints.
         ckpt_max_mb: budget on their total size in MiB.
+        ckpt_every: also checkpoint every N steps, whatever the budget (a multiple of eval_every; 0 = off).
     """
 
     ckpt_floor: int = 40
@@ -188,6 +189,7 @@ class CheckpointConfig:
     ckpt_loss_delta: float = 0.25
     ckpt_max: int = 400
     ckpt_max_mb: float = 1024.0
+    ckpt_every: int = 0
 
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "ckpt": CheckpointConfig}
@@ -321,6 +323,9 @@ def validate(cfg: RunConfig) -> None:
     _need(m.d_mlp > 0 or m.model in attention_only,
           f"--d-mlp must be positive (0 = attention-only, {choices(attention_only)} only), got {m.d_mlp}")
     _need(cfg.ckpt.ckpt_floor <= cfg.ckpt.ckpt_max, "need 2 <= --ckpt-floor <= --ckpt-max")
+    _need(cfg.ckpt.ckpt_every % cfg.train.eval_every == 0,
+          f"--ckpt-every must be a multiple of --eval-every ({cfg.train.eval_every}): checkpoints are taken at "
+          f"evaluations, got {cfg.ckpt.ckpt_every}")
     shape = task_shape(cfg.task)
     check_pairing(model_spec(m.model), shape.name, vectors=shape.d_vocab == 0, sequence=shape.sequence)
     # token tasks are the classification ones (cross-entropy); vector tasks train MSE or the hinge loss

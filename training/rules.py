@@ -75,6 +75,7 @@ CHECKS: dict[str, Rule] = {
     # ckpt (the floor is laid out as an array of that many steps before training starts)
     "ckpt_floor": _in(2, MAX_CKPT_FLOOR, "[]"), "ckpt_max": _at_least(2), "ckpt_acc_delta": _at_least(0),
     "ckpt_loss_delta": _at_least(0), "ckpt_max_mb": _positive(),
+    "ckpt_every": _at_least(0, " (0 = off)"),
 }
 
 

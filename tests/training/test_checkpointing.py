@@ -38,3 +38,40 @@ def test_disk_budget():
             policy.saved(m, 100 * 2**10)  # 100 KiB each -> 10 fit in 1 MiB
             n += 1
     assert n <= 11
+
+
+def test_ckpt_every_adds_regular_checkpoints_outside_the_budget():
+    """A budget of 6 with a 2-step floor leaves 4 adaptive checkpoints; --ckpt-every 100 adds every 100th step."""
+    cfg = CheckpointConfig(ckpt_floor=2, ckpt_max=6, ckpt_acc_delta=1.0, ckpt_loss_delta=100.0, ckpt_every=100)
+    policy = CheckpointPolicy(cfg, 1000, 10)
+    saved = []
+    for step in range(0, 1001, 10):
+        m = _metrics(step, 0.5)
+        if policy.want(step, m):
+            policy.saved(m, 1000)
+            saved.append(step)
+    assert set(range(0, 1001, 100)) <= set(saved)
+    without = CheckpointPolicy(CheckpointConfig(ckpt_floor=2, ckpt_max=6, ckpt_acc_delta=1.0, ckpt_loss_delta=100.0),
+                               1000, 10)
+    assert not set(range(100, 1000, 100)) <= {s for s in range(0, 1001, 10) if without.want(s, _metrics(s, 0.5))}
+
+
+def test_ckpt_every_trains_regular_checkpoints_and_must_sit_on_the_eval_grid(tmp_path):
+    import pytest
+
+    from tests.conftest import run_cli
+    from training.config import ConfigError, validate
+    from training.rundir import Run
+    from tests.conftest import tiny_config
+
+    r = run_cli("--p", "11", "--frac", "0.5", "--d-model", "16", "--n-heads", "2", "--d-head", "8", "--d-mlp", "32",
+                "--steps", "60", "--eval-every", "10", "--ckpt-floor", "2", "--ckpt-max", "10", "--ckpt-acc-delta", "2",
+                "--ckpt-loss-delta", "100", "--ckpt-every", "20", "--device", "cpu", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    run = Run(tmp_path / "run")
+    assert {0, 20, 40, 60} <= set(run.checkpoint_steps) and run.checkpoint_steps == run.steps
+    assert run.config.ckpt.ckpt_every == 20
+    with pytest.raises(ConfigError, match="multiple of --eval-every"):
+        validate(tiny_config(ckpt_every=15))
+    bad = run_cli("--ckpt-every", "15", "--eval-every", "10", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and not (tmp_path / "bad").exists()
