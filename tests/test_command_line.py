@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import ROOT
 
 COMMANDS = ["training.run", "analyses.fourier", "analyses.cosets", "analyses.sparsity", "analyses.landscape",
-            "analyses.reduced_landscape", "analyses.report", "analyses.sequence", "analyses.explore"]
+            "analyses.reduced_landscape", "analyses.report", "analyses.sequence", "analyses.explore",
+            "training.import_tl"]
 
 # One bad input per command that only flag parsing and config validation can see.
 BAD = {
@@ -26,6 +27,7 @@ BAD = {
     "analyses.report": ["--scale", "smoke", "--only", "nosuch"],
     "analyses.sequence": ["{run}", "--threshold", "2"],
     "analyses.explore": ["{run}", "--out", "{run}"],
+    "training.import_tl": ["{run}/nosuch.pth", "--out", "{run}/imported"],
 }
 
 # Runs the command in a fresh interpreter and reports which heavy modules it imported (sys.modules, not time).

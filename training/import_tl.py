@@ -47,7 +47,8 @@ def make_parser() -> Parser:
     p = Parser(prog=PROG, description="Turn a TransformerLens grokking run (the Grokking demo's saved file) into "
                                       "a run directory.")
     p.add_argument("file", type=Path, help="the torch.save file (read with torch.load(weights_only=True))")
-    p.add_argument("--out", type=Path, required=True, help="the new run directory (must not exist, or be empty)")
+    p.add_argument("--out", type=Path, default=None, help="the new run directory (required; must not exist, or be "
+                                                          "empty)")
     p.add_argument("--task", default="add", help="the modular task it was trained on (default: add)")
     return p
 
@@ -153,6 +154,10 @@ def evaluate(model, data) -> dict[str, float]:
 def body(args: argparse.Namespace) -> int:
     import dataclasses
 
+    if args.out is None:
+        raise ConfigError("--out RUN_DIR is required: the run directory to write")
+    if not args.file.is_file():  # before torch is imported: a wrong path answers at once
+        raise RunDirError(f"{args.file}: no such file")
     from training.models import build_model
     from training.rundir import check_out_dir
     from training.tasks import build_task
