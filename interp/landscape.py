@@ -30,6 +30,7 @@ from torch.func import functional_call
 
 from training.constants import EVAL_CHUNK
 from training.losses import accuracy, compute_loss
+from training.models import scoring_module
 from training.tasks import TaskData
 
 if TYPE_CHECKING:  # the curves' type only: interp reads training's results, it never trains
@@ -105,7 +106,9 @@ class LandscapeSlice:
 
 @torch.no_grad()
 def _outputs(model: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([functional_call(model, params, (x[i: i + EVAL_CHUNK],)) for i in range(0, len(x), EVAL_CHUNK)])
+    """The logits the task's loss reads (the answer's; every position for sequence tasks) with `params`."""
+    scored = scoring_module(model)
+    return torch.cat([functional_call(scored, params, (x[i: i + EVAL_CHUNK],)) for i in range(0, len(x), EVAL_CHUNK)])
 
 
 @torch.no_grad()

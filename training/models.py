@@ -61,6 +61,10 @@ class GrokModel(HookedRootModule):
         """[batch, d_vocab_out] the logits at the answer (the last position; the only one without positions)."""
         return self(x)
 
+    def scored_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """What the task's loss reads (training, evaluation): the forward's output for a model without positions."""
+        return self(x)
+
     def logits_at_answer(self, out: torch.Tensor) -> torch.Tensor:
         """[batch, d_vocab_out] the answer's logits from a forward's output (`run_with_cache`, `run_with_hooks`)."""
         return out[:, -1] if out.ndim == 3 else out

@@ -31,7 +31,7 @@ from training.memberdata import ROWS, MemberData, loss_weights, padded
 from training.config import RunConfig
 from training.config import ConfigError
 from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses, softmax_collapse, target_metrics
-from training.models import build_model
+from training.models import build_model, scoring_module
 from training.optim import StackedOptimizer
 from training.schedule import MemorisationSwitch, lr_at
 from training.tasks import TaskData

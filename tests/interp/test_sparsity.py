@@ -152,7 +152,7 @@ def test_transformer_mlp_neurons_cumsum_matches_zeroing_hook_post():
         keep = torch.zeros(32, dtype=torch.bool)
         keep[torch.as_tensor(order[:m])] = True
         with torch.no_grad():
-            hooked = model.run_with_hooks(x, fwd_hooks=[(h.hook, lambda act, hook, keep=keep: act * keep)])
+            hooked = model.run_with_hooks(x, fwd_hooks=[(h.hook, lambda act, hook, keep=keep: act * keep)])[:, -1]
         assert torch.allclose(ab.outputs(keep), hooked.double(), atol=1e-5)
         assert curve[m] == pytest.approx((hooked.argmax(-1) == y).double().mean().item())
     es = sp.effective_sparsity(model, x, y, "ce")
