@@ -39,8 +39,8 @@ def to_grid(act: torch.Tensor, s: ModularStructure) -> torch.Tensor:
 
 
 def grid_cache(model: torch.nn.Module, s: ModularStructure, names_filter=None):
-    """(logits [n*n, n_ctx, d_vocab_out], ActivationCache) on every operand pair of the grid of `s`, full positions
-    (the answer's logits: `logits[:, -1]`):
+    """(logits, ActivationCache) on every operand pair of the grid of `s`, full positions (the transformer's logits
+    [n*n, n_ctx, d_vocab_out], the answer's `logits[:, -1]`; `logits_at_answer(logits)` of any of our models):
     `to_grid(cache["post", 0][:, -1], s)` is the demo's neuron activations over (a, b) [n, n, d_mlp]."""
     return cache_on(model, s.tokens, names_filter)
 
