@@ -75,8 +75,9 @@ class SweepSpec:
 _SWEEP_CKPT = SWEEP_CKPT
 
 SWEEPS: dict[str, SweepSpec] = {
-    # H1 (the grokking blog, seed 003): raising weight decay once the training set is memorised speeds up
-    # generalisation, up to a threshold past which nothing generalises. parity-blog, wd 0.01 until 100% train acc.
+    # H1 (Fuangkawinsombut and Somsirivattana's blog "Grokking"): raising weight decay once the training set is
+    # memorised speeds up generalisation, up to a threshold past which nothing generalises. parity-blog, wd 0.01 until
+    # 100% train acc.
     "h1": SweepSpec("parity-blog", {"wd_after_memorisation": [0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.3, 1.0]},
                     overrides={"steps": 5000, "stop_after_gen": 0, "eval_every": 10, **_SWEEP_CKPT},
                     doc="H1: weight decay switched on at memorisation (parity-blog)"),
@@ -130,8 +131,8 @@ SWEEPS.update({
     "accel-nanda": SweepSpec("nanda2023", {}, overrides={"steps": 1500, "stop_after_gen": 0, **_SWEEP_CKPT},
                              variants={**accel_methods(512), "adamw": {"steps": 15000}},
                              doc="regularisers and accelerators (nanda2023; 1500 steps, adamw until it generalises)"),
-    # Hu et al. 2023 (seed 001), Figure 5: final test accuracy within 1800 steps against the training fraction,
-    # (x+y) mod 97. Runs stop once generalised (their final accuracy is then >= 99%).
+    # Hu, Zhou and Yu, "Exploring Grokking" (2023), Figure 5: final test accuracy within 1800 steps against the training
+    # fraction, (x+y) mod 97. Runs stop once generalised (their final accuracy is then >= 99%).
     "accel-budget": SweepSpec("default", {"frac": [0.3, 0.5, 0.7]}, seeds=[0],
                               overrides={**_BUDGET_TASK, "steps": 1800, "eval_every": 100, "stop_after_gen": 0,
                                          **_SWEEP_CKPT},
