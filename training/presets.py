@@ -78,16 +78,11 @@ PRESETS: dict[str, RunConfig] = {
                           float64_loss=False),
         train=TrainConfig(steps=10_000, eval_every=20, seed=0),
     ),
-    # Merrill et al. 2023: (40, 3)-parity, N = 1000 training samples (1000 test), one hidden ReLU layer of width
-    # 1000, hinge loss, SGD lr 0.1, batch 32, weight decay 0.01.
-    "merrill2023": RunConfig(
-        task=TaskConfig(task="parity", n_bits=40, k=3, n_train=1000, n_test=1000, split_seed=0),
-        model=ModelConfig(model="mlp", n_layers=1, d_mlp=1000, act_fn="relu"),
-        optim=OptimConfig(optimizer="sgd", lr=0.1, wd=0.01, momentum=0.0, warmup_steps=0, batch_size=32,
-                          float64_loss=False),
-        train=TrainConfig(steps=30_000, eval_every=50, seed=0),
-    ),
 }
+# Merrill et al. 2023: (40, 3)-parity, N = 1000 training samples (1000 test), one hidden ReLU layer of width 1000;
+# their hinge loss and SGD (lr 0.1, batch 32, weight decay 0.01), which "parity-blog" borrows.
+PRESETS["merrill2023"] = PRESETS["parity-blog"].replace(n_bits=40, k=3, n_train=1000, n_test=1000, d_mlp=1000,
+                                                        steps=30_000, eval_every=50)
 
 # Omnigrok (Liu, Michaud, Tegmark 2023). Teacher-student regression: a 5-100-100-5 tanh student on 100 Gaussian
 # inputs labelled by a fixed teacher of the same shape. Its reduced landscape (python -m analyses.reduced_landscape
