@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from training.constants import SWEEP_CKPT  # noqa: F401  (re-exported)
 from training.errors import GrokscopeError
 from training.sweep import SweepSpec
 

@@ -83,6 +83,9 @@ class Group:
         np.put_along_axis(inv, self.perms, np.arange(self.degree)[None].repeat(self.order, 0), axis=1)
         return self.index_of(inv)
 
+    def mul(self, a: int, b: int) -> int:
+        return int(self.table[a, b])
+
     # --- cycle notation --------------------------------------------------------------------------------------
 
     def cycles(self, i: int) -> list[tuple[int, ...]]:
