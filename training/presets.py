@@ -287,17 +287,19 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def make_parser() -> Parser:
+    p = Parser(prog="training.presets", description="List the named run configs.")
+    p.add_argument("--markdown", action="store_true", help="print the README's presets table")
+    return p
+
+
+def body(args) -> int:
+    print(markdown_table() if args.markdown else "\n".join(PRESETS), end="" if args.markdown else "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    def parser() -> Parser:
-        p = Parser(prog="training.presets", description="List the named run configs.")
-        p.add_argument("--markdown", action="store_true", help="print the README's presets table")
-        return p
-
-    def body(args) -> int:
-        print(markdown_table() if args.markdown else "\n".join(PRESETS), end="" if args.markdown else "\n")
-        return 0
-
-    return main_entry("training.presets", parser, body, argv)
+    return main_entry("training.presets", make_parser, body, argv)
 
 
 if __name__ == "__main__":
