@@ -62,6 +62,15 @@ PRESETS: dict[str, RunConfig] = {
         train=TrainConfig(steps=5000, eval_every=50, seed=0),
         ckpt=CheckpointConfig(ckpt_floor=60),
     ),
+    # Power et al.'s S5 transformer (x*y in S5) cut to a 2-core CPU: TBD
+    "s5-transformer-cpu": RunConfig(
+        task=TaskConfig(task="group_mul", group="S5", frac=0.5, split_seed=0),
+        model=ModelConfig(model="transformer", n_layers=1, d_model=64, n_heads=4, d_head=16, d_mlp=256),
+        optim=OptimConfig(optimizer="adamw", lr=3e-3, wd=1.0, beta1=0.9, beta2=0.98, warmup_steps=10,
+                          batch_size=1024, float64_loss=False),
+        train=TrainConfig(steps=8000, eval_every=50, seed=0, stop_after_gen=500),
+        ckpt=CheckpointConfig(ckpt_floor=60),
+    ),
     # The grokking blog (seed 003): (50, 2)-parity, 300 train / 100 test samples, one hidden ReLU layer of width
     # 500, lr 0.1, wd 0.01. The blog names neither loss nor optimiser; we take Merrill et al.'s: hinge loss, SGD
     # with batch 32 (L2 weight decay, no momentum, no warmup). Memorises by ~200 steps, generalises by ~2k.
