@@ -77,8 +77,8 @@ def cosets_settings(scale: str, data_path: str = "") -> dict[str, Any]:
     every = "2" if scale == "cpu" else "4"
     dev = ["the seed's model and budget are not stated; ours: Chughtai et al.'s MLP narrowed to 64-wide embeddings, "
            "60% of the pairs, full batch, 5000 steps; and a transformer cut from Power et al.'s to 1 layer of width 64 "
-           "(theirs: 2 layers of 128), 50% of the pairs, AdamW lr 3e-3 wd 1 with batches of 2048 (theirs: lr 1e-3, "
-           "512), stopped 500 steps after generalising (at most 6000 steps, theirs 1e5)", "3 seeds"] \
+           "(theirs: 2 layers of 128), 60% of the pairs (theirs: 50%), AdamW lr 3e-3 wd 1 with batches of 2048 (theirs: "
+           "lr 1e-3, 512), stopped 500 steps after generalising (at most 12000 steps, theirs 1e5)", "3 seeds"] \
         if scale == "cpu" else ["3 seeds"]
     return {"sweeps": {m: single(p, [0, 1, 2], {}) for m, p in COSET_PRESETS[scale].items()},
             "argv": ["--every", every], "deviations": dev}
