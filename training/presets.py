@@ -66,7 +66,7 @@ PRESETS: dict[str, RunConfig] = {
     # 4 heads x 16, d_mlp 256, no LayerNorm, 60% train (Chughtai et al.'s transformer fraction), AdamW lr 3e-3 wd 1
     # betas (0.9, 0.98), batches of 2048 (not 512), at most 12k steps, stopped 500 steps after generalising. The
     # seeds differ a lot: one fits and generalises together (~1.4k steps), others fit by ~2.5k-5.4k and reach 99%
-    # test accuracy only thousands of steps later (at 6k steps: 93% and 16%). Tried and dropped: 50% train (one seed
+    # test accuracy only thousands of steps later (at 6k steps: 95% and 29%). Tried and dropped: 50% train (one seed
     # in three fit only 95% of its pairs in 6k steps); full batch (fit by ~300 steps, test accuracy 0.7% after
     # 2100); batches of 1024 at 40% (89% of the pairs fit after 5200 steps).
     "s5-transformer-cpu": RunConfig(
