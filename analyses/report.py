@@ -35,6 +35,7 @@ from analyses import report_frac as rf
 from analyses import report_omnigrok as om
 from analyses import report_ops as ro
 from analyses import report_parity as rp
+from analyses import report_cosets as rc
 from analyses import report_runs as rr
 from analyses import report_sequence as rq
 from analyses.report_checks import SOURCES, VERDICT_RULE, contradiction_note, evaluate, verdict
@@ -52,8 +53,8 @@ SECTIONS: list[SectionDef] = [
                ro.operations_settings, ro.operations_run, "3"),
     SectionDef("optimisers", "Optimisers and regularisers within a budget", ro.OPT_CHECKS, ro.OPT_UNTESTED,
                ro.optimisers_settings, ro.optimisers_run, "4"),
-    SectionDef("cosets", "S5: which subgroup's cosets the output embedding clusters by", rr.COSET_CHECKS,
-               rr.COSET_UNTESTED, rr.cosets_settings, rr.cosets_run, "5"),
+    SectionDef("cosets", "S5: which subgroup's cosets the output embedding clusters by", rc.COSET_CHECKS,
+               rc.COSET_UNTESTED, rc.cosets_settings, rc.cosets_run, "5"),
     SectionDef("omnigrok", "Omnigrok: init scale, weight decay, the LU landscape, data size, norm decay",
                om.OMNI_CHECKS, om.OMNI_UNTESTED, om.omnigrok_settings, om.omnigrok_run, "6"),
     SectionDef("parity", "Parity: H1, H2, the spectral-norm progress measure, effective sparsity", rp.PARITY_CHECKS,

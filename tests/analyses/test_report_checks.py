@@ -102,14 +102,19 @@ OPT_NULL = {"flat": opt_ev({m: [0.004, 0.01, 0.01] for m in OPT_WD}, None),
 # --- cosets ----------------------------------------------------------------------------------------------------
 
 
-def coset(s_gen, structure, conjugate):
+def coset(s_gen, structure, conjugate, tsne_ari=0.9):
     m = {"S_gen": s_gen, "structure": structure, "conjugate": conjugate, "subgroup": "<(0 3)(1 4), (1 2)(3 4)>",
-         "side": "left", "order": 10, "ari": 0.9, "asked_ari": 0.9, "partition": 0, "from_step": 1000}
+         "side": "left", "order": 10, "ari": 0.9 if structure else 0.05, "asked_ari": 0.9, "partition": 0,
+         "from_step": 1000, "tsne_ari": tsne_ari, "tsne_match": "left cosets of <(0 3)(1 4), (1 2)(3 4)>"}
     return seeds({"models": {"mlp": m, "transformer": m}, "generalised": 2 * (s_gen is not None)})
 
 
-COSET_POS = [(coset(2000, True, True), {"cosets.mlp", "cosets.transformer"})]
-COSET_NULL = {"flat": coset(None, False, False), "shuffled": coset(None, True, True)}
+COSET_POS = [(coset(2000, True, True), {"cosets.mlp", "cosets.transformer", "cosets.mlp.tsne",
+                                        "cosets.transformer.tsne"})]
+# learned nothing; memorised the training pairs only; generalised, but with W_U's rows in no coset order (as rows
+# shuffled across the elements would be)
+COSET_NULL = {"flat": coset(None, False, False, 0.0), "shuffled": coset(None, True, True),
+              "rows shuffled": coset(2000, False, False, 0.02)}
 
 # --- omnigrok --------------------------------------------------------------------------------------------------
 
@@ -264,3 +269,26 @@ def test_claims_are_quoted_from_the_seed_documents():
                 frag, doc = _normalise(part), docs[c.source]
                 words = re.findall(r"[a-z]{4,}", frag)
                 assert frag in doc or (words and all(w in doc for w in words)), (sec.name, part)
+
+
+def test_the_tsne_reading_finds_planted_cosets_and_not_shuffled_rows():
+    """The t-SNE check's measurement on S5 rows: rows planted on the left cosets of a conjugate of the seed's
+    subgroup (one centre per coset, small noise) are found (ARI near 1); the same rows shuffled across the elements
+    are not (ARI near 0)."""
+    import numpy as np
+
+    from analyses.cosets import parse_subgroup
+    from analyses.report_cosets import S5_SUBGROUP, TSNE_MIN_ARI, tsne_agreement
+    from interp.cosets import coset_partitions
+    from interp.groups import get_group
+
+    G = get_group("S5")
+    asked = parse_subgroup(G, S5_SUBGROUP)
+    parts = [p for p in coset_partitions(G) if p.subgroup.conj_class == asked.conj_class]
+    assert len(parts) == 12 and {p.n_cosets for p in parts} == {12} and asked.order == 10
+    rng = np.random.default_rng(0)
+    planted = parts[5]
+    X = rng.normal(size=(12, 32))[planted.labels] + 0.05 * rng.normal(size=(120, 32))
+    found = tsne_agreement(X, G, asked.conj_class)
+    assert found["tsne_ari"] > 0.9 and found["tsne_match"] == planted.describe()
+    assert tsne_agreement(X[rng.permutation(120)], G, asked.conj_class)["tsne_ari"] < TSNE_MIN_ARI / 2

@@ -60,3 +60,16 @@ def test_nanda2023_is_the_canonical_run():
 def test_power2022_preset():
     c = get_preset("power2022")
     assert (c.task.p, c.task.frac, c.model.n_layers, c.optim.batch_size, c.train.steps) == (97, 0.5, 2, 512, 100_000)
+
+
+def test_every_preset_is_in_a_presets_table_of_the_docs():
+    """A preset is documented where a reader looks for it: a table row of the README or a docs page naming it in
+    backticks (`name` or `--preset name`)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    rows = [line for f in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+            for line in f.read_text().splitlines() if line.startswith("|")]
+    missing = [n for n in PRESETS if not any(re.search(rf"`(--preset )?{re.escape(n)}`", r) for r in rows)]
+    assert not missing, f"presets in no docs table: {missing}"

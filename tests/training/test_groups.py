@@ -99,7 +99,7 @@ def test_group_task_split_is_seeded_and_unknown_group_is_a_config_error():
         build_task(TaskConfig(task="group_mul", group="Q8"))
 
 
-@pytest.mark.parametrize("name", ["power2022-s5", "chughtai-s5", "s5-cpu"])
+@pytest.mark.parametrize("name", ["power2022-s5", "chughtai-s5", "s5-cpu", "s5-transformer-cpu"])
 def test_s5_presets_build(name):
     from training.config import validate
     from training.models import build_model
