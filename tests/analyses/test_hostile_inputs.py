@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from analyses import fourier, hypotheses, report
 from analyses import sweep as analyses_sweep
-from analyses.report_common import SectionDef, SectionSkipped
+from analyses.report.common import SectionDef, SectionSkipped
 from tests.conftest import ROOT, tiny_config
 from training.loop import train
 from training.rundir import Run

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from analyses import report
-from analyses.report_checks import verdict
-from analyses.report_common import VERDICTS
-from analyses.report_ops import min_fraction_any, min_fraction_from, optimisers_settings
-from analyses.report_parity import decline_fall, decline_peak
+from analyses.report.checks import verdict
+from analyses.report.common import VERDICTS
+from analyses.report.sections.operations import min_fraction_any, min_fraction_from
+from analyses.report.sections.optimisers import optimisers_settings
+from analyses.report.sections.parity import decline_fall, decline_peak
 
 NOT_LANDED = "not landed"
 
@@ -131,7 +132,7 @@ def test_gpu_dry_run_plans_the_seeds_settings_and_writes_nothing(tmp_path, capsy
 
 
 def test_the_optimisers_section_reads_the_accelerator_sweep_with_its_methods(monkeypatch):
-    from analyses.report_common import SectionSkipped
+    from analyses.report.common import SectionSkipped
     from training import sweep
 
     st = optimisers_settings("cpu")["sweeps"]

@@ -13,10 +13,14 @@ from pathlib import Path
 import pytest
 
 from analyses import report
-from analyses import report_frac as rf
-from analyses import report_ops as ro
-from analyses.report_checks import SOURCES, CheckDef, Rule, evaluate, verdict
+from analyses.report.sections import architectures as ra
+from analyses.report.sections import frac as rf
+from analyses.report.sections import operations as ro
+from analyses.report.sections import optimisers as rz
+from analyses.report.checks import SOURCES, CheckDef, Rule, evaluate, verdict
 from training.sweep import METHOD
+
+SECTIONS = {s.name: s for s in report.SECTIONS}
 
 SEEDS3, SEEDS5 = [0, 1, 2], [0, 1, 2, 3, 4]
 
@@ -56,8 +60,8 @@ FRAC_NULL = {"flat": frac_ev([(f, None, None) for f in FRACS]),
 
 
 def arch_ev(t, lstm, mlp):
-    return rf.architectures_evidence({m: rows_for([({"frac": 0.5}, a, b, None)]) for m, (a, b) in
-                                      zip(rf.MODELS, (t, lstm, mlp))})
+    return ra.architectures_evidence({m: rows_for([({"frac": 0.5}, a, b, None)]) for m, (a, b) in
+                                      zip(ra.MODELS, (t, lstm, mlp))})
 
 
 ARCH_POS = [(arch_ev((100, 1500), (100, 400), (100, 300)), {"arch.sha.transformer", "arch.sha.lstm", "arch.sha.mlp"}),
@@ -90,7 +94,7 @@ OPT_WD = {"adamw": 1.0, "adamw-full-batch": 1.0, "adam-no-wd": 0.0, "sgd-momentu
 def opt_ev(acc: dict[str, list[float]], s_mem):
     pts = [({METHOD: m, "frac": f}, s_mem, 500 if a >= 0.99 else None, a) for m, v in acc.items()
            for f, a in zip((0.3, 0.5, 0.7), v)]
-    return ro.optimisers_evidence(rows_for(pts), OPT_WD)
+    return rz.optimisers_evidence(rows_for(pts), OPT_WD)
 
 
 OPT_POS = [(opt_ev({"adamw": [0.5, 1.0, 1.0], "adamw-full-batch": [0.2, 0.8, 1.0], "adam-no-wd": [0.05, 0.3, 0.7],
@@ -136,7 +140,7 @@ LU = {"lu": True, "train_shape": "L", "test_shape": "U", "w_c": 5.0, "norm_at_al
 NO_LU = {"lu": False, "train_shape": "flat", "test_shape": "flat", "w_c": 1.0, "norm_at_alpha_1": 2.0}
 OMNI_POS = [(omni({0.0: (100, None), 0.3: (100, 3000), 1.0: (100, 1000), 3.0: (110, 330)}, (100, 150), (2.0, True),
                   LU, [(250, None), (500, 4000), (1000, 2000)]),
-             {c.id for c in report.om.OMNI_CHECKS})]
+             {c.id for c in SECTIONS["omnigrok"].checks})]
 OMNI_NULL = {"flat": omni({wd: (None, None) for wd in (0.0, 0.3, 1.0)}, (None, None), (0.004, False), NO_LU,
                           [(250, None), (1000, None)]),
              "shuffled": omni({wd: (100, None) for wd in (0.0, 0.3, 1.0)}, (100, None), (0.004, False), NO_LU,
@@ -154,7 +158,7 @@ def parity(h1, h2, mem, gen, sparsity=6):
 
 
 PARITY_POS = [(parity([2000, 1500, 800, 1200, None], [1000, 1200, 1500, None, None], 100, 1600),
-               {c.id for c in report.rp.PARITY_CHECKS})]
+               {c.id for c in SECTIONS["parity"].checks})]
 PARITY_NULL = {"flat": parity([None] * 5, [None] * 5, None, None, 400),
                "shuffled": parity([None] * 5, [None] * 5, 100, None, 400)}
 
@@ -173,7 +177,7 @@ def seq(changes, fit, drop, final):
 
 
 SEQ_POS = [(seq(lambda i: {"step": 300 + 100 * i, "start": 200 + 100 * i, "end": 260 + 100 * i, "plateau": 2.3,
-                           "final": 0.01}, 200, 2000, (1e-8, 0.1)), {c.id for c in report.rq.SEQ_CHECKS})]
+                           "final": 0.01}, 200, 2000, (1e-8, 0.1)), {c.id for c in SECTIONS["sequence"].checks})]
 SEQ_NULL = {"flat": seq(lambda i: None, None, None, (2.3, 2.3)),
             # memorised, never generalised; the only fall is the first one from the random initialisation
             "shuffled": seq(lambda i: {"step": 20, "start": 0, "end": 40, "plateau": 4.8, "final": 2.3}, 100, None,
@@ -183,7 +187,6 @@ CASES = {"frac": (FRAC_POS, FRAC_NULL), "architectures": (ARCH_POS, ARCH_NULL), 
          "optimisers": (OPT_POS, OPT_NULL), "cosets": (COSET_POS, COSET_NULL), "omnigrok": (OMNI_POS, OMNI_NULL),
          "parity": (PARITY_POS, PARITY_NULL), "progress": (PROGRESS_POS, PROGRESS_NULL),
          "sequence": (SEQ_POS, SEQ_NULL)}
-SECTIONS = {s.name: s for s in report.SECTIONS}
 
 
 def test_every_section_has_fixtures_and_every_check_a_positive_one():
@@ -278,7 +281,7 @@ def test_the_tsne_reading_finds_planted_cosets_and_not_shuffled_rows():
     import numpy as np
 
     from analyses.cosets import parse_subgroup
-    from analyses.report_cosets import S5_SUBGROUP, TSNE_MIN_ARI, tsne_agreement
+    from analyses.report.sections.cosets import S5_SUBGROUP, TSNE_MIN_ARI, tsne_agreement
     from interp.cosets import coset_partitions
     from interp.groups import get_group
 

@@ -49,7 +49,7 @@ def plugins(tmp_path, monkeypatch):
 
 
 def test_the_page_holds_one_module_per_kind():
-    assert set(modules_on_the_page()) == {"toy_task", "toy_model", "toy_transform"}
+    assert set(modules_on_the_page()) == {"toy_task", "toy_model", "toy_transform", "toy_section"}
 
 
 def test_a_toy_task_registers_and_trains(plugins, tmp_path):

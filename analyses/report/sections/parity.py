@@ -1,6 +1,6 @@
 """The report's parity section (analyses.report, fig. 7): the grokking blog's H1 and H2 sweeps, the spectral norm
 of the hidden layer as a progress measure, and the learned network's effective sparsity (Merrill et al.'s
-2^k-neuron circuit), five seeds as the blog averages five runs. Pre-registered checks (analyses.report_checks).
+2^k-neuron circuit), five seeds as the blog averages five runs. Pre-registered checks (analyses.report.checks).
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from analyses.report_checks import CheckDef, Rule, Untested, num
-from analyses.report_common import SMOKE_CKPT, Ctx, Outcome, Table, analysis, failed_note, save_figure, single
+from analyses.report.checks import CheckDef, Rule, Untested, num
+from analyses.report.common import (Ctx, Outcome, SMOKE_CKPT, SectionDef, Table, analysis, failed_note, save_figure,
+                                    single)
 from training.sweep import SWEEPS, SweepSpec, fmt
 
 Q_H1 = ("If we increase the weight decay w in the optimizer after the model has achieved memorization, then the model "
@@ -218,3 +219,8 @@ def _spectral_figure(per_run: list[dict[str, Any]]):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+SECTION = SectionDef("parity",
+                     "Parity: H1, H2, the spectral-norm progress measure, effective sparsity",
+                     PARITY_CHECKS, PARITY_UNTESTED, parity_settings, parity_run, figure="7")

@@ -11,7 +11,7 @@ ROOT/<scale>/<section>/ (default ROOT: checkpoints/report), so a second invocati
 resumes interrupted ones; runs the existing analyses on them in-process; and writes DIR/report.json,
 DIR/report.md and DIR/index.html (static: PNGs beside it, no external assets; default DIR:
 ROOT/<scale>/report; --md FILE also writes the markdown there, its figure links into DIR). Each section tests its
-pre-registered checks (analyses.report_checks: the claim quoted from a seed document, the seed's number, the rule
+pre-registered checks (analyses.report.checks: the claim quoted from a seed document, the seed's number, the rule
 and its history, the least evidence) on every seed, and gives a verdict from them (VERDICT_RULE): reproduced,
 partly, not, or "not run: <reason>" where what it needs has not landed or it failed. The summary at the top gives
 per section the verdict, the seeds, each deviation from the seeds' settings and the training wall time (recorded
@@ -31,39 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analyses import report_frac as rf
-from analyses import report_omnigrok as om
-from analyses import report_ops as ro
-from analyses import report_parity as rp
-from analyses import report_cosets as rc
-from analyses import report_runs as rr
-from analyses import report_sequence as rq
-from analyses.report_checks import SOURCES, VERDICT_RULE, contradiction_note, evaluate, verdict
-from analyses.report_common import SCALES, Ctx, SectionDef, SectionSkipped, spec_summary
-from analyses.report_write import check_report_dir, claim_report_dir, write_report
+from analyses.report.checks import SOURCES, VERDICT_RULE, contradiction_note, evaluate, verdict
+from analyses.report.sections import SECTIONS
+from analyses.report.common import SCALES, Ctx, SectionDef, SectionSkipped, spec_summary
+from analyses.report.write import check_report_dir, claim_report_dir, write_report
 from training.cli import Parser, json_safe, main_entry, positive_int, require
 from training.errors import GrokscopeError
 
-SECTIONS: list[SectionDef] = [
-    SectionDef("frac", "Steps to generalise against the training fraction", rf.FRAC_CHECKS, rf.FRAC_UNTESTED,
-               rf.frac_settings, rf.frac_run, "1"),
-    SectionDef("architectures", "Transformer, LSTM and MLP on (x+y) mod p", rf.ARCH_CHECKS, rf.ARCH_UNTESTED,
-               rf.architectures_settings, rf.architectures_run, "2"),
-    SectionDef("operations", "Minimum training fraction per operation", ro.OPS_CHECKS, ro.OPS_UNTESTED,
-               ro.operations_settings, ro.operations_run, "3"),
-    SectionDef("optimisers", "Optimisers and regularisers within a budget", ro.OPT_CHECKS, ro.OPT_UNTESTED,
-               ro.optimisers_settings, ro.optimisers_run, "4"),
-    SectionDef("cosets", "S5: which subgroup's cosets the output embedding clusters by", rc.COSET_CHECKS,
-               rc.COSET_UNTESTED, rc.cosets_settings, rc.cosets_run, "5"),
-    SectionDef("omnigrok", "Omnigrok: init scale, weight decay, the LU landscape, data size, norm decay",
-               om.OMNI_CHECKS, om.OMNI_UNTESTED, om.omnigrok_settings, om.omnigrok_run, "6"),
-    SectionDef("parity", "Parity: H1, H2, the spectral-norm progress measure, effective sparsity", rp.PARITY_CHECKS,
-               rp.PARITY_UNTESTED, rp.parity_settings, rp.parity_run, "7"),
-    SectionDef("progress", "Nanda et al.'s setting: grokking and its progress measures", rr.PROGRESS_CHECKS,
-               rr.PROGRESS_UNTESTED, rr.progress_settings, rr.progress_run, "8"),
-    SectionDef("sequence", "Sequence tasks: phase changes and grokking on limited data", rq.SEQ_CHECKS,
-               rq.SEQ_UNTESTED, rq.sequence_settings, rq.sequence_run, "9"),
-]
 NAMES = [s.name for s in SECTIONS]
 DEFAULT_ROOT = Path("checkpoints") / "report"
 
@@ -247,7 +221,7 @@ def publish_md(out: Path, md: Path) -> None:
     import json
     import os
 
-    from analyses.report_render import markdown
+    from analyses.report.render import markdown
     from training.rundir import atomic_write_bytes
 
     rep = json.loads((out / "report.json").read_text())

@@ -1,4 +1,4 @@
-"""The report as markdown and as a static HTML page (analyses.report_write writes them): a summary table up front
+"""The report as markdown and as a static HTML page (analyses.report.write writes them): a summary table up front
 (verdict, seeds, checks holding, each deviation from the seeds' settings, training wall time), then per section
 its checks (claim, source, the seed's number, rule, k/n seeds, per-seed values, the rule's history with the
 verdict under each version), the claims it quotes but does not test, figures with captions, tables and notes; the

@@ -1,7 +1,7 @@
 """The report's section that probes runs over their checkpoints for Nanda's progress measures (fig. 8; the S5 cosets
-of fig. 5 are analyses.report_cosets). The probe is the existing analysis' own function (`analyses.fourier`),
+of fig. 5 are analyses.report.sections.cosets). The probe is the existing analysis' own function (`analyses.fourier`),
 called in-process on each run directory; its JSON under RUN_DIR/analyses/ is reused while the run and the options
-are unchanged. Pre-registered checks (analyses.report_checks).
+are unchanged. Pre-registered checks (analyses.report.checks).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analyses.report_checks import GROK_RATIO, CheckDef, Rule, Untested, num, ratio
-from analyses.report_common import Ctx, Outcome, Table, analysis, curves_figure, save_figure, single
+from analyses.report.checks import GROK_RATIO, CheckDef, Rule, Untested, num, ratio
+from analyses.report.common import Ctx, Outcome, SectionDef, Table, analysis, curves_figure, save_figure, single
 
 # --- fig. 8: Nanda's progress measures ------------------------------------------------------------------------
 
@@ -77,3 +77,8 @@ def progress_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
                "Train (blue) and test (red) accuracy, one line per seed: grokking is the test curve reaching the 99% "
                "line long after the train curve.")
     return out
+
+
+SECTION = SectionDef("progress",
+                     "Nanda et al.'s setting: grokking and its progress measures",
+                     PROGRESS_CHECKS, PROGRESS_UNTESTED, progress_settings, progress_run, figure="8")

@@ -1,6 +1,6 @@
 """The report's sequence-task section (analyses.report, fig. 9): Nanda's phase-change toy tasks, on infinite data
 (a phase change per answer digit) and on limited data (grokking read on the loss curves, with the seed's
-plateaus beside ours). Pre-registered checks (analyses.report_checks).
+plateaus beside ours). Pre-registered checks (analyses.report.checks).
 """
 
 from __future__ import annotations
@@ -10,18 +10,9 @@ import importlib
 import io
 from typing import Any
 
-from analyses.report_checks import GROK_RATIO, CheckDef, Rule, Untested, num
-from analyses.report_common import (
-    SMOKE_CKPT,
-    Ctx,
-    Outcome,
-    SectionSkipped,
-    Table,
-    curves_figure,
-    read_json,
-    save_figure,
-    single,
-)
+from analyses.report.checks import GROK_RATIO, CheckDef, Rule, Untested, num
+from analyses.report.common import (SMOKE_CKPT, Ctx, Outcome, SectionDef, SectionSkipped, Table, curves_figure,
+                                    read_json, save_figure, single)
 
 PRESETS = {"smoke": ["digits5-infinite"], "cpu": ["digits5-infinite", "digits5-700", "repeat-infinite", "repeat-512"],
            "gpu": ["digits5-infinite", "digits5-700", "repeat-infinite", "repeat-512"]}
@@ -189,6 +180,11 @@ def sequence_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
 
 
 def _median(out: Outcome, name: str, key: str) -> str:
-    from analyses.report_common import median
+    from analyses.report.common import median
 
     return num(median([ev["runs"][name][key] for ev in out.evidence.values() if name in ev.get("runs", {})]))
+
+
+SECTION = SectionDef("sequence",
+                     "Sequence tasks: phase changes and grokking on limited data",
+                     SEQ_CHECKS, SEQ_UNTESTED, sequence_settings, sequence_run, figure="9")

@@ -280,14 +280,14 @@ def curves_figure(runs: list[tuple[str, list[Path]]], title: str):
 
 @dataclass
 class SectionDef:
-    """One figure of the report: its pre-registered checks (analyses.report_checks), the claims it quotes but does
+    """One figure of the report: its pre-registered checks (analyses.report.checks), the claims it quotes but does
     not test, its settings at a scale (sweep specs, analysis options and the deviations from the seeds' settings
     in words; SectionSkipped when what it needs has not landed) and its runner."""
 
     name: str
     title: str
-    checks: list[Any]  # analyses.report_checks.CheckDef
-    untested: list[Any]  # analyses.report_checks.Untested
+    checks: list[Any]  # analyses.report.checks.CheckDef
+    untested: list[Any]  # analyses.report.checks.Untested
     settings: Callable[[str, str], dict[str, Any]]  # (scale, data_path) -> settings
     run: Callable[[Ctx, dict[str, Any]], Outcome]
     figure: str = ""  # which figure of the report it is

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from analyses.report_render import markdown, page
+from analyses.report.render import markdown, page
 from training.cli import json_safe
 from training.errors import RunDirError
 from training.safeio import atomic_write_bytes, output_dir, read_json

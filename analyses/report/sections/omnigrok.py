@@ -12,20 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from analyses.report_checks import GROK_RATIO, CheckDef, Rule, Untested, num
-from analyses.report_common import (
-    SMOKE_CKPT,
-    SWEEP_CKPT,
-    Ctx,
-    Outcome,
-    Table,
-    analysis,
-    failed_note,
-    first_step,
-    read_metrics,
-    save_figure,
-    threshold_line,
-)
+from analyses.report.checks import GROK_RATIO, CheckDef, Rule, Untested, num
+from analyses.report.common import (SMOKE_CKPT, Ctx, Outcome, SectionDef, Table, analysis, failed_note, first_step,
+                                    read_metrics, save_figure, threshold_line)
+from training.constants import SWEEP_CKPT
 from training.sweep import SweepSpec, fmt
 
 TEACHER_FIT, TEACHER_GEN = 1e-3, 1e-2  # t_mem: train loss <= 1e-3; t_gen: test loss <= 1e-2 (MSE per output)
@@ -337,3 +327,8 @@ def _teacher_figure(times: list[dict[str, Any]]):
     axes[1, 0].set_ylabel("weight norm")
     fig.tight_layout()
     return fig
+
+
+SECTION = SectionDef("omnigrok",
+                     "Omnigrok: init scale, weight decay, the LU landscape, data size, norm decay",
+                     OMNI_CHECKS, OMNI_UNTESTED, omnigrok_settings, omnigrok_run, figure="6")

@@ -3,7 +3,7 @@ W_U cluster by, for a transformer and Chughtai et al.'s MLP, 3 seeds each. The p
 called in-process on each run directory (its JSON under RUN_DIR/analyses/ is reused while the run and the options
 are unchanged); per seed a t-SNE of W_U's rows (sklearn), as the seed document showed them, coloured by the best
 coset partition and scored against the cosets of the seed's subgroup. Pre-registered checks
-(analyses.report_checks).
+(analyses.report.checks).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from analyses.report_checks import CheckDef, Rule, Untested, num
-from analyses.report_common import SMOKE_CKPT, Ctx, Outcome, Table, analysis, save_figure, single
+from analyses.report.checks import CheckDef, Rule, Untested, num
+from analyses.report.common import Ctx, Outcome, SMOKE_CKPT, SectionDef, Table, analysis, save_figure, single
 
 S5_SUBGROUP = "(0 3)(1 4); (1 2)(3 4)"  # seed 000's subgroup of S5 (a dihedral group of order 10)
 MODELS = ("transformer", "mlp")
@@ -222,3 +222,8 @@ def _tsne_figure(model: str, views: list[tuple[int, dict[str, Any], dict[str, An
     fig.suptitle(f"{model}: W_U rows (t-SNE)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+SECTION = SectionDef("cosets",
+                     "S5: which subgroup's cosets the output embedding clusters by",
+                     COSET_CHECKS, COSET_UNTESTED, cosets_settings, cosets_run, figure="5")
