@@ -27,12 +27,13 @@ from typing import Any
 import torch
 
 from training.batched import Dropout, forward_for, generic_forward
-from training.memberdata import ROWS, MemberData, loss_weights, padded
+from training.memberdata import ROWS, MemberData, loss_weights, member_rows, padded
+from training.memory import keep_freed_memory
 from training.config import RunConfig
 from training.config import ConfigError
 from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses, softmax_collapse, target_metrics
 from training.models import build_model
-from training.optim import StackedOptimizer
+from training.optim import StackedOptimizer, vector_storage
 from training.schedule import MemorisationSwitch, lr_at
 from training.tasks import TaskData
 from training.transforms import Transform, build_transforms, member_norms, member_sums
@@ -91,6 +92,7 @@ class Trainer:
                  path: str | None = None, chunk: int = 0):
         self.cfgs, self.device = list(cfgs), torch.device(device)
         K = len(cfgs)
+        keep_freed_memory()
         models = [build_model(c.model, d, seed=c.train.seed) for c, d in zip(cfgs, datas)]
         self.template = models[0].to(self.device)  # parameter names, and the module of the generic forward
         forward, can_batch = forward_for(self.template, exact=path in (None, "exact"))
@@ -106,7 +108,8 @@ class Trainer:
         self.batched, self.exact = self.path != "single", self.path == "exact"
         self.forward = forward if self.batched else generic_forward(self.template)
         named = [dict(m.named_parameters()) for m in models]
-        self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
+        # each stack in memory padded to whole vector steps of the fused optimiser (training.optim.vector_storage)
+        self.params = {n: vector_storage(torch.stack([p[n].detach() for p in named]).to(self.device)).requires_grad_()
                        for n in named[0]}
         self.loss_kind, self.float64 = _loss_kind(cfgs[0], datas[0]), cfgs[0].optim.float64_loss
         self.batch_size = cfgs[0].optim.batch_size
@@ -133,6 +136,7 @@ class Trainer:
         self.updates = [0] * K
         self.transforms = build_transforms(self) + list(transforms or [])
         self._full_batch: tuple | None = None
+        self._weights: dict[tuple, torch.Tensor] = {}  # the minibatch loss weights of the last batch shape
         self._grads: list[torch.Tensor] | None = None  # between backward() and apply()
         self.chunks = ChunkTuner(chunk)
 
@@ -169,9 +173,10 @@ class Trainer:
         idx = [torch.arange(n) if B == 0 or B >= n else torch.randperm(n, generator=g)[:B]
                for n, g in zip(n_train, self.batch_gens)]
         rows = padded(idx, ROWS if self.exact else 1).to(self.device)
-        members = torch.arange(self.K, device=self.device).unsqueeze(1)
-        w = loss_weights([len(i) for i in idx], rows.shape[1], dtype, self.device)
-        return self.data.x_tr[members, rows], self.data.y_tr[members, rows], w
+        key = (tuple(len(i) for i in idx), rows.shape[1], dtype)
+        if key not in self._weights:  # the same every step for minibatches of one size
+            self._weights = {key: loss_weights(list(key[0]), rows.shape[1], dtype, self.device)}
+        return member_rows(self.data.x_tr, rows), member_rows(self.data.y_tr, rows), self._weights[key]
 
     def _sampled_batch(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Infinite data: each member's fresh batch for its current update count, a pure function of (its seeds,
@@ -353,7 +358,7 @@ class Trainer:
         """Only `members` go on training (the others stopped): every stacked tensor and list is cut to them."""
         idx = torch.tensor(members, dtype=torch.long)
         dev = idx.to(self.device)
-        self.params = {n: v.detach()[dev].requires_grad_() for n, v in self.params.items()}
+        self.params = {n: vector_storage(v.detach()[dev]).requires_grad_() for n, v in self.params.items()}
         self.opt.keep(dev)
         for t in self.transforms:
             t.keep(dev)
@@ -366,4 +371,4 @@ class Trainer:
         if self.samplers is not None:
             self.samplers = pick(self.samplers)
         self.dropout = Dropout(pick(self.dropout.rates), pick(self.dropout.generators))
-        self._full_batch = None
+        self._full_batch, self._weights = None, {}
