@@ -72,6 +72,7 @@ class ChunkTuner:
     def __init__(self, fixed: int = 0):
         self.best, self.times = fixed, {}
         self.candidates: list[int] = []
+        self.warm = False  # the first step (allocations, first calls) is not timed: it would count against K
 
     def size(self, K: int) -> int:
         if self.best:
@@ -93,8 +94,9 @@ class ChunkTuner:
         return time.process_time() if device.type == "cpu" and torch.get_num_threads() == 1 else time.perf_counter()
 
     def timed(self, c: int, seconds: float) -> None:
-        if not self.best:
+        if not self.best and self.warm:
             self.times.setdefault(c, []).append(seconds)
+        self.warm = True
 
 
 class Trainer:
