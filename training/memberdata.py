@@ -20,10 +20,22 @@ def padded(tensors: list[torch.Tensor], multiple: int = 1) -> torch.Tensor:
     """Stack tensors of different lengths along a new member dimension, zero-padded to the longest (rounded up to
     `multiple`)."""
     n = -(-max(len(t) for t in tensors) // multiple) * multiple
+    if all(len(t) == len(tensors[0]) for t in tensors):  # minibatches of one size: one stack, one block of zeros
+        out = torch.stack(tensors)
+        pad = n - out.shape[1]
+        return torch.cat([out, out.new_zeros((len(tensors), pad, *out.shape[2:]))], 1) if pad else out
     out = tensors[0].new_zeros((len(tensors), n, *tensors[0].shape[1:]))
     for k, t in enumerate(tensors):
         out[k, : len(t)] = t
     return out
+
+
+def member_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """t [K, n, ...] at rows [K, m] of each member's own: [K, m, ...] (t[arange(K)[:, None], rows]), as one
+    index_select of whole rows of the flattened stack, the fastest copy torch has for it."""
+    K, n = t.shape[:2]
+    flat = rows if K == 1 else rows + torch.arange(0, K * n, n, device=rows.device).unsqueeze(1)
+    return t.flatten(0, 1).index_select(0, flat.flatten()).view(*rows.shape, *t.shape[2:])
 
 
 class MemberData:

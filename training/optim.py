@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.optim.adam import adam as _adam
 from torch.optim.adamw import adamw as _adamw
 from torch.optim.sgd import sgd as _sgd
@@ -24,34 +25,55 @@ EPS = 1e-8
 VEC = 16  # elements per vector step of the fused kernels (64 bytes of float32)
 
 
-def _vector_pieces(ts: list[torch.Tensor], idx: torch.Tensor | None) -> tuple[list[torch.Tensor], Callable[[], None]]:
-    """The members `idx` (None: all) of each stack as the pieces one fused call takes, and how to write the results
+def vector_storage(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of t whose memory runs on, zero-filled, to a whole number of vector steps: the exact
+    update then reaches its last elements in place (`_vector_pieces`) instead of copying them out and back."""
+    n = t.numel()
+    if n % VEC == 0:
+        return t.detach().clone(memory_format=torch.contiguous_format)
+    out = t.new_zeros(n - n % VEC + VEC)[:n].view(t.shape)
+    out.copy_(t.detach())
+    return out
+
+
+def _tail_in_place(t: torch.Tensor, cut: int) -> torch.Tensor | None:
+    """The vector step that holds t's last elements, as a view, when t's memory runs on to it (`vector_storage`)."""
+    if t.is_contiguous() and t.storage_offset() == 0 and t.untyped_storage().nbytes() == (cut + VEC) * t.element_size():
+        return t.as_strided((VEC,), (1,), cut)
+    return None
+
+
+def _vector_pieces(ts: list[torch.Tensor], members: list[int] | None, write: bool) -> tuple[list[torch.Tensor],
+                                                                                          Callable[[], None]]:
+    """The members (None: all) of each stack as the pieces one fused call takes, and how to write the results
     back. The fused kernels take a scalar path for a tensor's last len % VEC elements (other rounding), which in a
-    plain stack only the last member's tail would take; so each stack goes in as its flat body of whole vector steps
-    (a view, updated in place) and a zero-padded copy of the rest, and every element of every member takes the vector
-    path, alone or in any group."""
+    plain stack only the last member's tail would take; so each stack (or each member's slice of it) goes in as its
+    flat body of whole vector steps (a view, updated in place) and its last elements padded to a whole vector
+    step: in place where its memory runs on (`vector_storage`), else a zero-padded copy (written back if `write`).
+    Every element of every member takes the vector path, alone or in any group: the kernels' lanes do not mix, so
+    where a member's elements fall among the vector steps does not change their bits."""
     pieces: list[torch.Tensor] = []
     tails: list[tuple[torch.Tensor, torch.Tensor]] = []
-    gathered: list[tuple[torch.Tensor, torch.Tensor]] = []
     for t in ts:
-        src = t if idx is None else t[idx]
-        if idx is not None:
-            gathered.append((t, src))
-        flat = src.view(-1)
-        cut = flat.numel() - flat.numel() % VEC
-        if cut:
-            pieces.append(flat[:cut])
-        if cut < flat.numel():
-            tail = flat.new_zeros(VEC)
-            tail[: flat.numel() - cut] = flat[cut:]
+        for part in ([t] if members is None else [t[k] for k in members]):
+            flat = part.view(-1)
+            n = flat.numel()
+            cut = n - n % VEC
+            if cut:
+                pieces.append(flat[:cut])
+            if cut == n:
+                continue
+            # in place only for a whole stack the optimiser writes (a member's slice is followed by other members)
+            tail = _tail_in_place(part, cut) if write and part is t else None
+            if tail is None:
+                tail = F.pad(flat[cut:], (0, cut + VEC - n))
+                if write:
+                    tails.append((flat[cut:], tail))
             pieces.append(tail)
-            tails.append((flat[cut:], tail))
 
     def write_back() -> None:
         for dst, tail in tails:
             dst.copy_(tail[: dst.numel()])
-        for t, src in gathered:
-            t[idx] = src
 
     return pieces, write_back
 
@@ -67,7 +89,8 @@ class StackedOptimizer:
         self.beta1, self.beta2, self.momentum = list(beta1), list(beta2), list(momentum)
         self.steps = [0] * len(beta1)  # updates done, per member (torch.optim's state["step"])
         names = self.BUFFERS[kind] if kind != "sgd" or any(self.momentum) else ()
-        self.state: dict[str, list[torch.Tensor]] = {n: [torch.zeros_like(p) for p in params] for n in names}
+        self.state: dict[str, list[torch.Tensor]] = {n: [vector_storage(torch.zeros_like(p)) for p in params]
+                                                     for n in names}
 
     @torch.no_grad()
     def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: list[float], wd: list[float]) -> None:
@@ -81,15 +104,14 @@ class StackedOptimizer:
             whole = len(members) == len(lr)
             backs: list[Callable[[], None]] = []
             if self.exact:  # every member element on the kernels' vector path, in any group (_vector_pieces)
-                idx = None if whole else torch.tensor(members, device=params[0].device)
-
-                def pick(ts, idx=idx, backs=backs):
-                    pieces, back = _vector_pieces(ts, idx)
+                def pick(ts, write=True, idx=None if whole else members, backs=backs):
+                    pieces, back = _vector_pieces(ts, idx, write)
                     backs.append(back)
                     return pieces
             else:
-                pick = (lambda ts: list(ts)) if whole else (lambda ts: [t[k] for t in ts for k in members])  # noqa
-            ps, gs = pick(params), pick(grads)
+                pick = (lambda ts, write=True: list(ts)) if whole else (  # noqa: E731
+                    lambda ts, write=True: [t[k] for t in ts for k in members])
+            ps, gs = pick(params), pick(grads, write=False)
             bufs = {n: pick(b) for n, b in self.state.items()}
             if not self.fused:
                 self._torch_step(ps, gs, bufs, lr=lr_k, wd=wd_k, b1=b1, b2=b2, mom=mom, step=step)
@@ -121,7 +143,7 @@ class StackedOptimizer:
         pick = lambda xs: [xs[i] for i in idx.tolist()]  # noqa: E731
         self.beta1, self.beta2, self.momentum, self.steps = (pick(self.beta1), pick(self.beta2), pick(self.momentum),
                                                              pick(self.steps))
-        self.state = {n: [b[idx.to(b.device)] for b in bufs] for n, bufs in self.state.items()}
+        self.state = {n: [vector_storage(b[idx.to(b.device)]) for b in bufs] for n, bufs in self.state.items()}
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """torch.optim's state layout, opt.<param index>.<buffer>, plus the step count opt.step (a state file

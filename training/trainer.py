@@ -27,12 +27,13 @@ from typing import Any
 import torch
 
 from training.batched import Dropout, forward_for, generic_forward
-from training.memberdata import ROWS, MemberData, loss_weights, padded
+from training.memberdata import ROWS, MemberData, loss_weights, member_rows, padded
+from training.memory import keep_freed_memory
 from training.config import RunConfig
 from training.config import ConfigError
 from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses, softmax_collapse, target_metrics
 from training.models import build_model, scoring_module
-from training.optim import StackedOptimizer
+from training.optim import StackedOptimizer, vector_storage
 from training.schedule import MemorisationSwitch, lr_at
 from training.tasks import TaskData
 from training.transforms import Transform, build_transforms, member_norms, member_sums
@@ -63,11 +64,15 @@ class ChunkTuner:
     """How many members one forward/backward takes at a time, measured on the first steps: a large ensemble of a
     large-batch model (the `default` preset at K = 128) runs faster in chunks that keep activations in cache. Each
     candidate (all members, then halves down to 4) times two real steps; the fastest per step wins. A member's
-    arithmetic does not depend on the chunking (every op is per member), so tuning changes no result."""
+    arithmetic does not depend on the chunking (every op is per member), so tuning changes no result. Timings on a
+    busy machine jitter by more than the gain of a smaller chunk, so a smaller one must beat the largest by MARGIN."""
+
+    MARGIN = 0.05
 
     def __init__(self, fixed: int = 0):
         self.best, self.times = fixed, {}
         self.candidates: list[int] = []
+        self.warm = False  # the first step (allocations, first calls) is not timed: it would count against K
 
     def size(self, K: int) -> int:
         if self.best:
@@ -75,14 +80,23 @@ class ChunkTuner:
         if not self.candidates:
             self.candidates = sorted({K} | {c for c in (K // 2, K // 4, K // 8, K // 16) if c >= 4}, reverse=True)
         left = [c for c in self.candidates if len(self.times.get(c, [])) < 2]
-        if not left:
-            self.best = min(self.candidates, key=lambda c: min(self.times[c]))
+        if not left:  # the largest chunk within MARGIN of the fastest: fewer, larger calls unless smaller ones pay
+            fastest = min(min(t) for t in self.times.values())
+            self.best = max(c for c in self.candidates if min(self.times[c]) <= (1 + self.MARGIN) * fastest)
             return min(self.best, K)
         return left[0]
 
+    @staticmethod
+    def clock(device: torch.device) -> float:
+        """On a CPU at one torch thread, the process's CPU time (the step's own time whatever else the machine runs:
+        on a busy one wall time jitters by more than the chunks differ); else wall time (CPU time would not see how
+        well a chunk spreads over threads, nor a GPU's time)."""
+        return time.process_time() if device.type == "cpu" and torch.get_num_threads() == 1 else time.perf_counter()
+
     def timed(self, c: int, seconds: float) -> None:
-        if not self.best:
+        if not self.best and self.warm:
             self.times.setdefault(c, []).append(seconds)
+        self.warm = True
 
 
 class Trainer:
@@ -91,6 +105,7 @@ class Trainer:
                  path: str | None = None, chunk: int = 0):
         self.cfgs, self.device = list(cfgs), torch.device(device)
         K = len(cfgs)
+        keep_freed_memory()
         models = [build_model(c.model, d, seed=c.train.seed) for c, d in zip(cfgs, datas)]
         self.template = models[0].to(self.device)  # parameter names, and the module of the generic forward
         forward, can_batch = forward_for(self.template, exact=path in (None, "exact"))
@@ -106,7 +121,8 @@ class Trainer:
         self.batched, self.exact = self.path != "single", self.path == "exact"
         self.forward = forward if self.batched else generic_forward(scoring_module(self.template))
         named = [dict(m.named_parameters()) for m in models]
-        self.params = {n: torch.stack([p[n].detach() for p in named]).to(self.device).requires_grad_()
+        # each stack in memory padded to whole vector steps of the fused optimiser (training.optim.vector_storage)
+        self.params = {n: vector_storage(torch.stack([p[n].detach() for p in named]).to(self.device)).requires_grad_()
                        for n in named[0]}
         self.loss_kind, self.float64 = _loss_kind(cfgs[0], datas[0]), cfgs[0].optim.float64_loss
         self.batch_size = cfgs[0].optim.batch_size
@@ -133,6 +149,7 @@ class Trainer:
         self.updates = [0] * K
         self.transforms = build_transforms(self) + list(transforms or [])
         self._full_batch: tuple | None = None
+        self._weights: dict[tuple, torch.Tensor] = {}  # the minibatch loss weights of the last batch shape
         self._grads: list[torch.Tensor] | None = None  # between backward() and apply()
         self.chunks = ChunkTuner(chunk)
 
@@ -169,9 +186,10 @@ class Trainer:
         idx = [torch.arange(n) if B == 0 or B >= n else torch.randperm(n, generator=g)[:B]
                for n, g in zip(n_train, self.batch_gens)]
         rows = padded(idx, ROWS if self.exact else 1).to(self.device)
-        members = torch.arange(self.K, device=self.device).unsqueeze(1)
-        w = loss_weights([len(i) for i in idx], rows.shape[1], dtype, self.device)
-        return self.data.x_tr[members, rows], self.data.y_tr[members, rows], w
+        key = (tuple(len(i) for i in idx), rows.shape[1], dtype)
+        if key not in self._weights:  # the same every step for minibatches of one size
+            self._weights = {key: loss_weights(list(key[0]), rows.shape[1], dtype, self.device)}
+        return member_rows(self.data.x_tr, rows), member_rows(self.data.y_tr, rows), self._weights[key]
 
     def _sampled_batch(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Infinite data: each member's fresh batch for its current update count, a pure function of (its seeds,
@@ -214,7 +232,7 @@ class Trainer:
             # reads its tensors as flat memory, so they must be laid out as the parameters are
             self._grads = [g.contiguous() for g in torch.autograd.grad(loss, self.plist)]
             return loss.detach().reshape(1)
-        c, t = self.chunks.size(self.K), time.perf_counter()
+        c, t = self.chunks.size(self.K), self.chunks.clock(self.device)
         losses, grads = [], []
         for k in range(0, self.K, c):  # members in chunks: each chunk's activations stay in cache
             p = {n: v.detach()[k: k + c].requires_grad_() for n, v in self.params.items()}
@@ -225,7 +243,7 @@ class Trainer:
             grads.append(torch.autograd.grad(per_member.sum(), list(p.values())))
             losses.append(per_member.detach())
         self._grads = [torch.cat(g) if len(g) > 1 else g[0].contiguous() for g in zip(*grads)]
-        self.chunks.timed(c, time.perf_counter() - t)
+        self.chunks.timed(c, self.chunks.clock(self.device) - t)
         return torch.cat(losses)
 
     def apply(self) -> None:
@@ -353,7 +371,7 @@ class Trainer:
         """Only `members` go on training (the others stopped): every stacked tensor and list is cut to them."""
         idx = torch.tensor(members, dtype=torch.long)
         dev = idx.to(self.device)
-        self.params = {n: v.detach()[dev].requires_grad_() for n, v in self.params.items()}
+        self.params = {n: vector_storage(v.detach()[dev]).requires_grad_() for n, v in self.params.items()}
         self.opt.keep(dev)
         for t in self.transforms:
             t.keep(dev)
@@ -366,4 +384,4 @@ class Trainer:
         if self.samplers is not None:
             self.samplers = pick(self.samplers)
         self.dropout = Dropout(pick(self.dropout.rates), pick(self.dropout.generators))
-        self._full_batch = None
+        self._full_batch, self._weights = None, {}

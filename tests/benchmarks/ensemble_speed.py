@@ -2,7 +2,7 @@
 alone, side by side in one process (rounds interleaved, best of each, so drifts in machine load hit both).
 
     python -m tests.benchmarks.ensemble_speed [--presets parity-blog,default,nanda2023] [--ks 1,8,32,128]
-                                              [--steps 10] [--rounds 3] [--device cpu]
+                                              [--steps 10] [--rounds 3] [--device cpu] [--clock wall|cpu]
 
 Prints, per preset and K: the member chunk the Trainer tuned itself to (training.trainer.ChunkTuner), ms per
 ensemble step, ms per member step, and the throughput ratio
@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from tests.benchmarks.step_speed import time_steps
+from tests.benchmarks.step_speed import CLOCK_HELP, CLOCKS, time_steps
 from training.losses import compute_loss
 from training.models import build_model
 from training.presets import get_preset
@@ -56,11 +56,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--paths", default="exact", help="exact, or exact,old: also the paths of runs trained before")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help=CLOCK_HELP)
     args = ap.parse_args()
-    device = torch.device(args.device)
+    device, clock = torch.device(args.device), CLOCKS[args.clock]
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
-    print(f"device {device}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(f"device {device}, {torch.get_num_threads()} threads, {args.clock} clock, "
+          f"load average {os.getloadavg()[0]:.1f}")
     for name in args.presets.split(","):
         cfg = get_preset(name).replace(device=args.device)
         data = build_task(cfg.task)
@@ -81,7 +83,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for key, step in steps.items():
                 n = max(2, args.steps // (key[1] if key != "module" and key[1] > 8 else 1))
-                best[key] = min(best.get(key, float("inf")), time_steps(step, n, device))
+                best[key] = min(best.get(key, float("inf")), time_steps(step, n, device, clock))
         print(f"\n{name}: batch {cfg.optim.batch_size or len(data.train_idx)}, "
               f"module step {best['module'] * 1e3:.2f} ms")
         print(f"{'path':>6} {'K':>5} {'chunk':>6} {'ms/step':>10} {'ms/member':>10} {'throughput vs K runs alone':>28}")

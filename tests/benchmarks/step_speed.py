@@ -1,7 +1,7 @@
 """Canonical full-batch training step (nanda2023: 3830 x [a, b, =], d_model 128, d_mlp 512): our lean transformer
 against `TransformerBridge.boot_native` holding the same weights, side by side in one process.
 
-    python -m tests.benchmarks.step_speed [--steps 20] [--device cpu]
+    python -m tests.benchmarks.step_speed [--steps 20] [--device cpu] [--clock wall|cpu]
 
 Prints seconds per step, the ratio, and GFLOP/s (2 x multiply-adds, forward + backward = 3 x forward) next to a
 plain fp32 matmul measured in the same process. The bridge computes everything at all three positions; ours
@@ -41,21 +41,26 @@ def step_flops(cfg, n: int, d_vocab: int, d_vocab_out: int, n_ctx: int, lean: bo
     return 3 * 2 * forward
 
 
-def time_steps(step, n: int, device) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK_HELP = ("wall: elapsed time; cpu: the process's CPU time, which at one thread is the time the step ran, "
+              "not inflated by other processes' turns on a busy machine (at more threads it counts spin-waits)")
+
+
+def time_steps(step, n: int, device, clock=time.perf_counter) -> float:
     step()  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    t = clock()
     for _ in range(n):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n
+    return (clock() - t) / n
 
 
-def matmul_gflops(device, n: int = 1024, reps: int = 20) -> float:
+def matmul_gflops(device, n: int = 1024, reps: int = 20, clock=time.perf_counter) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n**3 / time_steps(lambda: a @ b, reps, device) / 1e9
+    return 2 * n**3 / time_steps(lambda: a @ b, reps, device, clock) / 1e9
 
 
 def main() -> None:
@@ -63,8 +68,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help=CLOCK_HELP)
     args = ap.parse_args()
-    device = torch.device(args.device)
+    device, clock = torch.device(args.device), CLOCKS[args.clock]
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
 
@@ -91,17 +97,18 @@ def main() -> None:
     t_ours, t_bridge, peak = [], [], []
     t_run: dict[str, list[float]] = {path: [] for path in paths}
     for _ in range(args.rounds):  # interleaved, so drift in machine load hits all of them
-        peak.append(matmul_gflops(device))
-        t_ours.append(time_steps(step_ours, args.steps, device))
-        t_bridge.append(time_steps(step_bridge, args.steps, device))
+        peak.append(matmul_gflops(device, clock=clock))
+        t_ours.append(time_steps(step_ours, args.steps, device, clock))
+        t_bridge.append(time_steps(step_bridge, args.steps, device, clock))
         for path in paths:
-            t_run[path].append(time_steps(step_run[path], args.steps, device))
+            t_run[path].append(time_steps(step_run[path], args.steps, device, clock))
     a, b, p = min(t_ours), min(t_bridge), max(peak)
     c = {path: min(t) for path, t in t_run.items()}
     n = len(x)
     f_ours = step_flops(cfg.model, n, data.d_vocab, data.d_vocab_out, data.n_ctx, lean=True)
     f_bridge = step_flops(cfg.model, n, data.d_vocab, data.d_vocab_out, data.n_ctx, lean=False)
-    print(f"device {device}, {torch.get_num_threads()} threads, batch {n}")
+    print(f"device {device}, {torch.get_num_threads()} threads, batch {n}, {args.clock} clock, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"plain fp32 matmul 1024^3       : {p:8.1f} GFLOP/s")
     print(f"ours   (lean)                  : {a * 1e3:8.1f} ms/step  {f_ours / 1e9:5.2f} GFLOP/step  "
           f"{f_ours / a / 1e9:6.1f} GFLOP/s ({f_ours / a / 1e9 / p:.0%} of matmul)")
