@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from training.trainer import Trainer
 from training.transforms import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
 
 STATE_EVERY_S = 10.0  # save resume state at least this often (and at every checkpoint)
+T0_ENV = "GROKSCOPE_T0"  # benchmarks: a launch time.time(); the first step reports the seconds since (say_first_step)
 HEADLINE = ("train_loss", "test_loss", "train_acc", "test_acc", "weight_norm")
 # metrics.jsonl keys of sequence tasks (analyses.sequence reads the *_by_target dicts, keyed by target name)
 SEQUENCE_KEYS = ("train_answer_acc", "test_answer_acc", "train_loss_by_target", "test_loss_by_target",
@@ -310,6 +312,7 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
             m.overhead_time += time.perf_counter() - t
     active = _retire(trainer, members, active, list(range(len(active))), step)
     writer = members[0].writer  # test-only kill point (GROKSCOPE_KILL_AT_STEP), the same for every member
+    say_first_step()
     t_seg = time.perf_counter()
     last_state = time.perf_counter()
     while active and stop.signal is None:
@@ -352,6 +355,17 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
         members[k].train_time += time.perf_counter() - t_seg
         members[k].stopped_at = step
     return active
+
+
+def say_first_step() -> None:
+    """With GROKSCOPE_T0 set to a `time.time()` taken before the process started (the start-up benchmark sets it),
+    one stderr line: the seconds from then to the first training step of this process. Unset: nothing."""
+    t0 = os.environ.get(T0_ENV, "")
+    try:
+        seconds = time.time() - float(t0)
+    except ValueError:  # unset or not a number: a diagnostic only, so it never stops a run
+        return
+    print(f"grokscope: first step {seconds:.3f} s after {T0_ENV}", file=sys.stderr, flush=True)
 
 
 def _retire(trainer: Trainer, members: list[Member], active: list[int], due: list[int], step: int) -> list[int]:

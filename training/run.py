@@ -19,12 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from training.cli import Parser, main_entry
+from training.cli import Parser, main_entry, positive_int
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
 from training.constants import CONFIG, SEED_DIR
 from training.errors import RunDirError
 from training.memory import LIMIT_ENV, members_that_fit
 from training.presets import PRESETS, get_preset
+from training.threads import threads_for
 
 DEFAULT_ROOT = Path("checkpoints")
 
@@ -38,6 +39,9 @@ def make_parser() -> Parser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seeds", default=None, metavar="S", help="train these init seeds (0-7 or 0,1,5) as one ensemble "
                    "into <out>/seed=<s>/; --resume <out> continues them")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch threads (default: OMP_NUM_THREADS if set; else 1 for a step too small to split, one per "
+                   "core for a larger one; a resumed run keeps its own). Recorded in config.json")
     defaults = get_preset("default")
     for section, sub in SECTIONS.items():
         group = p.add_argument_group(f"{section} config (defaults shown are the 'default' preset's)")
@@ -94,9 +98,10 @@ def _checked_main(args: argparse.Namespace) -> int:
         if fit is not None and len(seeds) > fit:  # one ensemble: every member in memory at once
             raise ConfigError(f"--seeds: {len(seeds)} members do not fit in memory at once (about {fit} do, by the "
                               f"estimate; see {LIMIT_ENV}); train fewer seeds per command")
-    if args.seeds is not None or (args.resume is not None and seed_dirs(args.resume)):
-        return _main_seeds(args)
-    return _main(args)
+    ensemble = args.seeds is not None or (args.resume is not None and bool(seed_dirs(args.resume)))
+    resumed = None if args.resume is None else (seed_dirs(args.resume) or [args.resume])[0]
+    with threads_for(cfg, args.threads, resumed):  # before torch is imported: its thread pool starts with it
+        return _main_seeds(args) if ensemble else _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:
