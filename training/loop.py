@@ -34,6 +34,7 @@ from training.trainer import state_path
 from training.registry import model_spec
 from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen
+from training.models import plain_models
 from training.plots import plot_curves
 from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, checkpoint_steps,
                              metadata, read_config, read_metrics)
@@ -73,10 +74,20 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: Tas
 def package_versions() -> dict[str, str]:
     import numpy
     import safetensors
-    import transformer_lens
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "transformer_lens": getattr(transformer_lens, "__version__", "4.x"), "safetensors": safetensors.__version__}
+            "transformer_lens": _installed("transformer-lens"), "safetensors": safetensors.__version__}
+
+
+def _installed(dist: str) -> str:
+    """A package's installed version, read from its metadata: importing transformer_lens to ask would cost more
+    than torch's own import."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 @dataclass
@@ -242,7 +253,8 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     step = members[0].start
     path = _resumed_path(members, len(cfgs) > 1)
     _say_if_numerics_differ([m.dir for m in members if m.saved is not None], new, log)
-    trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], path=path)
+    with plain_models():  # its copies need parameters and a forward only: no TransformerLens import
+        trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], path=path)
     for k, m in enumerate(members):
         if m.saved is not None:
             try:  # training.run checked the state first (rundir.check_resume); this covers other callers

@@ -68,11 +68,12 @@ def check(cfg: RunConfig):
     """What is left to find wrong with a config that passed `validate` (the one check of a run, made before torch
     loads), found before the run directory is touched: the task and the model are built (which reads --data-path
     files, for instance)."""
-    from training.models import build_model
+    from training.models import build_model, plain_models
     from training.tasks import build_task
 
     data = build_task(cfg.task)
-    build_model(cfg.model, data)
+    with plain_models():
+        build_model(cfg.model, data)
     return data
 
 

@@ -18,7 +18,7 @@ from training import threads
 from training.errors import ConfigError
 from training.presets import get_preset
 
-HEAVY = ("matplotlib", "plotly", "sklearn", "scipy", "ray", "networkx")
+HEAVY = ("transformer_lens", "matplotlib", "plotly", "sklearn", "scipy", "ray", "networkx")
 
 # Runs training.run in a fresh interpreter and stops it where its first step would start (training.loop._train),
 # printing the heavy modules imported by then and torch's thread count; training.loop (and torch) are imported where
