@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from training.checkpointing import CheckpointPolicy
+from training.cli import say_first_step
 from training.config import ConfigError, RunConfig
 from training.trainer import state_path
 from training.registry import model_spec
@@ -44,7 +44,6 @@ from training.trainer import Trainer
 from training.transforms import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
 
 STATE_EVERY_S = 10.0  # save resume state at least this often (and at every checkpoint)
-T0_ENV = "GROKSCOPE_T0"  # benchmarks: a launch time.time(); the first step reports the seconds since (say_first_step)
 HEADLINE = ("train_loss", "test_loss", "train_acc", "test_acc", "weight_norm")
 # metrics.jsonl keys of sequence tasks (analyses.sequence reads the *_by_target dicts, keyed by target name)
 SEQUENCE_KEYS = ("train_answer_acc", "test_answer_acc", "train_loss_by_target", "test_loss_by_target",
@@ -72,22 +71,13 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: Tas
 
 
 def package_versions() -> dict[str, str]:
+    from importlib.metadata import version  # importing transformer_lens to ask would cost more than torch's import
+
     import numpy
     import safetensors
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "transformer_lens": _installed("transformer-lens"), "safetensors": safetensors.__version__}
-
-
-def _installed(dist: str) -> str:
-    """A package's installed version, read from its metadata: importing transformer_lens to ask would cost more
-    than torch's own import."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
+            "transformer_lens": version("transformer-lens"), "safetensors": safetensors.__version__}
 
 
 @dataclass
@@ -367,17 +357,6 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
         members[k].train_time += time.perf_counter() - t_seg
         members[k].stopped_at = step
     return active
-
-
-def say_first_step() -> None:
-    """With GROKSCOPE_T0 set to a `time.time()` taken before the process started (the start-up benchmark sets it),
-    one stderr line: the seconds from then to the first training step of this process. Unset: nothing."""
-    t0 = os.environ.get(T0_ENV, "")
-    try:
-        seconds = time.time() - float(t0)
-    except ValueError:  # unset or not a number: a diagnostic only, so it never stops a run
-        return
-    print(f"grokscope: first step {seconds:.3f} s after {T0_ENV}", file=sys.stderr, flush=True)
 
 
 def _retire(trainer: Trainer, members: list[Member], active: list[int], due: list[int], step: int) -> list[int]:
