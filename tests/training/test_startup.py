@@ -119,3 +119,11 @@ def test_a_bad_omp_num_threads_is_one_line(monkeypatch, value):
 
 def test_a_small_config_is_one_thread_from_the_conftest_config():
     assert threads.choose(tiny_config()) == 1
+
+
+def test_a_bad_omp_num_threads_stops_the_run_in_one_line_before_anything_is_written(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "two"}
+    r = subprocess.run([sys.executable, "-m", "training.run", "--steps", "1", "--out", str(tmp_path / "run")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "OMP_NUM_THREADS='two'" in r.stderr
+    assert not (tmp_path / "run").exists()
