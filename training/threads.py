@@ -6,7 +6,7 @@ process on a 2-core machine a thread that spins while its partner is descheduled
 slower. So a step under `SPLIT_WORK` multiply-adds trains on one thread, a larger one on one thread per core whose
 idle threads sleep (OMP_WAIT_POLICY=PASSIVE) instead of spinning.
 
-The count is a function of the run's config alone (its own step: rows x parameters), never of the ensemble or sweep
+The count is a function of the run's config alone (its own step: `step_work`), never of the ensemble or sweep
 it trains in, so a run's bits, which depend on the thread count, are the same alone, as a member of any ensemble
 and in a sweep at that count; config.json's "numerics" records it. An explicit choice wins: training.run's
 --threads, then OMP_NUM_THREADS; a resumed run keeps the count its config.json records. A process that imported
@@ -26,18 +26,19 @@ from training.errors import ConfigError, RunDirError
 from training.memory import n_params
 from training.registry import task_shape
 
-SPLIT_WORK = 100_000_000  # multiply-adds (rows x parameters) of one member's step below which one thread is used
+SPLIT_WORK = 100_000_000  # multiply-adds (step_work) of one member's step below which one thread is used
 ENV = "OMP_NUM_THREADS"
 
 
 def step_work(cfg) -> int:
-    """Rows x parameters of one training step of `cfg` (a RunConfig): the multiply-adds of its matmuls, roughly,
-    from the config alone (the same estimate whatever ensemble the run trains in)."""
+    """Rows x positions x parameters of one training step of `cfg` (a RunConfig): the multiply-adds of its matmuls,
+    roughly, from the config alone (the same estimate whatever ensemble the run trains in). Positions: n_ctx for
+    the sequence tasks, which predict at every position; 1 for the answer-only tasks."""
     shape = task_shape(cfg.task)
     rows = shape.n_train if cfg.optim.batch_size == 0 else min(cfg.optim.batch_size, shape.n_train)
     if cfg.task.infinite:  # a fresh batch every step
         rows = cfg.optim.batch_size
-    return rows * n_params(cfg.model, shape)
+    return rows * (shape.n_ctx if shape.sequence else 1) * n_params(cfg.model, shape)
 
 
 def cores() -> int:

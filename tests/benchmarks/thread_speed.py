@@ -51,15 +51,27 @@ def step_times(name: str, counts: list[int], rounds: int, budget: float) -> dict
     return {n: statistics.median(v) for n, v in times.items()}
 
 
-def child(kind: str, presets: list[str], rounds: int, budget: float) -> None:
-    """One process's measurements, as JSON on stdout: kind "today" times 1 and 2 threads, "chosen" 1 and the
-    chosen count."""
+def chosen_count(name: str) -> int | str:
+    """The count training.run chooses for preset `name`, or why it has none (a task needing files not here)."""
+    from training.errors import ConfigError
     from training.presets import get_preset
     from training.threads import choose
 
+    try:
+        return choose(get_preset(name))
+    except ConfigError as e:
+        return str(e)
+
+
+def child(kind: str, presets: list[str], rounds: int, budget: float) -> None:
+    """One process's measurements, as JSON on stdout: kind "today" times 1 and 2 threads, "chosen" 1 and the
+    chosen count."""
     out = {}
     for name in presets:
-        chosen = choose(get_preset(name))
+        chosen = chosen_count(name)
+        if isinstance(chosen, str):
+            out[name] = {"chosen": 0, "times": chosen}
+            continue
         counts = [1, 2] if kind == "today" else sorted({1, chosen})
         got = step_times(name, counts, rounds, budget)
         out[name] = {"chosen": chosen, "times": got if isinstance(got, str) else {str(k): v for k, v in got.items()}}
@@ -67,11 +79,8 @@ def child(kind: str, presets: list[str], rounds: int, budget: float) -> None:
 
 
 def run_child(kind: str, args: argparse.Namespace, presets: list[str]) -> dict:
-    from training.presets import get_preset
-    from training.threads import choose
-
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
-    if kind == "chosen" and any(choose(get_preset(p)) > 1 for p in presets):
+    if kind == "chosen" and any(isinstance(n, int) and n > 1 for n in map(chosen_count, presets)):
         env["OMP_WAIT_POLICY"] = "PASSIVE"  # as training.threads sets it for a count above one
     cmd = [sys.executable, "-m", "tests.benchmarks.thread_speed", "--child", kind, "--presets", ",".join(presets),
            "--rounds", str(args.rounds), "--budget", str(args.budget)]

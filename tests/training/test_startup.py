@@ -127,3 +127,9 @@ def test_a_bad_omp_num_threads_stops_the_run_in_one_line_before_anything_is_writ
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "OMP_NUM_THREADS='two'" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sequence_task_counts_every_position_it_predicts_at():
+    """repeat-512's step is 49 positions of a small model: large enough to split, unlike its parameter count."""
+    cfg = get_preset("repeat-512")
+    assert threads.step_work(cfg) >= threads.SPLIT_WORK > threads.step_work(cfg) // 49
