@@ -124,3 +124,11 @@ def write_outputs(run_or_dir, files: dict[str, Any]) -> list[Path]:
         atomic_write_bytes(out / name, data)
         paths.append(out / name)
     return paths
+
+
+def write_and_summarise(run, files: dict[str, Any], summary: list[str]) -> int:
+    """The end of an analysis command: write its outputs (`write_outputs`), then print its summary and the files."""
+    written = write_outputs(run, files)
+    print("\n".join(summary))
+    print(f"wrote {written[0]} and {', '.join(p.name for p in written[1:])}")
+    return 0

@@ -12,7 +12,7 @@ Imports nothing heavy (`--dry-run` answers before torch loads).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 # The seed documents, by author and title.
@@ -123,16 +123,6 @@ def contradiction_note(results: list[dict[str, Any]]) -> str:
     ids = {r["id"]: r for r in results}
     pairs = sorted({tuple(sorted((r["id"], c))) for r in results for c in r["contradicts"] if c in ids})
     return "; ".join(f"{a} and {b} are opposite claims of two seeds: at most one can hold" for a, b in pairs)
-
-
-@dataclass
-class Evidence:
-    """What a section's runner gathers for its checks: per seed, one plain dict every rule of the section reads."""
-
-    per_seed: dict[Any, dict[str, Any]] = field(default_factory=dict)
-
-    def seed(self, s: Any) -> dict[str, Any]:
-        return self.per_seed.setdefault(s, {"generalised": 0})
 
 
 # --- small helpers the rules share ---------------------------------------------------------------------------

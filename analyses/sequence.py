@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from analyses.api import BadInput, Result, as_run, optional, options_from
-from analyses.common import check_checkpoints, require_run_dir, write_outputs
+from analyses.common import check_checkpoints, require_run_dir, write_and_summarise
 from training.cli import Parser, finite_float, main_entry, nonneg_int, positive_int, require
 
 # torch and the probes are imported where they are used: --help and bad flags answer at once.
@@ -357,10 +357,7 @@ def run_sequence(args: argparse.Namespace) -> int:
     files = {SequenceResult.FILE: res, f"{NAME}_loss.png": plot_loss(res)}
     if "induction" in res:
         files[f"{NAME}_induction.png"] = plot_induction(res)
-    written = write_outputs(run, files)
-    print("\n".join(describe(res)))
-    print(f"wrote {written[0]} and {', '.join(p.name for p in written[1:])}")
-    return 0
+    return write_and_summarise(run, files, describe(res))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from analyses.api import BadInput, Result, as_run, options_from
-from analyses.common import check_checkpoints, require_run_dir, write_outputs
+from analyses.common import check_checkpoints, require_run_dir, write_and_summarise
 from analyses.sparsity_plots import describe, plot_kde, plot_progress, plot_tsne
 from training.cli import Parser, main_entry, nonneg_int, positive_int, require
 
@@ -360,10 +360,7 @@ def run_sparsity(args: argparse.Namespace) -> int:
     files = {SparsityResult.FILE: res, "sparsity.png": plot_progress(res), "sparsity_kde.png": plot_kde(res)}
     if res["tsne"]:
         files["sparsity_tsne.png"] = plot_tsne(res)
-    written = write_outputs(run, files)
-    print("\n".join(describe(res)))
-    print(f"wrote {written[0]} and {', '.join(p.name for p in written[1:])}")
-    return 0
+    return write_and_summarise(run, files, describe(res))
 
 
 if __name__ == "__main__":

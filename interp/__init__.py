@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-SUBMODULES = ("cosets", "fourier", "grid", "groups", "irreps", "landscape", "modular", "phases", "sequence", "sparsity",
-              "views")
+SUBMODULES = ("cosets", "fourier", "fourier_ablations", "fourier_basis", "grid", "groups", "irreps", "landscape",
+              "modular", "phases", "sequence", "sparsity", "views")
 __all__ = [*SUBMODULES, "load_run"]
 
 

@@ -30,91 +30,34 @@ Neuron spectra never form the 2-D transform: for a real activation table A[i, j]
 holds the 2-D DFT entries X[f1, f2] with f1, f2 in {0, +-k}, and X[k, 0], X[0, k], X[k, k], X[k, -k] are the
 1-D DFTs of A's row sums, column sums, sums along i+j and sums along i-j. Four O(n^2) reductions per neuron
 replace the O(n^3) transform.
+
+The basis lives in `interp.fourier_basis`, the ablations and logit periodicity in `interp.fourier_ablations`; their
+public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import torch
 
-from interp.grid import (FAST_VIEWS, GridActivations, as_model, grid_activations, grid_summary, is_fast, is_linear,
-                         stack_states, stacked_views, state_of, summarise)
 from interp.constants import CLUSTER_THRESHOLD
+from interp.fourier_ablations import (Ablations, cached_key_directions, fourier_ablations, key_directions,
+                                      linear_ablations, logit_periodicity, row_losses)
+from interp.fourier_basis import (FourierBasis, dft_tables, fourier_basis, fourier_transform, fourier_transform_2d,
+                                  frequency_norms, gini)
+from interp.grid import (FAST_VIEWS, as_model, grid_activations, grid_summary, is_fast, is_linear, stack_states,
+                         stacked_views, state_of, summarise)
 from interp.modular import ModularStructure, additive_structure, modular_structure
 
-
-
-# --- the basis ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FourierBasis:
-    """Orthonormal real Fourier basis of Z_n.
-
-    Attributes:
-        n: group order.
-        matrix: [n, n], row r is basis vector r evaluated at x = 0..n-1 (const, cos_1, sin_1, cos_2, ...).
-        names: ["const", "cos 1", "sin 1", ...].
-        freqs: [n] long, frequency of each row (0 for const).
-    """
-
-    n: int
-    matrix: torch.Tensor
-    names: tuple[str, ...]
-    freqs: torch.Tensor
-
-
-@lru_cache(maxsize=16)
-def fourier_basis(n: int) -> FourierBasis:
-    """const/sqrt(n), then sqrt(2/n) cos(2 pi k x/n) and sqrt(2/n) sin(2 pi k x/n) for k = 1..(n-1)//2, and for
-    even n the alternating vector (-1)^x / sqrt(n) as "cos n/2"."""
-    x = torch.arange(n, dtype=torch.float64)
-    rows, names, freqs = [torch.ones(n) / math.sqrt(n)], ["const"], [0]
-    for k in range(1, n // 2 + 1):
-        w = 2 * math.pi * k / n
-        if 2 * k == n:
-            rows.append(torch.cos(w * x) / math.sqrt(n))
-            names.append(f"cos {k}")
-            freqs.append(k)
-            continue
-        rows += [torch.cos(w * x) * math.sqrt(2 / n), torch.sin(w * x) * math.sqrt(2 / n)]
-        names += [f"cos {k}", f"sin {k}"]
-        freqs += [k, k]
-    return FourierBasis(n, torch.stack(rows).float(), tuple(names), torch.tensor(freqs))
-
-
-def fourier_transform(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """Coefficients of `x` in the Fourier basis along `dim` (x.shape[dim] = n); same shape as x."""
-    F = fourier_basis(x.shape[dim]).matrix.to(x.dtype)
-    return torch.movedim(torch.tensordot(F, torch.movedim(x, dim, 0), dims=([1], [0])), 0, dim)
-
-
-def fourier_transform_2d(x: torch.Tensor, dims: tuple[int, int] = (0, 1)) -> torch.Tensor:
-    """2-D transform over two axes, e.g. a [p, p, d_mlp] activation table over (a, b)."""
-    return fourier_transform(fourier_transform(x, dims[0]), dims[1])
-
-
-def frequency_norms(component_norms: torch.Tensor) -> torch.Tensor:
-    """[..., n] norms per basis row -> [..., n // 2] per frequency, sqrt(|cos_k|^2 + |sin_k|^2)."""
-    n = component_norms.shape[-1]
-    freqs = fourier_basis(n).freqs.to(component_norms.device)
-    out = torch.zeros(*component_norms.shape[:-1], n // 2 + 1, dtype=component_norms.dtype)
-    out.index_add_(-1, freqs, component_norms**2)
-    return out[..., 1:].sqrt()
-
-
-def gini(x: torch.Tensor) -> torch.Tensor:
-    """Gini coefficient of non-negative values over the last axis (Hurley & Rickard 2009): 0 = all equal,
-    -> 1 = all mass on one entry. G = 1 - 2 sum_k (x_(k) / |x|_1) (N - k + 1/2) / N with x sorted ascending."""
-    x = x.double().sort(dim=-1).values
-    N = x.shape[-1]
-    k = torch.arange(1, N + 1, dtype=torch.float64)
-    total = x.sum(-1, keepdim=True).clamp_min(1e-300)
-    return 1 - 2 * ((x / total) * (N - k + 0.5) / N).sum(-1)
+__all__ = ["Ablations", "FourierBasis", "FourierProbes", "NeuronClusters", "as_structure", "cached_key_directions",
+           "embedding_fourier_norms", "fourier_ablations", "fourier_basis", "fourier_transform", "fourier_transform_2d",
+           "frequency_norms", "gini", "key_directions", "key_frequencies", "key_frequencies_from_clusters",
+           "linear_ablations", "logit_periodicity", "min_cluster_size", "neuron_clusters", "neuron_logit_fourier_norms",
+           "neuron_spectra", "neuron_transform", "probe", "probe_states", "row_losses", "spectra_from_marginals",
+           "total_weight_norm"]
 
 
 # --- structure and weights ------------------------------------------------------------------------------------
@@ -151,19 +94,6 @@ def total_weight_norm(weights: dict[str, torch.Tensor]) -> torch.Tensor:
 # --- neurons ------------------------------------------------------------------------------------------------
 
 
-def _dft_tables(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos(2 pi k t / n), sin(...) for k = 1..n//2 (rows) and t = 0..n-1 (columns)."""
-    k = torch.arange(1, n // 2 + 1, dtype=torch.float64)[:, None]
-    t = torch.arange(n, dtype=torch.float64)[None]
-    return torch.cos(2 * math.pi * k * t / n), torch.sin(2 * math.pi * k * t / n)
-
-
-def _group_sums(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """[C, G, D] -> [C, n, D]: sums of the rows sharing each value of `index` [G]."""
-    out = torch.zeros(x.shape[0], n, x.shape[2], dtype=x.dtype)
-    return out.index_add_(1, index, x)
-
-
 def neuron_spectra(acts: torch.Tensor, s: ModularStructure) -> torch.Tensor:
     """Share of each neuron's variance over the grid in the {const, cos_k, sin_k}^2 block, per frequency k.
 
@@ -179,7 +109,7 @@ def spectra_from_marginals(marginals: torch.Tensor, squares: torch.Tensor, s: Mo
     over i, along i+j, along i-j) and squares [C, d_mlp]."""
     n, G = s.n, s.grid_size
     marginals = marginals.double()
-    cos, sin = _dft_tables(n)
+    cos, sin = dft_tables(n)
     power = torch.einsum("kt,cqtm->cqkm", cos, marginals) ** 2 + torch.einsum("kt,cqtm->cqkm", sin, marginals) ** 2
     weight = torch.full((4, n // 2), 2.0 / n**2, dtype=torch.float64)
     if n % 2 == 0:  # at k = n/2, -k = k: the block is {0, k}^2 and X[k, k] = X[k, -k] must count once
@@ -242,145 +172,6 @@ def key_frequencies_from_clusters(sizes: torch.Tensor, d_mlp: int, min_size: int
     """Frequencies (ascending) whose neuron cluster holds >= `min_size` neurons; sizes: [n // 2]."""
     min_size = min_cluster_size(d_mlp) if min_size is None else min_size
     return [int(k) + 1 for k in torch.nonzero(sizes >= min_size).flatten()]
-
-
-# --- ablations in Fourier space and logit periodicity ---------------------------------------------------------
-
-
-def key_directions(s: ModularStructure, freqs: list[int]) -> torch.Tensor:
-    """[n*n, r] orthonormal basis of cos(w_k answer), sin(w_k answer) over the grid for k in `freqs`, made
-    orthogonal to the constant (for x+y: the directions cos/sin(w_k(a+b)) of Nanda et al.)."""
-    if not freqs:
-        return torch.zeros(s.grid_size, 0)
-    ans = s.answer.double()
-    cols = [torch.ones_like(ans)]
-    for k in freqs:
-        w = 2 * math.pi * k / s.n
-        cols.append(torch.cos(w * ans))
-        if 2 * k != s.n:
-            cols.append(torch.sin(w * ans))
-    q, r = torch.linalg.qr(torch.stack(cols, dim=1))
-    keep = r.diagonal().abs() > 1e-8 * r.diagonal().abs().max()
-    keep[0] = False  # drop the constant itself
-    return q[:, keep].float()
-
-
-def row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[C, R, V] logits, [R] labels -> [C, R] cross-entropy per row, in float64.
-
-    Losses of grokked models reach 1e-7, below float32's resolution of log(sum exp). With m the row maximum,
-    loss = (m - x_label) + log1p(sum over the other entries of exp(x - m)): each term is exact in float32 and
-    log1p keeps the tiny ones, so this matches a float64 log-softmax at a fraction of its cost.
-    """
-    top, arg = logits.max(-1, keepdim=True)
-    # exp(-80) is still a normal float32; below it the terms cannot matter, and denormals are ~50x slower
-    rest = (logits - top).clamp_(min=-80.0).exp_().scatter_(-1, arg, 0.0).sum(-1)
-    picked = logits.gather(-1, labels.expand(*logits.shape[:-1])[..., None])
-    return (top - picked).squeeze(-1).double() + torch.log1p(rest.double())
-
-
-def _mean_over(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[C, R] per-row values -> [C] mean over the rows in `mask` (NaN when there are none)."""
-    n = int(mask.sum())
-    if n == 0:
-        return torch.full((rows.shape[0],), float("nan"), dtype=torch.float64)
-    return (rows * mask).sum(1) / n
-
-
-def cached_key_directions(s: ModularStructure, freqs: list[int]) -> torch.Tensor:
-    key = ("key_directions", tuple(freqs))
-    if key not in s.cache:
-        s.cache[key] = key_directions(s, freqs)
-    return s.cache[key]
-
-
-@dataclass
-class Ablations:
-    """[C] losses: the model's own on the grid's train and test pairs, restricted (key frequencies only) on the
-    test pairs, excluded (key frequencies removed) on the train pairs."""
-
-    train_loss: torch.Tensor
-    test_loss: torch.Tensor
-    restricted_loss: torch.Tensor
-    excluded_loss: torch.Tensor
-
-
-def fourier_ablations(ga: GridActivations, s: ModularStructure, freqs: list[int]) -> Ablations:
-    """Restricted and excluded loss (Nanda et al. 2023, section 5.1) for key frequencies `freqs`.
-
-    The neuron activations' components along the key directions (`key_directions`) are kept (restricted: plus
-    their mean over the grid, with the rest of the logits replaced by their grid mean) or removed (excluded: the
-    rest of the model left as it is).
-    """
-    Q = cached_key_directions(s, freqs)  # [G, r]
-    coef = Q.T @ ga.acts  # [C, r, d_mlp]
-    if ga.linear:
-        return linear_ablations(coef, ga.logits, ga.W_L, s, freqs)
-    train_rows, test_rows = _split_rows(s)
-    C = ga.acts.shape[0]
-    approx = ga.acts.mean(1, keepdim=True) + Q @ coef
-    restricted = torch.stack([ga.finish(c, approx[c], ga.resid[c].mean(0, keepdim=True)) for c in range(C)])
-    restricted += ga.logits.mean(1, keepdim=True) - restricted.mean(1, keepdim=True)
-    excluded = torch.stack([ga.finish(c, ga.acts[c, train_rows] - Q[train_rows] @ coef[c], ga.resid[c, train_rows])
-                            for c in range(C)])
-    return _ablations(ga.logits, restricted.index_select(1, test_rows), excluded, s)
-
-
-def linear_ablations(coef: torch.Tensor, logits: torch.Tensor, W_L: torch.Tensor, s: ModularStructure,
-                     freqs: list[int]) -> Ablations:
-    """`fourier_ablations` when the logits are linear in the neurons, from coef = Q^T acts [C, r, d_mlp] alone."""
-    Q = cached_key_directions(s, freqs)
-    train_rows, test_rows = _split_rows(s)
-    key_out = coef @ W_L.transpose(1, 2)  # [C, r, V]: what the key components add to the logits
-    restricted = torch.baddbmm(logits.mean(1, keepdim=True), Q[test_rows].expand(len(coef), -1, -1), key_out)
-    excluded = logits.index_select(1, train_rows) - Q[train_rows] @ key_out
-    return _ablations(logits, restricted, excluded, s)
-
-
-def _ablations(logits: torch.Tensor, restricted_test: torch.Tensor, excluded_train: torch.Tensor,
-               s: ModularStructure) -> Ablations:
-    train_rows, test_rows = _split_rows(s)
-    full, y = row_losses(logits, s.labels), s.labels
-    return Ablations(_mean_over(full, s.train), _mean_over(full, ~s.train),
-                     _mean(row_losses(restricted_test, y[test_rows])), _mean(row_losses(excluded_train, y[train_rows])))
-
-
-def _split_rows(s: ModularStructure) -> tuple[torch.Tensor, torch.Tensor]:
-    if "split_rows" not in s.cache:
-        s.cache["split_rows"] = (s.train.nonzero().flatten(), (~s.train).nonzero().flatten())
-    return s.cache["split_rows"]
-
-
-def _mean(rows: torch.Tensor) -> torch.Tensor:
-    return rows.mean(1) if rows.shape[1] else torch.full((rows.shape[0],), float("nan"), dtype=torch.float64)
-
-
-def logit_periodicity(logits: torch.Tensor, s: ModularStructure) -> torch.Tensor:
-    """Share of logit variance explained by cos(w_k(answer - c)), per frequency: [C, n // 2].
-
-    logits: [C, n*n, d_vocab_out]. Only the classes of group elements are used (for x*y, x/y class 0 is left
-    out); the logits are centred over classes for each input (softmax ignores that offset) and over inputs for
-    each class. The terms for different k are orthogonal, so the share of sum_k a_k cos(w_k(a+b-c)) with the
-    best a_k over a set K of frequencies is the sum of these entries over K.
-    """
-    C, G, V = logits.shape
-    n = s.n
-    L = logits if V == n and s.group == "additive" else logits[:, :, s.elements]
-    # everything from three passes over L: sums grouped by answer, row sums and the sum of squares
-    by_answer = _group_sums(L, s.answer, n).double()  # [C, answer, c]
-    row_sum = L.sum(2, dtype=torch.float64)  # [C, G]
-    squares = torch.linalg.vecdot(L, L).sum(1, dtype=torch.float64)  # short float32 dots, summed in float64
-    by_answer -= by_answer.sum(2, keepdim=True) / n  # centred over classes for each input
-    col = by_answer.sum(1) / G  # [C, c], class means over inputs (of the class-centred logits)
-    total = squares - row_sum.square().sum(1) / n - G * col.square().sum(1)
-    counts = torch.bincount(s.answer, minlength=n).double()
-    by_answer -= counts[:, None] * col[:, None, :]  # centred over inputs too
-    diff = (torch.arange(n)[:, None] - torch.arange(n)[None]) % n  # answer - c
-    along = torch.zeros(C, n, dtype=torch.float64).index_add_(1, diff.flatten(), by_answer.flatten(1))
-    cos, _ = _dft_tables(n)
-    proj = along @ cos.T  # [C, n // 2]: <L, cos(w_k(answer - c))>
-    norm2 = G * (cos**2).sum(1)
-    return proj**2 / norm2 / total.clamp_min(1e-300)[:, None]
 
 
 # --- every probe over a stack of checkpoints ------------------------------------------------------------------

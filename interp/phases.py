@@ -24,7 +24,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from training import milestones
-from training.milestones import first_at_least  # noqa: F401  (re-exported)
 
 CLEANUP_FRACTION = 0.01  # cleanup ends when the test loss is below this fraction of ln(classes)
 

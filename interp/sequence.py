@@ -297,7 +297,6 @@ def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
 def attention_scores(patterns: torch.Tensor, batch: RepeatBatch) -> dict[str, np.ndarray]:
     """The attention scores of every head ([n_layers, n_heads] each) from patterns [n_layers, B, n_heads, q, k]."""
     A = patterns.double()
-    n = A.shape[-1]
     mass = A.sum((1, 3, 4))  # [L, H]: every row's total (B * n for softmax rows)
     prev = (A * batch.previous).sum((1, 3, 4)) / mass
     on_induction = (A * batch.induction[:, None]).sum(-1)  # [L, B, H, q]

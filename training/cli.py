@@ -107,20 +107,6 @@ def finite_float(text: str) -> float:
     return x
 
 
-def positive_float(text: str) -> float:
-    x = finite_float(text)
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
-    return x
-
-
-def nonneg_float(text: str) -> float:
-    x = finite_float(text)
-    if x < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
-    return x
-
-
 def parse_int(text: str) -> int:
     """An integer, also written as 1e4; refuses fractions, nan/inf and anything beyond 64 bits."""
     try:
@@ -138,18 +124,22 @@ def parse_int(text: str) -> int:
     return x
 
 
-def nonneg_int(text: str) -> int:
-    x = parse_int(text)
-    if x < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
-    return x
+def _bounded(parse: Callable[[str], Any], ok: Callable[[Any], bool], wanted: str, name: str) -> Callable[[str], Any]:
+    """An argument type: `parse`, then refuse a value outside its range with "expected <wanted>"."""
+    def check(text: str) -> Any:
+        x = parse(text)
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got '{text}'")
+        return x
+
+    check.__name__ = name
+    return check
 
 
-def positive_int(text: str) -> int:
-    x = parse_int(text)
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return x
+positive_float = _bounded(finite_float, lambda x: x > 0, "a positive number", "positive_float")
+nonneg_float = _bounded(finite_float, lambda x: x >= 0, "a number >= 0", "nonneg_float")
+nonneg_int = _bounded(parse_int, lambda x: x >= 0, "an integer >= 0", "nonneg_int")
+positive_int = _bounded(parse_int, lambda x: x > 0, "a positive integer", "positive_int")
 
 
 def regex(text: str) -> str:

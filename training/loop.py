@@ -38,7 +38,6 @@ from training.models import plain_models
 from training.plots import plot_curves
 from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, checkpoint_steps,
                              metadata, read_config, read_metrics)
-from training.schedule import lr_at  # noqa: F401  (re-exported)
 from training.tasks import TaskData, build_task
 from training.trainer import Trainer
 from training.transforms import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)

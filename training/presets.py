@@ -1,9 +1,14 @@
-"""Named run configs. A new preset is one entry in `PRESETS` (and a line in the README's table)."""
+"""Named run configs. A new preset is one entry in `PRESETS` and one line in `ABOUT`; the README's table is
+generated from both (`python -m training.presets --markdown`), and a test fails when the README differs."""
 
 from __future__ import annotations
 
+import sys
+
+from training.cli import Parser, main_entry
 from training.config import (CheckpointConfig, ConfigError, ModelConfig, OptimConfig, RunConfig, TaskConfig,
                              TrainConfig)
+from training.registry import model_spec, task_spec, transform_specs
 
 PRESETS: dict[str, RunConfig] = {
     # Nanda et al. 2023, progress measures: (a + b) mod 113, 30% train, 1-layer ReLU transformer without
@@ -62,9 +67,10 @@ PRESETS: dict[str, RunConfig] = {
         train=TrainConfig(steps=5000, eval_every=50, seed=0),
         ckpt=CheckpointConfig(ckpt_floor=60),
     ),
-    # The grokking blog (seed 003): (50, 2)-parity, 300 train / 100 test samples, one hidden ReLU layer of width
-    # 500, lr 0.1, wd 0.01. The blog names neither loss nor optimiser; we take Merrill et al.'s: hinge loss, SGD
-    # with batch 32 (L2 weight decay, no momentum, no warmup). Memorises by ~200 steps, generalises by ~2k.
+    # Fuangkawinsombut and Somsirivattana's blog "Grokking" (2023): (50, 2)-parity, 300 train / 100 test samples, one
+    # hidden ReLU layer of width 500, lr 0.1, wd 0.01. The blog names neither loss nor optimiser; we take Merrill et
+    # al.'s: hinge loss, SGD with batch 32 (L2 weight decay, no momentum, no warmup). Memorises by ~200 steps,
+    # generalises by ~2k.
     "parity-blog": RunConfig(
         task=TaskConfig(task="parity", n_bits=50, k=2, n_train=300, n_test=100, split_seed=0),
         model=ModelConfig(model="mlp", n_layers=1, d_mlp=500, act_fn="relu"),
@@ -72,16 +78,11 @@ PRESETS: dict[str, RunConfig] = {
                           float64_loss=False),
         train=TrainConfig(steps=10_000, eval_every=20, seed=0),
     ),
-    # Merrill et al. 2023: (40, 3)-parity, N = 1000 training samples (1000 test), one hidden ReLU layer of width
-    # 1000, hinge loss, SGD lr 0.1, batch 32, weight decay 0.01.
-    "merrill2023": RunConfig(
-        task=TaskConfig(task="parity", n_bits=40, k=3, n_train=1000, n_test=1000, split_seed=0),
-        model=ModelConfig(model="mlp", n_layers=1, d_mlp=1000, act_fn="relu"),
-        optim=OptimConfig(optimizer="sgd", lr=0.1, wd=0.01, momentum=0.0, warmup_steps=0, batch_size=32,
-                          float64_loss=False),
-        train=TrainConfig(steps=30_000, eval_every=50, seed=0),
-    ),
 }
+# Merrill et al. 2023: (40, 3)-parity, N = 1000 training samples (1000 test), one hidden ReLU layer of width 1000;
+# their hinge loss and SGD (lr 0.1, batch 32, weight decay 0.01), which "parity-blog" borrows.
+PRESETS["merrill2023"] = PRESETS["parity-blog"].replace(n_bits=40, k=3, n_train=1000, n_test=1000, d_mlp=1000,
+                                                        steps=30_000, eval_every=50)
 
 # Omnigrok (Liu, Michaud, Tegmark 2023). Teacher-student regression: a 5-100-100-5 tanh student on 100 Gaussian
 # inputs labelled by a fixed teacher of the same shape. Its reduced landscape (python -m analyses.reduced_landscape
@@ -117,9 +118,10 @@ PRESETS["omnigrok-mnist"] = RunConfig(
 PRESETS["omnigrok-fixed-norm"] = PRESETS["nanda2023"].replace(wd=0.0, constrain_norm=0.8, warmup_steps=0,
                                                               steps=3000, eval_every=10)
 
-# Seed 004 (Sha, Wu, Yue), Fig. 1-4: (x+y) mod 97, 50% train, AdamW lr 1e-3 betas (0.9, 0.98) wd 0.1, 10-step warmup,
-# batch 512, 1e5 steps, dropout 0.1, three architectures: a 2-layer transformer of width 128 with 4 heads (pre-LN),
-# a 2-layer LSTM of hidden size 128, an MLP with 2 hidden layers of 256 (64-wide per-operand embeddings).
+# Sha, Wu and Yue, "Final Project: Grokking Phenomenon Reproduction", Fig. 1-4: (x+y) mod 97, 50% train, AdamW lr 1e-3
+# betas (0.9, 0.98) wd 0.1, 10-step warmup, batch 512, 1e5 steps, dropout 0.1, three architectures: a 2-layer
+# transformer of width 128 with 4 heads (pre-LN), a 2-layer LSTM of hidden size 128, an MLP with 2 hidden layers of 256
+# (64-wide per-operand embeddings).
 _ADD97 = RunConfig(
     task=TaskConfig(task="add", p=97, frac=0.5, split_seed=0),
     model=ModelConfig(model="transformer", n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512,
@@ -207,7 +209,98 @@ PRESETS["max-element"] = RunConfig(
 )
 
 
+# What each preset is for, one line each: the first column of the README's table.
+ABOUT: dict[str, str] = {
+    "default": "CPU-sized grokking, under a minute",
+    "nanda2023": "Nanda et al. 2023",
+    "power2022": "Power et al. 2022 (pre-LN)",
+    "power2022-s5": "Power et al. 2022's S5 table",
+    "chughtai-s5": "Chughtai et al. 2023",
+    "s5-cpu": "S5 on a 2-core CPU",
+    "parity-blog": "Fuangkawinsombut and Somsirivattana's parity",
+    "merrill2023": "Merrill et al. 2023",
+    "omnigrok-teacher": "Omnigrok: teacher-student, large init",
+    "omnigrok-digits": "Omnigrok: 8x8 digits, large init",
+    "omnigrok-mnist": "Omnigrok: MNIST (`--data-path`)",
+    "omnigrok-fixed-norm": "Omnigrok: no grokking at a fixed norm",
+    "add97-transformer": "Sha, Wu and Yue's transformer",
+    "add97-lstm": "Sha, Wu and Yue's LSTM",
+    "add97-mlp": "Sha, Wu and Yue's MLP",
+    "add-transformer-cpu": "the add97 transformer on a CPU",
+    "add-lstm-cpu": "the add97 LSTM on a CPU",
+    "add-mlp-cpu": "the add97 MLP on a CPU",
+    "digits5-infinite": "5-digit addition, infinite data (Nanda 2022)",
+    "digits5-700": "5-digit addition on 700 examples",
+    "repeat-infinite": "repeated subsequences, infinite data",
+    "repeat-512": "repeated subsequences on 512 (grokking)",
+    "max-element": "max of 11 values",
+}
+
+
 def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(sorted(PRESETS))})")
     return PRESETS[name]
+
+
+# --- the README's table --------------------------------------------------------------------------------------
+
+# values that mean "off" or "as usual", left out of the table so that a row shows what sets the preset apart
+_QUIET = {"split_seed": None, "dropout": 0.0, "init_scale": 1.0, "normalization_type": "none", "act_fn": "relu",
+          "label_noise": 0.0, "repeat_interval": 0, "infinite": False, "n_test": 0, "data_path": ""}
+_BARE = ("normalization_type", "act_fn")  # their value says what they are ("LN", "tanh")
+
+
+def _num(v) -> str:
+    return f"{v:.0e}".replace("e-0", "e-") if isinstance(v, float) and 0 < abs(v) < 0.01 else f"{v:g}"
+
+
+def _pairs(section, fields, skip=()) -> str:
+    shown = [(f, getattr(section, f)) for f in fields if f not in skip]
+    return ", ".join(f if v is True else str(v) if f in _BARE else f"{f} {_num(v) if isinstance(v, float) else v}"
+                     for f, v in shown if f not in _QUIET or (_QUIET[f] is not None and v != _QUIET[f]))
+
+
+def settings(cfg: RunConfig) -> tuple[str, str, str]:
+    """(task, model, training) of a config in a few words, from the fields its task, model and transforms read."""
+    t, m, o = cfg.task, cfg.model, cfg.optim
+    vectors = task_spec(t.task).family == "vector"  # the MLP reads the vectors directly: d_model is not used
+    task = f"{t.task}: {_pairs(t, task_spec(t.task).fields)}"
+    model = f"{m.model}: {_pairs(m, model_spec(m.model).fields, ('d_model',) if vectors else ())}"
+    opt = [f"{o.optimizer} lr {_num(o.lr)} wd {_num(o.wd)}"]
+    opt += [f"betas ({o.beta1:g}, {o.beta2:g})"] * (o.optimizer != "sgd" and (o.beta1, o.beta2) != (0.9, 0.98))
+    opt += [f"momentum {o.momentum:g}"] * bool(o.momentum) + [f"warmup {o.warmup_steps}"] * bool(o.warmup_steps)
+    opt += [f"batch {o.batch_size}" if o.batch_size else "full batch"] + ["float64 loss"] * o.float64_loss
+    opt += [f"loss {o.loss}"] * (o.loss != "task")
+    opt += [_pairs(o, spec.fields) for spec in transform_specs() if spec.active(o)]
+    return task, model, ", ".join(opt + [f"{cfg.train.steps} steps"])
+
+
+def markdown_table() -> str:
+    """Every preset as a Markdown table: the README's, verbatim."""
+    missing = sorted(set(PRESETS) - set(ABOUT))
+    if missing:
+        raise ConfigError(f"preset(s) {', '.join(missing)} have no line in training.presets.ABOUT")
+    rows = ["| preset | what | task | model | training (AdamW/Adam betas (0.9, 0.98) unless given) |",
+            "|---|---|---|---|---|"]
+    rows += [f"| `{name}` | {ABOUT[name]} | " + " | ".join(settings(cfg)) + " |" for name, cfg in PRESETS.items()]
+    return "\n".join(rows) + "\n"
+
+
+def make_parser() -> Parser:
+    p = Parser(prog="training.presets", description="List the named run configs.")
+    p.add_argument("--markdown", action="store_true", help="print the README's presets table")
+    return p
+
+
+def body(args) -> int:
+    print(markdown_table() if args.markdown else "\n".join(PRESETS), end="" if args.markdown else "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_entry("training.presets", make_parser, body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -48,10 +48,6 @@ def task_spec(name: str) -> TaskSpec:
     return spec
 
 
-def canonical_task(name: str) -> str:
-    return task_spec(name).name
-
-
 def task_shape(cfg) -> TaskShape:
     """The sizes `training.tasks.build_task(cfg)` will produce, or ConfigError for a config it would refuse.
 

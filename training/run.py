@@ -22,7 +22,6 @@ from pathlib import Path
 from training.cli import Parser, main_entry, positive_int
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
 from training.constants import CONFIG, SEED_DIR
-from training.errors import RunDirError
 from training.memory import LIMIT_ENV, members_that_fit
 from training.presets import PRESETS, get_preset
 from training.threads import threads_for

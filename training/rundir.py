@@ -24,7 +24,6 @@ from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import load_file, save
 
 from training.cli import json_safe

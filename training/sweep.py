@@ -45,6 +45,7 @@ from training.config import FIELD_SECTION, ConfigError, RunConfig, parse_value, 
 from training.constants import CKPT_DIR, LOCK, STATE_DIR, STATE_PATH, SWEEP_CKPT, SWEEP_INDEX, SWEEP_STOP
 from training.errors import RunDirError
 from training.safeio import atomic_write_bytes
+from training.sweep_exec import failure_reason, make_backend
 from training.presets import PRESETS, get_preset
 from training.registry import transform_specs
 
@@ -71,23 +72,23 @@ class SweepSpec:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-# Small checkpoint budgets: a sweep wants S_mem / S_gen, not dense checkpoints (analyse single runs for that).
-_SWEEP_CKPT = SWEEP_CKPT
-
+# The sweeps keep small checkpoint budgets (SWEEP_CKPT): a sweep wants S_mem / S_gen, not dense checkpoints
+# (analyse single runs for that).
 SWEEPS: dict[str, SweepSpec] = {
-    # H1 (the grokking blog, seed 003): raising weight decay once the training set is memorised speeds up
-    # generalisation, up to a threshold past which nothing generalises. parity-blog, wd 0.01 until 100% train acc.
+    # H1 (Fuangkawinsombut and Somsirivattana's blog "Grokking"): raising weight decay once the training set is
+    # memorised speeds up generalisation, up to a threshold past which nothing generalises. parity-blog, wd 0.01 until
+    # 100% train acc.
     "h1": SweepSpec("parity-blog", {"wd_after_memorisation": [0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.3, 1.0]},
-                    overrides={"steps": 5000, "stop_after_gen": 0, "eval_every": 10, **_SWEEP_CKPT},
+                    overrides={"steps": 5000, "stop_after_gen": 0, "eval_every": 10, **SWEEP_CKPT},
                     doc="H1: weight decay switched on at memorisation (parity-blog)"),
     # H2: a fraction p_t of flipped training labels slows generalisation, up to a threshold.
     "h2": SweepSpec("parity-blog", {"label_noise": [0.0, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2]},
-                    overrides={"steps": 10000, "stop_after_gen": 0, "eval_every": 10, **_SWEEP_CKPT},
+                    overrides={"steps": 10000, "stop_after_gen": 0, "eval_every": 10, **SWEEP_CKPT},
                     doc="H2: fraction of flipped training labels (parity-blog)"),
     # Steps to generalise against the training fraction (Power et al. 2022, fig. 1 right): the `default` preset,
     # 3 seeds; each run stops at S_gen, so only the fractions that do not generalise use the whole budget.
     "frac": SweepSpec("default", {"frac": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]},
-                      overrides={"steps": 3000, "stop_after_gen": 0, **_SWEEP_CKPT},
+                      overrides={"steps": 3000, "stop_after_gen": 0, **SWEEP_CKPT},
                       doc="S_gen against the training fraction (default preset)"),
 }
 
@@ -121,20 +122,20 @@ _BUDGET_TASK = {"p": 97, "model": "mlp", "n_layers": 1, "d_model": 64, "d_mlp": 
 
 SWEEPS.update({
     # Every method of issue 13 against plain AdamW on the `default` preset, 3 seeds, stopping at S_gen.
-    "accel": SweepSpec("default", {}, overrides={"steps": 1500, "stop_after_gen": 0, **_SWEEP_CKPT},
+    "accel": SweepSpec("default", {}, overrides={"steps": 1500, "stop_after_gen": 0, **SWEEP_CKPT},
                        variants=accel_methods(128), doc="regularisers and accelerators (default preset)"),
     # The same on Nanda et al.'s setup, 3 seeds. Every method gets 1500 steps (the methods that claim to remove the
     # delay should need far fewer); plain AdamW, the reference, runs until it generalises (~6-10k steps here), so
     # each speed-up is against its measured S_gen, or bounded by it (a method that did not generalise within its
     # 1500 steps is at most S_gen(adamw) / 1500 times faster). A full-batch step is ~80 ms on one CPU thread.
-    "accel-nanda": SweepSpec("nanda2023", {}, overrides={"steps": 1500, "stop_after_gen": 0, **_SWEEP_CKPT},
+    "accel-nanda": SweepSpec("nanda2023", {}, overrides={"steps": 1500, "stop_after_gen": 0, **SWEEP_CKPT},
                              variants={**accel_methods(512), "adamw": {"steps": 15000}},
                              doc="regularisers and accelerators (nanda2023; 1500 steps, adamw until it generalises)"),
-    # Hu et al. 2023 (seed 001), Figure 5: final test accuracy within 1800 steps against the training fraction,
-    # (x+y) mod 97. Runs stop once generalised (their final accuracy is then >= 99%).
+    # Hu, Zhou and Yu, "Exploring Grokking" (2023), Figure 5: final test accuracy within 1800 steps against the training
+    # fraction, (x+y) mod 97. Runs stop once generalised (their final accuracy is then >= 99%).
     "accel-budget": SweepSpec("default", {"frac": [0.3, 0.5, 0.7]}, seeds=[0],
                               overrides={**_BUDGET_TASK, "steps": 1800, "eval_every": 100, "stop_after_gen": 0,
-                                         **_SWEEP_CKPT},
+                                         **SWEEP_CKPT},
                               variants=accel_methods(0), doc="final test accuracy within 1800 steps, (x+y) mod 97"),
 })
 
@@ -400,9 +401,7 @@ def drive(backend, chunks: list[list[PlannedRun]], items_of, stop_file: Path, pr
                 try:
                     results = backend.result(handle)
                 except Exception as e:  # noqa: BLE001  (the worker died: every run of its chunk failed)
-                    from training.sweep_exec import one_line
-
-                    results = [{"status": "failed", "error": one_line(e)}] * len(chunk)
+                    results = [{"status": "failed", "error": failure_reason(e)}] * len(chunk)
                 progress.finished(chunk, results)
     finally:
         if in_flight:  # an error in the driver itself: the workers still drain and save their state
@@ -417,7 +416,6 @@ def sweep(spec: SweepSpec, out: Path, *, backend: Any = "local", workers: int | 
     `backend` is "local", "ray" or an opened backend object (training.sweep_exec)."""
     spec, runs = open_sweep(spec, out, list(seed_fields))  # a bad value answers here, before torch is imported
     from training.rundir import RunLock
-    from training.sweep_exec import make_backend
 
     status = {r.name: existing_status(r, out / r.name) for r in runs}
     if isinstance(backend, str):  # opened (Ray: connected) before anything is created

@@ -102,8 +102,9 @@ def train_chunk(items: list[dict[str, Any]], paths: list[Path], drain: DrainWatc
     return results
 
 
-def one_line(e: BaseException) -> str:
-    """An exception as the one-line reason a failed run is listed with."""
+def failure_reason(e: BaseException) -> str:
+    """An exception as the reason a failed run is listed with: its type and the first line of its message
+    (`training.cli.one_line` is another thing: a message with its control characters escaped)."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -112,7 +113,7 @@ def _result(item_result: Any, seconds: float) -> dict[str, Any]:
     if item_result is None:
         return {"status": "not_started"}
     if isinstance(item_result, BaseException):
-        return {"status": "failed", "error": one_line(item_result)}
+        return {"status": "failed", "error": failure_reason(item_result)}
     status = "interrupted" if item_result.get("interrupted") else "done"
     return {"status": status, "summary": item_result, "seconds": round(seconds, 2)}
 
@@ -137,7 +138,7 @@ def execute_chunk(items: list[dict[str, Any]], stop_file: str | None = None, thr
                     locks.append(RunLock(Path(item["dir"])).acquire())
                     locked.append(i)
                 except Exception as e:  # noqa: BLE001  (e.g. another process is writing this run)
-                    results[i] = {"status": "failed", "error": one_line(e)}
+                    results[i] = {"status": "failed", "error": failure_reason(e)}
             try:
                 outcome = train_chunk([items[i] for i in locked], [Path(items[i]["dir"]) for i in locked], drain)
             except Exception as e:  # noqa: BLE001  (an ensemble failing as a whole)
@@ -255,7 +256,7 @@ class RayBackend:
                          include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             except (OSError, RuntimeError, ValueError) as e:
                 self.close()
-                raise ConfigError(f"--backend ray: cannot connect to Ray at {address} ({one_line(e)})") from None
+                raise ConfigError(f"--backend ray: cannot connect to Ray at {address} ({failure_reason(e)})") from None
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or max(1, cpus // threads)

@@ -24,7 +24,7 @@ from training.config import ConfigError, TaskConfig
 from training.rules import check_fields
 from training.groups import GROUP_OPS, get_group
 from training.registry import task_spec
-from training.taskdata import TaskData, random_split, split_digest  # noqa: F401  (re-exported)
+from training.taskdata import TaskData, random_split  # noqa: F401  (re-exported)
 from training.taskshape import GROUP_TASKS, MOD_OPS, TEACHER_WIDTHS, is_prime  # noqa: F401  (re-exported)
 
 

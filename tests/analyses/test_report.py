@@ -178,15 +178,21 @@ def test_seed_004_presets_build():
 
 @pytest.mark.slow
 def test_the_optimisers_section_runs_on_the_accelerator_sweep(tmp_path):
-    out = tmp_path / "site"
-    assert report.main(["--scale", "smoke", "--only", "optimisers", "--root", str(tmp_path / "runs"), "--out",
-                        str(out), "--workers", "1"]) == 0
-    (s,) = json.loads((out / "report.json").read_text())["sections"]
+    out, s = smoke_section(tmp_path, "optimisers")
     assert s["name"] == "optimisers" and s["verdict"] in VERDICTS and s["verdict"] != "not run"
     assert s["runs"] == {"reused": 0, "trained": 6}  # smoke: 3 methods x 2 fractions x 1 seed
     rows = s["tables"][0]["rows"]
     assert len(rows) == 6 and {r[1] for r in rows} == set(list(sweep_methods())[:3])
     assert all((out / f["file"]).is_file() for f in s["figures"]) and len(s["figures"]) == 2
+
+
+def smoke_section(tmp_path, name: str) -> tuple:
+    """(the report's folder, its one section) after `--scale smoke --only NAME` on one worker."""
+    out = tmp_path / "site"
+    assert report.main(["--scale", "smoke", "--only", name, "--root", str(tmp_path / "runs"), "--out", str(out),
+                        "--workers", "1"]) == 0
+    (s,) = json.loads((out / "report.json").read_text())["sections"]
+    return out, s
 
 
 def sweep_methods():
@@ -195,13 +201,9 @@ def sweep_methods():
     return SWEEPS["accel-budget"].variants
 
 
-
 @pytest.mark.slow
 def test_the_sequence_section_trains_and_analyses_the_sequence_presets(tmp_path):
-    out = tmp_path / "site"
-    assert report.main(["--scale", "smoke", "--only", "sequence", "--root", str(tmp_path / "runs"), "--out",
-                        str(out), "--workers", "1"]) == 0
-    (s,) = json.loads((out / "report.json").read_text())["sections"]
+    out, s = smoke_section(tmp_path, "sequence")
     assert s["verdict"] in VERDICTS and s["verdict"] != "not run", s.get("reason")
     (runs,) = [ev["runs"] for ev in s["evidence"].values()]
     assert list(runs) == ["digits5-infinite"]

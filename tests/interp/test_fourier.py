@@ -1,4 +1,5 @@
-"""Fourier probes: the basis, the O(n^2) neuron spectra, planted models, the batched path, a real grokking run."""
+"""Fourier probes: the O(n^2) neuron spectra, planted models, the batched path, a real grokking run, and the
+names `interp.fourier` re-exports from its basis and ablation modules."""
 
 import math
 
@@ -16,28 +17,6 @@ from training.rundir import Run
 from training.tasks import build_task
 
 
-@pytest.mark.parametrize("n", [7, 8, 23, 96, 113])
-def test_basis_is_orthonormal_and_named(n):
-    b = fourier.fourier_basis(n)
-    assert torch.allclose(b.matrix @ b.matrix.T, torch.eye(n), atol=1e-5)
-    assert b.names[0] == "const" and b.names[1] == "cos 1" and b.names[2] == "sin 1" and len(b.names) == n
-    assert b.freqs.max() == n // 2 and (b.freqs == 1).sum() == 2
-    # row "cos k" really is cos(2 pi k x / n), normalised
-    x = torch.arange(n, dtype=torch.float64)
-    cos3 = torch.cos(2 * math.pi * 3 * x / n)
-    assert torch.allclose(b.matrix[b.names.index("cos 3")].double(), cos3 / cos3.norm(), atol=1e-6)
-
-
-def test_transforms_invert_and_act_on_the_right_axes():
-    x = torch.randn(11, 5, 11)
-    X = fourier.fourier_transform_2d(x, dims=(0, 2))
-    F = fourier.fourier_basis(11).matrix
-    assert torch.allclose(X, torch.einsum("fa,gb,aib->fig", F, F, x), atol=1e-5)
-    assert torch.allclose(torch.einsum("fa,gb,fig->aib", F, F, X), x, atol=1e-5)  # orthonormal: F^T inverts
-    norms = fourier.frequency_norms(torch.tensor([[3.0, 1.0, 2.0, 0.0, 4.0]]))  # n = 5: const, c1, s1, c2, s2
-    assert torch.allclose(norms, torch.tensor([[math.sqrt(5), 4.0]]))
-
-
 @pytest.mark.parametrize("n", [7, 12])
 def test_neuron_spectra_equal_the_explicit_2d_transform(n):
     s = additive_structure(n)
@@ -53,35 +32,6 @@ def test_neuron_spectra_equal_the_explicit_2d_transform(n):
         expected[1, 0] = 0
         assert torch.allclose(share[:, k - 1], expected, atol=1e-6)
     assert torch.allclose(fourier.neuron_transform(acts[0], s, [2, 4]), X[0][..., [2, 4]].float(), atol=1e-4)
-
-
-def test_gini_extremes_and_scale_invariance():
-    assert fourier.gini(torch.ones(10)).item() == pytest.approx(0.0, abs=1e-12)
-    one_hot = torch.zeros(10)
-    one_hot[3] = 5.0
-    assert fourier.gini(one_hot).item() == pytest.approx(0.9)  # 1 - 1/N
-    x = torch.rand(3, 20)
-    assert torch.allclose(fourier.gini(x), fourier.gini(7 * x))
-    assert (fourier.gini(x**4) > fourier.gini(x)).all()  # more concentrated, higher
-
-
-def test_logit_periodicity_recovers_planted_shares():
-    n = 13
-    s = additive_structure(n)
-    c = torch.arange(n)
-    wave = lambda k: torch.cos(2 * math.pi * k * (s.answer[:, None] - c[None]) / n)  # noqa: E731
-    g = torch.Generator().manual_seed(0)
-    noise = torch.randn(s.grid_size, n, generator=g)
-    noise -= noise.mean(1, keepdim=True) + noise.mean(0, keepdim=True) - noise.mean()
-    for k in range(1, n // 2 + 1):  # noise orthogonal to every wave, so the shares are known exactly
-        noise -= (noise * wave(k)).sum() / wave(k).pow(2).sum() * wave(k)
-    logits = 3 * wave(2) + 1 * wave(5) + noise * 0.5 + 7.0  # the offset must not matter
-    per = fourier.logit_periodicity(logits[None], s)[0]
-    total = (3 * wave(2) + wave(5) + 0.5 * noise).pow(2).sum()
-    assert per[1].item() == pytest.approx((9 * wave(2).pow(2).sum() / total).item(), rel=1e-4)
-    assert per[4].item() == pytest.approx((wave(5).pow(2).sum() / total).item(), rel=1e-4)
-    others = [k for k in range(n // 2) if k not in (1, 4)]
-    assert per[others].sum() < 1e-6
 
 
 @pytest.mark.parametrize("task, freqs", [("add", (2, 5, 9)), ("sub", (3, 7)), ("mul", (3, 4, 10))])
@@ -194,3 +144,12 @@ def test_fourier_probes_are_torch_tensors_throughout():
     assert all(isinstance(v, torch.Tensor) and v.shape[0] == 1 for v in arrays.values()), arrays.keys()
     both = fourier.FourierProbes.concat([pr, pr])
     assert torch.equal(both.test_loss, pr.test_loss.repeat(2)) and both.embed_norms.shape == (2, 7)
+
+
+def test_fourier_re_exports_the_basis_and_ablation_names():
+    from interp import fourier_ablations, fourier_basis
+
+    for module in (fourier_basis, fourier_ablations):
+        public = [n for n in vars(module) if not n.startswith("_") and getattr(vars(module)[n], "__module__", "") ==
+                  module.__name__]
+        assert public and all(getattr(fourier, n) is getattr(module, n) for n in public), module.__name__

@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from training.rundir import Run
+from training.tasks import build_task
+from training.trainer import Trainer
 
 
 def metrics_rows(run_dir: Path) -> list[dict]:
@@ -36,3 +38,18 @@ def assert_same_bits(a: Path, b: Path) -> None:
         assert wa.keys() == wb.keys()
         for k in wa:
             assert wa[k].dtype == wb[k].dtype and torch.equal(wa[k], wb[k]), (a, b, step, k)
+
+
+def round_tripped_member_states(cfgs, steps: int = 7) -> list[tuple[tuple, tuple]]:
+    """Per member, (its `member_state` in a Trainer after 2 x `steps` steps, in one loaded from that Trainer's
+    `state_dict` after `steps` and stepped alongside): a lossless state makes each pair bit-identical."""
+    data = [build_task(c.task) for c in cfgs]
+    a = Trainer(cfgs, data)
+    for _ in range(steps):
+        a.step()
+    b = Trainer(cfgs, data)
+    b.load_state_dict(a.state_dict())
+    for _ in range(steps):
+        a.step()
+        b.step()
+    return [(a.member_state(k), b.member_state(k)) for k in range(len(cfgs))]

@@ -14,21 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import ROOT, tiny_config
-from tests.training.test_rundir import TINY, call_main, files, one_line
+from tests.training.test_rundir import TINY, call_main, files, one_line, run_copy, trained  # noqa: F401  (fixtures)
 from training.loop import train
 from training.rundir import Run, RunDirError
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trained") / "run"
-    assert call_main(*TINY, "--out", str(d)) == 0
-    return d
-
-
-@pytest.fixture
-def run_copy(trained, tmp_path):
-    return shutil.copytree(trained, tmp_path / "run", symlinks=True)
 
 
 def victim(tmp_path):

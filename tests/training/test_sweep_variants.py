@@ -7,7 +7,7 @@ import pytest
 
 from tests.training.test_sweep import TINY
 from training.config import ConfigError
-from training.sweep import SWEEPS, SweepSpec, check_variants, merged, plan, spec_dict, sweep
+from training.sweep import SWEEPS, SweepSpec, merged, plan, spec_dict, sweep
 
 VARIANTS = {"plain": {}, "noisy": {"label_noise": 0.1, "lr": 0.05}, "big": {"d_mlp": 24}}
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
+from tests.training.bits import round_tripped_member_states
 from training.batched import forward_for
 from training.models import build_model
 from training.optim import StackedOptimizer
@@ -65,20 +66,9 @@ def test_stacked_optimizer_matches_torch_optim_per_member(kind):
 
 def test_member_state_round_trip_is_bit_identical():
     base = tiny_config(batch_size=16, dropout=0.2, constrain_norm=0.9, wd=0.0)
-    cfgs = [base, base.replace(seed=3, batch_seed=4, frac=0.3)]
-    data = [build_task(c.task) for c in cfgs]
-    a = Trainer(cfgs, data)
-    for _ in range(7):
-        a.step()
-    b = Trainer(cfgs, data)
-    b.load_state_dict(a.state_dict())
-    for _ in range(7):
-        a.step()
-        b.step()
-    for k in range(2):
-        ta, tb = a.member_state(k)[0], b.member_state(k)[0]
+    for (ta, ca), (tb, cb) in round_tripped_member_states([base, base.replace(seed=3, batch_seed=4, frac=0.3)]):
         assert ta.keys() == tb.keys() and all(torch.equal(ta[n], tb[n]) for n in ta)
-        assert a.member_state(k)[1] == b.member_state(k)[1]
+        assert ca == cb
 
 
 @pytest.mark.parametrize("flat", [{"batch_size": 8, "dropout": 0.1}, {"model": "mlp", "dropout": 0.2}])
