@@ -17,6 +17,7 @@ import errno
 import math
 import os
 import sys
+import time
 from typing import Any, Callable
 
 from training.constants import MAX_INT
@@ -180,3 +181,16 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+T0_ENV = "GROKSCOPE_T0"  # benchmarks: a launch time.time(); the first training step reports the seconds since
+
+
+def say_first_step() -> None:
+    """With GROKSCOPE_T0 set to a launch `time.time()` (the start-up benchmark's), one stderr line: the seconds from
+    then to this process's first training step. A diagnostic: unset or not a number, nothing."""
+    try:
+        seconds = time.time() - float(os.environ.get(T0_ENV, ""))
+    except ValueError:
+        return
+    print(f"grokscope: first step {seconds:.3f} s after {T0_ENV}", file=sys.stderr, flush=True)

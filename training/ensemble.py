@@ -93,10 +93,12 @@ _GAINS: dict[tuple, float] = {}
 def step_time(configs: list[RunConfig], steps: int = 3, data: TaskData | None = None) -> float:
     """Seconds per step of `configs` as one Trainer (after a warm-up step and the Trainer's chunk tuning)."""
     from training.loop import pick_device
+    from training.models import plain_models
     from training.trainer import Trainer
 
     data = data if data is not None else build_task(configs[0].task)
-    trainer = Trainer(configs, [data] * len(configs), pick_device(configs[0].train.device))
+    with plain_models():
+        trainer = Trainer(configs, [data] * len(configs), pick_device(configs[0].train.device))
     trainer.step()
     while trainer.batched and not trainer.chunks.best:  # its member chunking is tuned first (ChunkTuner)
         trainer.step()

@@ -28,11 +28,13 @@ import torch
 from tqdm.auto import tqdm
 
 from training.checkpointing import CheckpointPolicy
+from training.cli import say_first_step
 from training.config import ConfigError, RunConfig
 from training.trainer import state_path
 from training.registry import model_spec
 from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
 from training.milestones import first_step, generalised, s_gen
+from training.models import plain_models
 from training.plots import plot_curves
 from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, checkpoint_steps,
                              metadata, read_config, read_metrics)
@@ -69,12 +71,13 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, data: Tas
 
 
 def package_versions() -> dict[str, str]:
+    from importlib.metadata import version  # importing transformer_lens to ask would cost more than torch's import
+
     import numpy
     import safetensors
-    import transformer_lens
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "transformer_lens": getattr(transformer_lens, "__version__", "4.x"), "safetensors": safetensors.__version__}
+            "transformer_lens": version("transformer-lens"), "safetensors": safetensors.__version__}
 
 
 @dataclass
@@ -240,7 +243,8 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     step = members[0].start
     path = _resumed_path(members, len(cfgs) > 1)
     _say_if_numerics_differ([m.dir for m in members if m.saved is not None], new, log)
-    trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], path=path)
+    with plain_models():  # its copies need parameters and a forward only: no TransformerLens import
+        trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], path=path)
     for k, m in enumerate(members):
         if m.saved is not None:
             try:  # training.run checked the state first (rundir.check_resume); this covers other callers
@@ -310,6 +314,7 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
             m.overhead_time += time.perf_counter() - t
     active = _retire(trainer, members, active, list(range(len(active))), step)
     writer = members[0].writer  # test-only kill point (GROKSCOPE_KILL_AT_STEP), the same for every member
+    say_first_step()
     t_seg = time.perf_counter()
     last_state = time.perf_counter()
     while active and stop.signal is None:

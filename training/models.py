@@ -8,19 +8,25 @@ TransformerLens does (equal to `to_bridge(model)` on every position; the answer 
 `model.answer_logits(tokens)` [batch, d_vocab_out] computes the answer position only: the last block runs queries,
 attention and MLP at one position instead of n_ctx, ~3x fewer FLOPs on the [a, b, =] tasks. The TransformerLens
 surface beyond the weights (config fields, biases, `accumulated_bias`, ...) is in training.tl_compat.
+
+Training's own copies of a model (`plain_models()`: the Trainer's, the run's checks) only need its parameters and
+its forward, so they stay plain `nn.Module`s whose hook sites are identities, and a training process never imports
+TransformerLens (whose package import, with the Hugging Face libraries it pulls in, costs more than torch's). Every
+other model becomes a `HookedRootModule` with `HookPoint`s at those sites when its `__init__` calls `setup()`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import lru_cache
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
-from transformer_lens.hook_points import HookPoint
 
 from training.config import ModelConfig
 from training.losses import compute_loss
@@ -28,10 +34,56 @@ from training.registry import check_pairing, model_spec
 from training.taskdata import TaskData
 from training.tl_compat import HookedConfig, TLSurface, add_zero_biases  # noqa: F401  (HookedConfig re-exported)
 
+if TYPE_CHECKING:
+    from transformer_lens import ActivationCache, FactoredMatrix
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
 
 
-class GrokModel(HookedRootModule):
+_PLAIN: ContextVar[bool] = ContextVar("plain_models", default=False)
+
+
+@contextmanager
+def plain_models() -> Iterator[None]:
+    """Models built inside stay plain (no TransformerLens): training's own copies, which only need their parameters
+    and their forward. The bits are those of a hooked model: a hook site is an identity either way."""
+    token = _PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
+
+
+class HookSite(nn.Identity):
+    """Where a TransformerLens `HookPoint` goes: `setup()` puts one here (an identity too, until a hook is added)."""
+
+
+@lru_cache(maxsize=None)
+def _hooked(cls: type) -> type:
+    """`cls` with TransformerLens' `HookedRootModule` behind it (same name: the model still reads as `cls`)."""
+    from transformer_lens import HookedRootModule
+
+    return type(cls.__name__, (cls, HookedRootModule), {"__module__": cls.__module__, "__doc__": cls.__doc__,
+                                                         "__qualname__": cls.__qualname__})
+
+
+def hook_up(model: "GrokModel") -> None:
+    """Make `model` a TransformerLens `HookedRootModule`: each hook site a `HookPoint`, its hook and module
+    dictionaries built (`HookedRootModule.setup`). No parameter changes, so its bits do not either."""
+    from transformer_lens import HookedRootModule
+    from transformer_lens.hook_points import HookPoint
+
+    if not isinstance(model, HookedRootModule):
+        for module in list(model.modules()):
+            for name, child in list(module._modules.items()):
+                if type(child) is HookSite:
+                    module._modules[name] = HookPoint()
+        model.__class__ = _hooked(type(model))
+        model.is_caching, model.context_level = False, 0  # what HookedRootModule.__init__ sets
+    HookedRootModule.setup(model)
+
+
+class GrokModel(nn.Module):
     """What every model shows the probes, whatever its architecture (TransformerLens names):
 
     - `run_with_cache` returns a TransformerLens `ActivationCache`; `answer_logits(x)` [batch, d_vocab_out] the
@@ -52,8 +104,16 @@ class GrokModel(HookedRootModule):
     cfg: HookedConfig
     attention_hooks: list[str] = []
 
+    def setup(self) -> None:
+        """Called last in every model's `__init__`: a TransformerLens `HookedRootModule` from here on (`hook_up`),
+        unless built inside `plain_models()`."""
+        if not _PLAIN.get():
+            hook_up(self)
+
     def run_with_cache(self, *args, **kwargs) -> tuple[torch.Tensor, ActivationCache]:
         """(output, ActivationCache): `cache["post", 0]`, `cache.stack_activation("pattern")`, ..."""
+        from transformer_lens import ActivationCache
+
         out, cache = super().run_with_cache(*args, **kwargs)
         return out, ActivationCache(dict(cache), self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
 
@@ -118,7 +178,7 @@ class LayerNorm(nn.Module):
         self.w = nn.Parameter(torch.ones(d_model))
         self.b = nn.Parameter(torch.zeros(d_model))
         self.eps = eps
-        self.hook_scale, self.hook_normalized = HookPoint(), HookPoint()
+        self.hook_scale, self.hook_normalized = HookSite(), HookSite()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not any(h._forward_hooks or h._backward_hooks for h in (self.hook_scale, self.hook_normalized)):
@@ -140,8 +200,8 @@ class Attention(nn.Module):
         self.W_O = nn.Parameter(torch.empty(H, e, d))
         self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False)
         self.scale = math.sqrt(e)
-        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
-        self.hook_attn_scores, self.hook_pattern, self.hook_z = HookPoint(), HookPoint(), HookPoint()
+        self.hook_q, self.hook_k, self.hook_v = HookSite(), HookSite(), HookSite()
+        self.hook_attn_scores, self.hook_pattern, self.hook_z = HookSite(), HookSite(), HookSite()
 
     def forward(self, x: torch.Tensor, last_only: bool, qkv: tuple | None = None) -> torch.Tensor:
         """x [batch, pos, d_model] -> [batch, q_pos, d_model]; q_pos = 1 when last_only.
@@ -192,7 +252,7 @@ class MLP(nn.Module):
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
         self.act = ACTIVATIONS[cfg.act_fn]
-        self.hook_pre, self.hook_post = HookPoint(), HookPoint()
+        self.hook_pre, self.hook_post = HookSite(), HookSite()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.hook_pre(x @ self.W_in + self.b_in)
@@ -214,7 +274,7 @@ class Block(nn.Module):
             self.mlp = MLP(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         for name in ("resid_pre", "attn_out", "resid_mid", "resid_post") + (() if self.attn_only else ("mlp_out",)):
-            setattr(self, f"hook_{name}", HookPoint())
+            setattr(self, f"hook_{name}", HookSite())
 
     def forward(self, resid: torch.Tensor, last_only: bool, qkv: tuple | None = None) -> torch.Tensor:
         resid = self.hook_resid_pre(resid)
@@ -275,7 +335,7 @@ class Transformer(TLSurface, GrokModel):
         self.blocks = nn.ModuleList([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
         self.ln_final = LayerNorm(cfg.d_model) if cfg.normalization_type == "LN" else nn.Identity()
         self.unembed = Unembed(cfg.d_model, d_vocab_out)
-        self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
+        self.hook_embed, self.hook_pos_embed = HookSite(), HookSite()
         self.attention_hooks = [f"blocks.{i}.attn.hook_pattern" for i in range(cfg.n_layers)]
         add_zero_biases(self)
         self.setup()
@@ -297,7 +357,8 @@ class Transformer(TLSurface, GrokModel):
 
     def listening(self) -> bool:
         """True when any hook is attached (run_with_cache, run_with_hooks): then every activation is computed."""
-        return any(hp._forward_hooks or hp._backward_hooks for hp in self.hook_dict.values())
+        hooks = self.__dict__.get("hook_dict", {})  # a plain model (plain_models) has none
+        return any(hp._forward_hooks or hp._backward_hooks for hp in hooks.values())
 
     def forward(self, tokens: torch.Tensor, return_type: str | None = "logits", *, labels: torch.Tensor | None = None,
                 loss: str = "ce") -> torch.Tensor:
@@ -367,11 +428,15 @@ class Transformer(TLSurface, GrokModel):
     @property
     def QK(self) -> FactoredMatrix:
         """[n_layers, n_heads, d_model, d_model] W_Q W_K^T, factored."""
+        from transformer_lens import FactoredMatrix
+
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     @property
     def OV(self) -> FactoredMatrix:
         """[n_layers, n_heads, d_model, d_model] W_V W_O, factored."""
+        from transformer_lens import FactoredMatrix
+
         return FactoredMatrix(self.W_V, self.W_O)
 
     # --- the probes' interface (see GrokModel) ---
@@ -445,14 +510,14 @@ class MLPModel(GrokModel):
         if self.tokens:
             self.W_E = nn.Parameter(torch.empty(self.n_operands, d_vocab, cfg.d_model))
             d_in = self.n_operands * cfg.d_model
-        self.hook_embed = HookPoint()
+        self.hook_embed = HookSite()
         widths = [d_in] + [cfg.d_mlp] * cfg.n_layers
         self.layers = nn.ModuleList()
         for a, b in zip(widths[:-1], widths[1:]):
             layer = nn.Module()
             layer.W_in = nn.Parameter(torch.empty(a, b))
             layer.b_in = nn.Parameter(torch.zeros(b))
-            layer.hook_pre, layer.hook_post = HookPoint(), HookPoint()
+            layer.hook_pre, layer.hook_post = HookSite(), HookSite()
             self.layers.append(layer)
         self.W_U = nn.Parameter(torch.empty(widths[-1], d_vocab_out))
         self.b_U = nn.Parameter(torch.zeros(d_vocab_out))
@@ -518,7 +583,7 @@ class LSTMModel(GrokModel):
         self.lstm = nn.LSTM(cfg.d_model, cfg.d_model, cfg.n_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, d_vocab_out))
-        self.hook_embed, self.hook_final = HookPoint(), HookPoint()
+        self.hook_embed, self.hook_final = HookSite(), HookSite()
         self.setup()
 
     def init_weights(self, generator: torch.Generator) -> None:
@@ -568,7 +633,7 @@ def scoring_module(model: nn.Module) -> nn.Module:
     return view
 
 
-def build_model(cfg: ModelConfig, data: TaskData, seed: int = 0) -> HookedRootModule:
+def build_model(cfg: ModelConfig, data: TaskData, seed: int = 0) -> nn.Module:
     """The model for `cfg` (its spec in training.model_specs) sized to the task, initialised from `seed` and scaled
     by `cfg.init_scale`."""
     spec = model_spec(cfg.model)

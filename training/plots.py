@@ -5,17 +5,25 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any
-
-# The Figure API draws without pyplot, so importing training never switches a notebook's backend.
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from training.rundir import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def new_figure(**kw: Any) -> Figure:
+    """A matplotlib Figure, imported here: a run pays for matplotlib only when it draws, after training. The Figure
+    API draws without pyplot, so drawing never switches a notebook's backend."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
 
 
 def plot_curves(metrics: list[dict[str, Any]], summary: dict[str, Any], path: Path, title: str = "") -> None:
     steps = [max(r["step"], 1) for r in metrics]  # step 0 drawn at 1 on the log axis
-    fig = Figure(figsize=(11, 4))
+    fig = new_figure(figsize=(11, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for split, colour in (("train", "tab:blue"), ("test", "tab:orange")):
         ax_loss.plot(steps, [r[f"{split}_loss"] for r in metrics], color=colour, label=split)

@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from training.cli import Parser, main_entry
+from training.cli import Parser, main_entry, positive_int
 from training.config import FIELD_SECTION, SECTIONS, ConfigError, RunConfig, parse_value, validate
 from training.constants import CONFIG, SEED_DIR
 from training.memory import LIMIT_ENV, members_that_fit
 from training.presets import PRESETS, get_preset
+from training.threads import threads_for
 
 DEFAULT_ROOT = Path("checkpoints")
 
@@ -37,6 +38,9 @@ def make_parser() -> Parser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--seeds", default=None, metavar="S", help="train these init seeds (0-7 or 0,1,5) as one ensemble "
                    "into <out>/seed=<s>/; --resume <out> continues them")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch threads (default: OMP_NUM_THREADS if set; else 1 for a step too small to split, one per "
+                   "core for a larger one; a resumed run keeps its own). Recorded in config.json")
     defaults = get_preset("default")
     for section, sub in SECTIONS.items():
         group = p.add_argument_group(f"{section} config (defaults shown are the 'default' preset's)")
@@ -63,11 +67,12 @@ def check(cfg: RunConfig):
     """What is left to find wrong with a config that passed `validate` (the one check of a run, made before torch
     loads), found before the run directory is touched: the task and the model are built (which reads --data-path
     files, for instance)."""
-    from training.models import build_model
+    from training.models import build_model, plain_models
     from training.tasks import build_task
 
     data = build_task(cfg.task)
-    build_model(cfg.model, data)
+    with plain_models():
+        build_model(cfg.model, data)
     return data
 
 
@@ -93,9 +98,10 @@ def _checked_main(args: argparse.Namespace) -> int:
         if fit is not None and len(seeds) > fit:  # one ensemble: every member in memory at once
             raise ConfigError(f"--seeds: {len(seeds)} members do not fit in memory at once (about {fit} do, by the "
                               f"estimate; see {LIMIT_ENV}); train fewer seeds per command")
-    if args.seeds is not None or (args.resume is not None and seed_dirs(args.resume)):
-        return _main_seeds(args)
-    return _main(args)
+    ensemble = args.seeds is not None or (args.resume is not None and bool(seed_dirs(args.resume)))
+    resumed = None if args.resume is None else (seed_dirs(args.resume) or [args.resume])[0]
+    with threads_for(cfg, args.threads, resumed):  # before torch is imported: its thread pool starts with it
+        return _main_seeds(args) if ensemble else _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -301,7 +301,7 @@ def check_resume(run_dir: Path, cfg: RunConfig, data) -> int:
     """Everything --resume relies on, checked before anything in the run is written: split.json against the
     rebuilt split, every metrics row, the state's run id and shapes, and that --steps is not below the step the
     run has reached. Returns that step (0 without a state)."""
-    from training.models import build_model
+    from training.models import build_model, plain_models
 
     run_dir = Path(run_dir)
     refuse_links(run_dir, RUN_PARTS)
@@ -315,7 +315,8 @@ def check_resume(run_dir: Path, cfg: RunConfig, data) -> int:
     if saved is None:
         return 0
     tensors, state = saved
-    model = build_model(cfg.model, data, seed=cfg.train.seed)
+    with plain_models():  # its parameters' names and shapes only
+        model = build_model(cfg.model, data, seed=cfg.train.seed)
     check_state_fits(tensors, state, model, run_dir / STATE_DIR / STATE_FILE)
     if cfg.train.steps < state["step"]:
         raise ConfigError(f"--steps {cfg.train.steps} is below step {state['step']}, which {run_dir} has already "
