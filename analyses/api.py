@@ -84,7 +84,7 @@ def options_from(cls: type[O], args: Any, **renamed: Any) -> O:
 
 
 def as_run(run: Any, need_checkpoints: bool = True):
-    """A `training.rundir.Run` from a path, every file read and checked once (a garbage file is one line naming
+    """A `training.runs.reader.Run` from a path, every file read and checked once (a garbage file is one line naming
     it before any work); a Run (interp.load_run) is used as given, its reads raising RunDirError naming a bad
     file."""
     from analyses.common import open_run, require_run_dir

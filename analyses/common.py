@@ -41,10 +41,11 @@ def require_writable_dir(path: Path) -> None:
 
 
 def open_run(path: Path, need_checkpoints: bool = True):
-    """A `training.rundir.Run` whose config, summary, metrics and split have all been read and checked, so that
+    """A `training.runs.reader.Run` whose config, summary, metrics and split have all been read and checked, so that
     a garbage file ends the analysis with one line naming it before anything is computed or written."""
     from training.config import validate
-    from training.rundir import ANALYSES_DIR, CKPT_DIR, CONFIG, METRICS, SPLIT, SUMMARY, Run
+    from training.constants import ANALYSES_DIR, CKPT_DIR, CONFIG, METRICS, SPLIT, SUMMARY
+    from training.runs.reader import Run
 
     from training.safeio import refuse_links
 
@@ -106,8 +107,8 @@ def write_outputs(run_or_dir, files: dict[str, Any]) -> list[Path]:
     """Write an analysis' outputs into RUN_DIR/analyses/ (or a folder): dicts as strict JSON (NaN as null),
     matplotlib Figures as PNG. Every file is rendered in memory first, so a failure leaves nothing half-written;
     each is then written atomically (temporary name + rename)."""
-    from training.plots import render_png
-    from training.rundir import ANALYSES_DIR
+    from training.runs.plots import render_png
+    from training.constants import ANALYSES_DIR
     from training.safeio import atomic_write_bytes, output_dir
 
     rendered = {}

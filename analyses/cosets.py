@@ -108,8 +108,8 @@ class CosetsResult(Result):
 
 def open_group_run(run):
     """(run, data, group) for a group-task run (a path or a Run), or BadInput naming the problem."""
-    from training.groups import get_group
-    from training.tasks import GROUP_TASKS
+    from training.tasks.groups import get_group
+    from training.tasks.specs import GROUP_TASKS
 
     run = as_run(run)
     path = run.dir
@@ -189,7 +189,7 @@ def _collect(run, data, G, steps: list[int], options: CosetsOptions) -> tuple[di
     from interp.cosets import group_rows
     from interp.groups import has_characters
     from interp.irreps import all_logits, logit_irreps
-    from training.models import build_model
+    from training.models.build import build_model
 
     use_irreps = has_characters(G)
     answers = data.labels.numpy()
@@ -286,7 +286,7 @@ def run_cosets(args: argparse.Namespace) -> int:
     result, fits = _analyse(run, options)
     res = result.to_dict()
     title = f"{run.dir.name} ({result.op} in {result.group})"
-    from training.groups import get_group
+    from training.tasks.groups import get_group
 
     files = {CosetsResult.FILE: res, f"{NAME}_rows.png": plot_rows(fits, get_group(run.config.task.group), title),
              f"{NAME}_score.png": plot_scores(res, title)}

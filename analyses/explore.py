@@ -69,7 +69,7 @@ def body(args: argparse.Namespace) -> int:
 
 def kind_of(path: Path) -> str:
     """"run" or "sweep", or BadInput for a folder that is neither."""
-    from training.sweep import INDEX
+    from training.sweeps.spec import INDEX
 
     if not path.is_dir():
         raise BadInput(f"{path}: no such directory")

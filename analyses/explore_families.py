@@ -61,7 +61,7 @@ def rows_panels(page_steps: list[int], run, r) -> list[dict]:
     that fits that matrix best at that step."""
     from interp.cosets import coset_partitions, group_rows
     from interp.sparsity import tsne
-    from training.groups import get_group
+    from training.tasks.groups import get_group
 
     parts = coset_partitions(get_group(r.group))
     rows = {step: group_rows(run.model(step), r.order) for step in r.steps}

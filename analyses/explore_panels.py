@@ -207,7 +207,7 @@ def neuron_acts(run, s, neuron: int, steps: list[int], ticks: list[int], chunk: 
     import torch
 
     from interp.grid import FAST_VIEWS, grid_activations, is_fast, stacked_views
-    from training.models import build_model
+    from training.models.build import build_model
 
     model = build_model(run.config.model, run.data, seed=run.config.train.seed)
     idx = torch.tensor(ticks)

@@ -57,7 +57,7 @@ def results_for(run, options: ExploreOptions, computed: dict[str, Any]) -> dict[
     """The typed results of the analyses that apply to `run`: loaded when written, else computed unless
     options.compute is False (their JSON put in `computed`, {file name: dict}, to be written under
     RUN_DIR/analyses/ for the next time)."""
-    from training.rundir import ANALYSES_DIR
+    from training.constants import ANALYSES_DIR
 
     from interp.modular import NotModularError
 

@@ -41,7 +41,7 @@ def write_sweep_page(sweep_dir: Path, out: Path, options) -> int:
     from analyses.explore_run import PAGE, write_page, write_run_page
     from analyses.explore_page import plotly_js, render
     from analyses.sweep_stats import open_sweep
-    from training.rundir import checkpoint_steps
+    from training.runs.format import checkpoint_steps
     from training.safeio import refuse_links
 
     sweep = open_sweep(sweep_dir)
@@ -109,7 +109,7 @@ def method_panels(res, href: dict[str, str]) -> list[dict[str, Any]]:
     """Per method: S_gen and S_mem of every seed, and the medians, one column per (grid point, method)."""
     label = lambda m, key: m if not key else f"{m} ({key})"  # noqa: E731
     from analyses.sweep_stats import series_key
-    from training.sweep import METHOD
+    from training.sweeps.spec import METHOD
 
     traces = []
     for key, colour in (("S_mem", "#d62728"), ("S_gen", "#2ca02c")):

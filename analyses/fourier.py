@@ -224,8 +224,8 @@ def _analyse(run, options: FourierOptions) -> tuple[FourierResult, _Context]:
 def open_fourier_run(run, ref_step: int | None):
     """(run, structure, model, reference step, its weights), or the one-line error naming what is wrong."""
     from interp.modular import NotModularError, modular_structure
-    from training.models import build_model
-    from training.rundir import CONFIG
+    from training.models.build import build_model
+    from training.constants import CONFIG
 
     run = as_run(run)
     try:

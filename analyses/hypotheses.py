@@ -27,7 +27,7 @@ from analyses.api import Result, options_from
 from analyses.sweep_stats import collect as collect_runs
 from analyses.sweep_stats import describe_thresholds, open_sweep, pick_field, point, sorted_values, thresholds
 from training.cli import Parser, json_safe, main_entry, require
-from training.sweep import fmt
+from training.sweeps.spec import fmt
 
 NAME = "hypotheses"
 

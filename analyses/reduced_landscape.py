@@ -204,7 +204,7 @@ def _analyse(run, options: ReducedOptions):
     from interp.landscape import norm_trajectory, reduced_landscape
     from training.fixed_norm import train_fixed_norm
     from training.loop import pick_device
-    from training.tasks import build_task
+    from training.tasks.build import build_task
 
     cfg, run = config_from(run, options)
     device = pick_device(options.device)

@@ -124,7 +124,7 @@ def thin(steps: list[int], every: int) -> list[int]:
 def open_sequence_run(run, options: SequenceOptions):
     """(run, structure, curves, steps to score or []) with every input checked; nothing computed or written."""
     from interp import sequence as sq
-    from training.rundir import METRICS
+    from training.constants import METRICS
 
     run = as_run(run, need_checkpoints=False)
     structure = run.data.structure

@@ -147,7 +147,7 @@ def analyse(run, options: SparsityOptions = SparsityOptions()) -> SparsityResult
     checkpoint against one random set of its size (drawn once, seed 0, the same set at every checkpoint)."""
     from tqdm.auto import tqdm
 
-    from training.rundir import RunDirError
+    from training.errors import RunDirError
 
     ctx = _Setup.of(as_run(run), options)
     rows: dict[str, list] = {k: [] for k in PER_CHECKPOINT}
@@ -199,7 +199,7 @@ class _Setup:
         import torch
 
         from interp import sparsity as sp
-        from training.models import build_model
+        from training.models.build import build_model
 
         data = run.data
         if data.structure.get("kind") == "sequence":

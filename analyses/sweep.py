@@ -39,7 +39,7 @@ from analyses.sweep_methods import MethodsResult
 from analyses.sweep_stats import (STEP, Sweep, collect, describe_thresholds, field_series, iqr_text, is_numeric,
                                   numerics_note, open_sweep, pick_field, range_text, series_key, sorted_values, steps_text)
 from training.cli import Parser, json_safe, main_entry, require
-from training.sweep import METHOD, fmt
+from training.sweeps.spec import METHOD, fmt
 
 NAME = "sweep"
 

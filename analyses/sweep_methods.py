@@ -25,7 +25,7 @@ from typing import Any
 from analyses.api import Result
 from analyses.sweep_stats import collect, is_numeric, open_sweep, range_text, series_key, series_keys, spread, steps_text
 from training.cli import json_safe, require
-from training.sweep import METHOD
+from training.sweeps.spec import METHOD
 
 REFERENCE = "adamw"
 

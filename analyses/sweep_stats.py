@@ -12,7 +12,7 @@ from typing import Any
 from training.cli import require
 from training.errors import RunDirError
 from training.safeio import read_json, refuse_links
-from training.sweep import INDEX, fmt
+from training.sweeps.spec import INDEX, fmt
 
 STEP = 0.01  # the fit reports the change of S_gen per this decrease of the swept value
 
@@ -56,7 +56,8 @@ def read_sweep(sweep_dir: Path) -> dict[str, Any]:
 def read_run(sweep_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """One run of the index as a row: its parameters and seed, whether it is finished, and (if so) its numbers
     read from its own summary.json (the index can lag behind an interrupted sweep)."""
-    from training.rundir import SUMMARY, run_finished
+    from training.constants import SUMMARY
+    from training.runs.format import run_finished
 
     run_dir = sweep_dir / str(entry["dir"])
     row = {"params": entry["params"], "seed": entry["seed"], "finished": run_finished(run_dir),
@@ -75,7 +76,7 @@ def read_run(sweep_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
 
 def numerics_note(sweep: Sweep) -> str | None:
     """numerics_line over the finished runs of a sweep (their config.json's "numerics")."""
-    from training.rundir import read_config, run_finished
+    from training.runs.format import read_config, run_finished
 
     runs = [sweep.dir / str(e["dir"]) for e in sweep.index["runs"]]
     return numerics_line([read_config(d)[1].get("numerics") for d in runs if run_finished(d)])

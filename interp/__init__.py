@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
     if name in SUBMODULES:
         return importlib.import_module(f"interp.{name}")
     if name == "load_run":
-        from training.rundir import Run
+        from training.runs.reader import Run
 
         return Run
     raise AttributeError(f"module 'interp' has no attribute '{name}'")

@@ -18,7 +18,7 @@ blocks of rows that stay in cache and keeps only those (`GridSummary`), which is
 `grid_activations` materialises it for notebooks. Any other model (more layers, LayerNorm, the MLP model, the
 LSTM) goes through `run_with_cache` one checkpoint at a time.
 
-Everything is read through the models' common interface (`training.models.GrokModel`: `W_*` views,
+Everything is read through the models' common interface (`training.models.base.GrokModel`: `W_*` views,
 `neuron_hook`, `neuron_readout`, `attention_hooks`, ...), never a model class or a weight name; a
 TransformerBridge is turned into our model first (`as_model`).
 """
@@ -32,7 +32,8 @@ from typing import Callable
 import torch
 
 from interp.modular import ModularStructure
-from training.models import ACTIVATIONS, GrokModel, from_bridge
+from training.models.base import ACTIVATIONS, GrokModel
+from training.models.bridge import from_bridge
 
 CHUNK_ROWS = 16384  # grid rows per forward on the hook path
 

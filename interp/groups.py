@@ -1,6 +1,6 @@
 """Group structure for the analyses: subgroups, conjugacy classes, cosets, the subgroup lattice, characters.
 
-The groups themselves (elements, multiplication table, inverses, cycle notation) come from `training.groups`,
+The groups themselves (elements, multiplication table, inverses, cycle notation) come from `training.tasks.groups`,
 so token i of a group task is element i here.
 
 >>> G = get_group("S5")
@@ -13,7 +13,7 @@ so token i of a group task is element i here.
 >>> [r.label for r in irreps(G)][4:]          # Chughtai et al.'s names, with the partition
 ['5d_a (2,2,1)', '5d_b (3,2)', '6d (3,1,1)']
 
-Conventions: `a * b` applies b first (training.groups). Left cosets are gH, right cosets Hg.
+Conventions: `a * b` applies b first (training.tasks.groups). Left cosets are gH, right cosets Hg.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from functools import cached_property, lru_cache
 import networkx as nx
 import numpy as np
 
-from training.groups import Group, get_group
+from training.tasks.groups import Group, get_group
 
 __all__ = ["Group", "get_group", "Subgroup", "subgroups", "find_subgroup", "generated", "conjugacy_classes",
            "subgroup_lattice", "coset_labels", "cosets", "Irrep", "irreps", "character_table", "partitions",

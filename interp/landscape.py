@@ -29,9 +29,9 @@ import torch
 from torch.func import functional_call
 
 from training.constants import EVAL_CHUNK
-from training.losses import accuracy, compute_loss
-from training.models import scoring_module
-from training.tasks import TaskData
+from training.optim.losses import accuracy, compute_loss
+from training.models.build import scoring_module
+from training.tasks.data import TaskData
 
 if TYPE_CHECKING:  # the curves' type only: interp reads training's results, it never trains
     from training.fixed_norm import FixedNormCurves

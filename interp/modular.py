@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from training.errors import GrokscopeError
-from training.tasks import TaskData, is_prime
+from training.tasks.data import TaskData
+from training.tasks.specs import is_prime
 
 
 class NotModularError(GrokscopeError, ValueError):

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from training import milestones
+from training.runs import milestones
 
 CLEANUP_FRACTION = 0.01  # cleanup ends when the test loss is below this fraction of ln(classes)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from training.presets import PRESETS
-from training.sweep import SWEEPS
+from training.sweeps.spec import SWEEPS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

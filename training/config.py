@@ -31,7 +31,7 @@ class TaskConfig:
         frac: training fraction of all operand tuples.
         k: number of summands for "kadd" (x1 + ... + xk mod p).
         split_seed: seed of the train/test split.
-        group: group of the group tasks ("S5", "A5", "D59", "C113"; see training.groups).
+        group: group of the group tasks ("S5", "A5", "D59", "C113"; see training.tasks.groups).
         n_train: number of training samples for sampled/dataset tasks (0 = the task's default).
         n_test: number of test samples for sampled/dataset tasks (0 = the task's default).
         data_path: directory holding the MNIST IDX files (train-images-idx3-ubyte[.gz], ...) for task "mnist".

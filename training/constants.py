@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# --- the run directory (training.rundir owns its format) -----------------------------------------------------
+# --- the run directory (training.runs.format owns its format) -----------------------------------------------------
 CONFIG, SPLIT, METRICS, SUMMARY, CURVES = "config.json", "split.json", "metrics.jsonl", "summary.json", "curves.png"
 CKPT_DIR, STATE_DIR, ANALYSES_DIR, LOCK = "ckpt", "state", "analyses", ".lock"
 STATE_FILE = "state.safetensors"
@@ -29,7 +29,7 @@ FORMAT = "grokscope-run/1"  # with a run_id, marks a directory as one this proje
 
 # --- the sweep directory (training.sweep) --------------------------------------------------------------------
 SWEEP_INDEX = "sweep.json"
-SWEEP_STOP = ".drain"  # written by a draining driver, watched by every chunk executor (training.sweep_exec)
+SWEEP_STOP = ".drain"  # written by a draining driver, watched by every chunk executor (training.sweeps.executor)
 SEED_DIR = "seed={}"  # python -m training.run --seeds: one run directory per init seed under --out
 # the checkpoint budget of the sweeps' runs: a sweep keeps many runs, each needs its curve more than its weights
 SWEEP_CKPT = {"ckpt_floor": 8, "ckpt_max": 12}

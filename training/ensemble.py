@@ -24,7 +24,8 @@ import torch
 
 from training.config import RunConfig
 from training.registry import ensemble_key, model_spec
-from training.tasks import TaskData, build_task
+from training.tasks.build import build_task
+from training.tasks.data import TaskData
 from training.trainer import state_path
 
 def shape_key(cfg: RunConfig) -> tuple:
@@ -93,7 +94,7 @@ _GAINS: dict[tuple, float] = {}
 def step_time(configs: list[RunConfig], steps: int = 3, data: TaskData | None = None) -> float:
     """Seconds per step of `configs` as one Trainer (after a warm-up step and the Trainer's chunk tuning)."""
     from training.loop import pick_device
-    from training.models import plain_models
+    from training.models.base import plain_models
     from training.trainer import Trainer
 
     data = data if data is not None else build_task(configs[0].task)

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from training.config import RunConfig
-from training.tasks import TaskData, build_task
+from training.tasks.build import build_task
+from training.tasks.data import TaskData
 from training.trainer import Trainer
-from training.transforms import NormConstraint
+from training.optim.transforms.norm import NormConstraint
 
 
 @dataclass

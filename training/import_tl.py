@@ -138,8 +138,8 @@ def evaluate(model, data) -> dict[str, float]:
     """The headline metrics of a checkpoint, as the training loop records them."""
     import torch
 
-    from training.losses import accuracy, compute_loss
-    from training.transforms import weight_norm
+    from training.optim.losses import accuracy, compute_loss
+    from training.optim.transforms.base import weight_norm
 
     with torch.no_grad():
         logits = model.answer_logits(data.inputs)
@@ -158,9 +158,9 @@ def body(args: argparse.Namespace) -> int:
         raise ConfigError("--out RUN_DIR is required: the run directory to write")
     if not args.file.is_file():  # before torch is imported: a wrong path answers at once
         raise RunDirError(f"{args.file}: no such file")
-    from training.models import build_model
-    from training.rundir import check_out_dir
-    from training.tasks import build_task
+    from training.models.build import build_model
+    from training.runs.writer import check_out_dir
+    from training.tasks.build import build_task
 
     check_out_dir(args.out)  # refuses an existing, non-empty --out before the file is read
     cfg, checkpoints, train, test = run_config(read_file(args.file), args.task)
@@ -182,8 +182,8 @@ def body(args: argparse.Namespace) -> int:
 def write_run(out: Path, cfg, data, rows, source: str) -> None:
     """The run directory, written as training writes one (config.json last, so only a whole run is marked)."""
     from training.loop import package_versions
-    from training.rundir import RunWriter, create_run_dir
-    from training.taskdata import split_digest
+    from training.runs.writer import RunWriter, create_run_dir
+    from training.tasks.data import split_digest
 
     lock = create_run_dir(out)
     try:

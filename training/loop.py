@@ -27,20 +27,24 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from training.checkpointing import CheckpointPolicy
+from training.runs.checkpointing import CheckpointPolicy
 from training.cli import say_first_step
 from training.config import ConfigError, RunConfig
 from training.trainer import state_path
 from training.registry import model_spec
-from training.losses import EVAL_CHUNK, accuracy, compute_loss  # noqa: F401  (re-exported: probes and tests use them)
-from training.milestones import first_step, generalised, s_gen
-from training.models import plain_models
-from training.plots import plot_curves
-from training.rundir import (CURVES, METRICS, STATE_DIR, STATE_FILE, RunDirError, RunWriter, checkpoint_steps,
-                             metadata, read_config, read_metrics)
-from training.tasks import TaskData, build_task
+from training.constants import EVAL_CHUNK  # noqa: F401  (re-exported: probes and tests use them)
+from training.optim.losses import accuracy, compute_loss
+from training.runs.milestones import first_step, generalised, s_gen
+from training.models.base import plain_models
+from training.runs.plots import plot_curves
+from training.constants import CURVES, METRICS, STATE_DIR, STATE_FILE
+from training.errors import RunDirError
+from training.runs.format import checkpoint_steps, metadata, read_config, read_metrics
+from training.runs.writer import RunWriter
+from training.tasks.build import build_task
+from training.tasks.data import TaskData
 from training.trainer import Trainer
-from training.transforms import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
+from training.optim.transforms.base import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
 
 STATE_EVERY_S = 10.0  # save resume state at least this often (and at every checkpoint)
 HEADLINE = ("train_loss", "test_loss", "train_acc", "test_acc", "weight_norm")

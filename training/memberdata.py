@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from training.tasks import TaskData
+from training.tasks.data import TaskData
 
 # the exact path's row multiple: every member's block of an activation then starts 64-byte aligned, and holds a whole
 # number of elementwise kernels' vector steps (2 x 16 float32), so none of its elements falls in a kernel's scalar tail

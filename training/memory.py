@@ -59,7 +59,7 @@ def fmt_bytes(n: int | float) -> str:
 
 
 def n_params(m, s) -> int:
-    """Parameters of `training.models.build_model(m, data)` for a task of shape `s` (the model spec's formula)."""
+    """Parameters of `training.models.build.build_model(m, data)` for a task of shape `s` (the model spec's formula)."""
     return model_spec(m.model).n_params(m, s)
 
 
@@ -74,7 +74,7 @@ def _transform_copies(o) -> int:
 
 
 def estimate(cfg, shape) -> dict[str, int]:
-    """Bytes by part for `cfg` (a RunConfig) and its task's `shape` (training.taskshape.TaskShape)."""
+    """Bytes by part for `cfg` (a RunConfig) and its task's `shape` (training.specs.TaskShape)."""
     m, s = cfg.model, shape
     data = task_spec(s.name).memory(s)  # the task table while it is built
     # weights, gradients, two Adam moments, one checkpoint/state copy, and what the transforms keep

@@ -158,7 +158,7 @@ PRESETS["add-lstm-cpu"] = _ADD_CPU.replace(model="lstm", n_layers=2, d_model=64)
 PRESETS["add-mlp-cpu"] = _ADD_CPU.replace(model="mlp", n_layers=2, d_model=32, d_mlp=128)
 
 
-# --- Nanda 2022's phase-change toy tasks (training.seqtasks) -----------------------------------------------------
+# --- Nanda 2022's phase-change toy tasks (training.tasks.sequence) -----------------------------------------------------
 # 5-digit addition, the model of the notebook's saved infinite-data run: 1 layer, d_model 128, 4 heads x 32, d_mlp
 # 512, ReLU, no LN, AdamW wd 0.1 betas (0.9, 0.98), warmup 10, a fresh batch of 64 every step, 3000 steps, but lr
 # 1e-3 where the notebook used 1e-4 (at 1e-4 only s5 and s4 changed phase within 3000 steps here). The train and

@@ -1,7 +1,7 @@
 """Looking up tasks, models and transforms by name, and what the rest of the code derives from their specs.
 
-The built-in specs register when this module loads (training.taskshape, training.model_specs,
-training.transform_specs); a plug-in module registers more when it is imported, and the commands import every
+The built-in specs register when this module loads (training.tasks.specs, training.models.specs,
+training.optim.transforms.specs); a plug-in module registers more when it is imported, and the commands import every
 module named in GROKSCOPE_PLUGINS (comma-separated) before the first lookup. An unknown name is a ConfigError
 naming the known ones: no kind falls through to another kind's shape, memory formula or forward.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from importlib import import_module
 
-import training.model_specs  # noqa: F401  (registers the built-in models)
-import training.taskshape  # noqa: F401  (registers the built-in tasks)
-import training.transform_specs  # noqa: F401  (registers the built-in transforms)
+import training.models.specs  # noqa: F401  (registers the built-in models)
+import training.tasks.specs  # noqa: F401  (registers the built-in tasks)
+import training.optim.transforms.specs  # noqa: F401  (registers the built-in transforms)
 from training.errors import ConfigError
 from training.specs import ALIASES, MODELS, TASKS, TRANSFORMS, ModelSpec, TaskShape, TaskSpec, TransformSpec, unknown
 
@@ -49,7 +49,7 @@ def task_spec(name: str) -> TaskSpec:
 
 
 def task_shape(cfg) -> TaskShape:
-    """The sizes `training.tasks.build_task(cfg)` will produce, or ConfigError for a config it would refuse.
+    """The sizes `training.tasks.build.build_task(cfg)` will produce, or ConfigError for a config it would refuse.
 
     `cfg` is a `TaskConfig` whose values have passed `training.config.validate`'s field checks."""
     return task_spec(cfg.task).shape(cfg)
@@ -76,7 +76,7 @@ def transform_specs() -> list[TransformSpec]:
 
 def check_pairing(model: ModelSpec, task: str, vectors: bool, sequence: bool) -> None:
     """ConfigError when `model` cannot learn a task with these inputs and targets (one rule, used by
-    training.config.validate before anything is built and by training.models.build_model)."""
+    training.config.validate before anything is built and by training.models.build.build_model)."""
     if vectors and "vectors" not in model.inputs:
         able = [m.name for m in MODELS.values() if "vectors" in m.inputs]
         raise ConfigError(f"task '{task}' has vector inputs; use --model {' or '.join(able)}")

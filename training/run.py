@@ -67,8 +67,9 @@ def check(cfg: RunConfig):
     """What is left to find wrong with a config that passed `validate` (the one check of a run, made before torch
     loads), found before the run directory is touched: the task and the model are built (which reads --data-path
     files, for instance)."""
-    from training.models import build_model, plain_models
-    from training.tasks import build_task
+    from training.models.base import plain_models
+    from training.models.build import build_model
+    from training.tasks.build import build_task
 
     data = build_task(cfg.task)
     with plain_models():
@@ -108,7 +109,9 @@ def _main(args: argparse.Namespace) -> int:
     # after argument parsing: --help stays quick
     from training.cli import EXIT_DIVERGED
     from training.loop import pick_device, train
-    from training.rundir import RunLock, check_resume, create_run_dir, read_config, set_steps
+    from training.runs.format import read_config, set_steps
+    from training.runs.resume import check_resume
+    from training.runs.writer import RunLock, create_run_dir
 
     if args.resume is not None:
         run_dir = args.resume
@@ -194,7 +197,9 @@ def _main_seeds(args: argparse.Namespace) -> int:
     ordinary run directory; `--resume <out>` continues all of them."""
     from training.ensemble import train_ensemble
     from training.loop import pick_device
-    from training.rundir import RunLock, check_resume, create_run_dirs, read_config
+    from training.runs.format import read_config
+    from training.runs.resume import check_resume
+    from training.runs.writer import RunLock, create_run_dirs
 
     if args.resume is not None:
         _, overrides = config_from_args(args)

@@ -79,7 +79,7 @@ class ModelSpec:
     one example keeps for the backward pass) size it from the config and the task's shape before it exists.
 
     inputs: the task inputs it reads ("tokens", "vectors"); sequence: whether it predicts at every position (the
-    sequence tasks need it). batched: it has a batched forward (training.batched), so it trains in ensembles;
+    sequence tasks need it). batched: it has a batched forward (training.models.batched), so it trains in ensembles;
     otherwise each of its runs trains alone. needs_mlp: --d-mlp 0 is refused (only the transformer has
     attention-only blocks)."""
 
@@ -109,7 +109,7 @@ def _no_shape(o: Any) -> tuple:
 
 @dataclass(frozen=True)
 class TransformSpec:
-    """A gradient or parameter transform (training.transforms): on when `active(optim_cfg)` holds for any
+    """A gradient or parameter transform (training.optim.transforms.base): on when `active(optim_cfg)` holds for any
     member; `builder` names a function trainer -> Transform.
 
     order: where it acts among the transforms, lower first (weight noise around the forward, then the gradient

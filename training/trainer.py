@@ -1,8 +1,8 @@
 """The one training step, for one run or K runs at once.
 
 A `Trainer` owns K members' parameters, stacked with a leading member dimension [K, ...] (K = 1 for a single run),
-their optimiser (`training.optim.StackedOptimizer`: torch.optim's maths with per-member lr, wd, betas, momentum),
-the schedules (linear warmup, the memorisation switch), an ordered list of transforms (`training.transforms`:
+their optimiser (`training.optim.optimizer.StackedOptimizer`: torch.optim's maths with per-member lr, wd, betas, momentum),
+the schedules (linear warmup, the memorisation switch), an ordered list of transforms (`training.optim.transforms.base`:
 the norm constraint, ...), each member's minibatch and dropout generators, and each member's data. `step()` is one
 optimiser update of every member; `member_state(k)` / `load_member_state(k, ...)` hold everything a bit-identical
 resume of member k needs. Members that differ only in fields that keep tensor shapes (seeds, lr, wd, betas, warmup,
@@ -13,7 +13,7 @@ The step path (`PATHS`) of every new run of our MLP and transformer, K = 1 inclu
 forward, per-member loss weights and the fused optimiser, each member's rows padded to a multiple of ROWS
 (`training.memberdata`). A batched matmul's rounding for one member depends on where that member's block of the
 output starts in memory (MKL takes another kernel for a block not on a 64-byte boundary), so every block is made
-to start on one whatever K and the member's place (`training.batched.aligned_bmm`); with per-member sums
+to start on one whatever K and the member's place (`training.models.batched.aligned_bmm`); with per-member sums
 (`member_sums`), evaluation chunks and optimiser calls (`StackedOptimizer(exact=True)`) that do not depend on K
 either, a member's bits do not depend on its ensemble. Runs trained before keep their path.
 """
@@ -26,17 +26,18 @@ from typing import Any
 
 import torch
 
-from training.batched import Dropout, forward_for, generic_forward
+from training.models.batched import Dropout, forward_for, generic_forward
 from training.memberdata import ROWS, MemberData, loss_weights, member_rows, padded
 from training.memory import keep_freed_memory
 from training.config import RunConfig
 from training.config import ConfigError
-from training.losses import EVAL_CHUNK, accuracy, compute_loss, example_losses, softmax_collapse, target_metrics
-from training.models import build_model, scoring_module
-from training.optim import StackedOptimizer, vector_storage
-from training.schedule import MemorisationSwitch, lr_at
-from training.tasks import TaskData
-from training.transforms import Transform, build_transforms, member_norms, member_sums
+from training.constants import EVAL_CHUNK
+from training.optim.losses import accuracy, compute_loss, example_losses, softmax_collapse, target_metrics
+from training.models.build import build_model, scoring_module
+from training.optim.optimizer import StackedOptimizer, vector_storage
+from training.optim.schedule import MemorisationSwitch, lr_at
+from training.tasks.data import TaskData
+from training.optim.transforms.base import Transform, build_transforms, member_norms, member_sums
 
 PATHS = ("exact", "batched", "single")  # the step paths; "batched" and "single" are those of runs trained before
 
@@ -121,7 +122,7 @@ class Trainer:
         self.batched, self.exact = self.path != "single", self.path == "exact"
         self.forward = forward if self.batched else generic_forward(scoring_module(self.template))
         named = [dict(m.named_parameters()) for m in models]
-        # each stack in memory padded to whole vector steps of the fused optimiser (training.optim.vector_storage)
+        # each stack in memory padded to whole vector steps of the fused optimiser (training.optim.optimizer.vector_storage)
         self.params = {n: vector_storage(torch.stack([p[n].detach() for p in named]).to(self.device)).requires_grad_()
                        for n in named[0]}
         self.loss_kind, self.float64 = _loss_kind(cfgs[0], datas[0]), cfgs[0].optim.float64_loss

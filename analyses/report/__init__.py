@@ -63,7 +63,7 @@ def make_parser() -> Parser:
 def plan(args) -> dict[str, Any]:
     """Per section: its settings, or the reason it cannot run. Every planned config validated (no torch)."""
     from training.config import validate
-    from training.sweep import plan as plan_runs
+    from training.sweeps.spec import plan as plan_runs
 
     out = {}
     for sec in SECTIONS:
@@ -222,7 +222,7 @@ def publish_md(out: Path, md: Path) -> None:
     import os
 
     from analyses.report.render import markdown
-    from training.rundir import atomic_write_bytes
+    from training.safeio import atomic_write_bytes
 
     rep = json.loads((out / "report.json").read_text())
     atomic_write_bytes(md, markdown(rep, os.path.relpath(out, md.parent) + "/").encode())

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from training.constants import SWEEP_CKPT  # noqa: F401  (re-exported)
 from training.errors import GrokscopeError
-from training.sweep import SweepSpec
+from training.sweeps.spec import SweepSpec
 
 SCALES = ("smoke", "cpu", "gpu")
 VERDICTS = ("reproduced", "partly", "not", "not run")
@@ -87,10 +87,10 @@ class Ctx:
 
     def backend_for_sweeps(self) -> Any:
         """One backend (one pool of worker processes) for all of the report's sweeps: a worker imports torch once,
-        not once per sweep. `training.sweep.sweep` closes the backend it is given after each sweep; this one
+        not once per sweep. `training.sweeps.drive.sweep` closes the backend it is given after each sweep; this one
         closes only with the report (`close`)."""
         if self._backend is None:
-            from training.sweep_exec import make_backend
+            from training.sweeps.executor import make_backend
 
             self._backend = SharedBackend(make_backend(self.backend, workers=self.workers, threads=1, address=None))
         return self._backend
@@ -107,8 +107,9 @@ class Ctx:
         """Train (or reuse: training.sweep skips finished runs, resumes interrupted ones) one sweep under
         root/<scale>/<section>/<name>; returns its rows (analyses.sweep_stats.read_run, + "dir") for the spec's own
         grid values and seeds (a directory may hold more, from another invocation)."""
-        from training.rundir import run_finished
-        from training.sweep import plan, sweep
+        from training.runs.format import run_finished
+        from training.sweeps.drive import sweep
+        from training.sweeps.spec import plan
 
         path = self.run_root(section) / name
         self.sweeps.setdefault(section, []).append(path)
@@ -148,7 +149,7 @@ TIMING = "report_training.json"  # per section folder: the wall time of the swee
 
 def record_training(section_root: Path, sweep_name: str, wall_s: float, trained: int, fresh: bool) -> None:
     """Add one sweep call's training wall time to the section's record (restarted when every run is new)."""
-    from training.rundir import atomic_write_bytes
+    from training.safeio import atomic_write_bytes
 
     path = section_root / TIMING
     try:
@@ -171,7 +172,7 @@ def training_wall(section_root: Path) -> dict[str, Any]:
 
 
 class SharedBackend:
-    """A sweep backend (training.sweep_exec) whose `close` is left to its owner (Ctx.close)."""
+    """A sweep backend (training.sweeps.executor) whose `close` is left to its owner (Ctx.close)."""
 
     def __init__(self, inner: Any):
         self.inner, self.name = inner, inner.name
@@ -220,7 +221,7 @@ def median(v: list[float]) -> float | None:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    from training.rundir import read_metrics as read
+    from training.runs.format import read_metrics as read
 
     return read(Path(run_dir) / "metrics.jsonl")
 
@@ -238,8 +239,8 @@ def first_step(metrics: list[dict[str, Any]], key: str, test: Callable[[float], 
 
 def save_figure(fig, path: Path) -> str:
     """A matplotlib Figure as PNG (through a temporary name); returns the file name."""
-    from training.plots import render_png
-    from training.rundir import atomic_write_bytes
+    from training.runs.plots import render_png
+    from training.safeio import atomic_write_bytes
 
     atomic_write_bytes(path, render_png(fig))
     return path.name

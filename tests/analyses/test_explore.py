@@ -91,7 +91,7 @@ def neuron_on_grid(run: Path, step: int, neuron: int, a: list[int], b: list[int]
     """The neuron's activation at '=' on the (a, b) grid, from TransformerLens hooks (not the probes' code)."""
     import torch
 
-    from training.rundir import Run
+    from training.runs.reader import Run
 
     r = Run(run)
     p = r.data.d_vocab_out
@@ -140,7 +140,8 @@ def test_the_slider_moves_every_panel_to_that_checkpoints_values(browser, run_pa
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
-    from training.sweep import SweepSpec, sweep
+    from training.sweeps.drive import sweep
+    from training.sweeps.spec import SweepSpec
 
     out = tmp_path_factory.mktemp("sweep") / "frac"
     # tests.grokking's tiny run, cut at 150 steps: it memorises (S_mem ~80), seldom generalises
@@ -314,8 +315,8 @@ def test_group_panels_show_that_steps_rows_and_best_cosets(browser, family_pages
     from analyses import cosets
     from analyses.explore_families import colours
     from interp.cosets import coset_partitions, group_rows
-    from training.groups import get_group
-    from training.rundir import Run
+    from training.tasks.groups import get_group
+    from training.runs.reader import Run
 
     run = family_pages["s4"]
     res = cosets.load(run)

@@ -17,7 +17,7 @@ from tests.analyses.golden import check_api_result, check_command, copy_fixture
 from tests.conftest import ROOT, tiny_config
 from training.errors import ConfigError, RunDirError
 from training.loop import train
-from training.rundir import Run
+from training.runs.reader import Run
 
 
 def run_analysis(*args: str) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def run_analysis(*args: str) -> subprocess.CompletedProcess:
 def test_analysis_writes_json_figures_and_phases(grokked_run):
     """Also: an analysis of a run that is still training (its writer holds the lock) neither waits for the lock
     nor touches any file the training loop owns."""
-    from training.rundir import RunLock
+    from training.runs.writer import RunLock
 
     lock = RunLock(grokked_run).acquire()  # as the training loop holds it while it runs
     owned_by_training = {p: p.read_bytes() for p in grokked_run.rglob("*") if p.is_file()}

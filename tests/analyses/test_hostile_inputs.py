@@ -20,7 +20,7 @@ from analyses import sweep as analyses_sweep
 from analyses.report.common import SectionDef, SectionSkipped
 from tests.conftest import ROOT, tiny_config
 from training.loop import train
-from training.rundir import Run
+from training.runs.reader import Run
 
 
 @pytest.fixture(scope="module")

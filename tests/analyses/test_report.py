@@ -197,7 +197,7 @@ def smoke_section(tmp_path, name: str) -> tuple:
 
 
 def sweep_methods():
-    from training.sweep import SWEEPS
+    from training.sweeps.spec import SWEEPS
 
     return SWEEPS["accel-budget"].variants
 

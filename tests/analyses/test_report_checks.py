@@ -18,7 +18,7 @@ from analyses.report.sections import frac as rf
 from analyses.report.sections import operations as ro
 from analyses.report.sections import optimisers as rz
 from analyses.report.checks import SOURCES, CheckDef, Rule, evaluate, verdict
-from training.sweep import METHOD
+from training.sweeps.spec import METHOD
 
 SECTIONS = {s.name: s for s in report.SECTIONS}
 

@@ -1,4 +1,4 @@
-"""The analyses made for one-answer tasks on a sequence-task run (training.seqtasks): each works or exits 2 with
+"""The analyses made for one-answer tasks on a sequence-task run (training.tasks.sequence): each works or exits 2 with
 one line saying why not; the landscape (loss against weight norm) works on any task."""
 
 from __future__ import annotations

@@ -125,7 +125,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, make,
 @pytest.mark.slow  # spawns a worker process that imports torch
 def test_on_a_tiny_real_sweep(tmp_path, capsys):
     from tests.training.test_sweep import TINY
-    from training.sweep import SweepSpec, sweep
+    from training.sweeps.drive import sweep
+    from training.sweeps.spec import SweepSpec
 
     out = tmp_path / "sw"
     index = sweep(SweepSpec("parity-blog", {"label_noise": [0.0, 0.2]}, [0, 1], {**TINY, "steps": 30}), out,

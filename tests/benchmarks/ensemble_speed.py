@@ -21,10 +21,10 @@ import os
 import torch
 
 from tests.benchmarks.step_speed import CLOCK_HELP, CLOCKS, time_steps
-from training.losses import compute_loss
-from training.models import build_model
+from training.optim.losses import compute_loss
+from training.models.build import build_model
 from training.presets import get_preset
-from training.tasks import build_task
+from training.tasks.build import build_task
 from training.trainer import Trainer
 
 NANDA_MAX_K = 32  # nanda2023 at K = 128 needs ~10 GB of activations and minutes per step on a CPU

@@ -38,7 +38,7 @@ def fill_checkpoints(run: Path, target: int = 200) -> int:
 
     from safetensors.torch import load_file, save_file
 
-    from training.rundir import checkpoint_steps, ckpt_name
+    from training.runs.format import checkpoint_steps, ckpt_name
 
     rows = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
     gaps = [(a, b) for a, b in zip(checkpoint_steps(run), checkpoint_steps(run)[1:])]

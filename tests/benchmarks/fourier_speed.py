@@ -28,8 +28,8 @@ import torch
 from analyses.fourier import auto_chunk, probe_checkpoints
 from interp import fourier
 from interp.modular import modular_structure
-from training.models import build_model
-from training.rundir import Run
+from training.models.build import build_model
+from training.runs.reader import Run
 
 
 WORKERS = os.cpu_count() or 1

@@ -20,9 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from training.models import build_model, to_bridge
+from training.models.bridge import to_bridge
+from training.models.build import build_model
 from training.presets import get_preset
-from training.tasks import build_task
+from training.tasks.build import build_task
 from training.trainer import Trainer
 
 

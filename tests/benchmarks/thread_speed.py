@@ -30,7 +30,7 @@ def step_times(name: str, counts: list[int], rounds: int, budget: float) -> dict
     import torch
 
     from training.presets import get_preset
-    from training.tasks import build_task
+    from training.tasks.build import build_task
     from training.trainer import Trainer
 
     cfg = get_preset(name)

@@ -16,8 +16,9 @@ import torch
 
 from interp.modular import ModularStructure
 from training.config import ModelConfig
-from training.models import Transformer, build_model
-from training.tasks import TaskData
+from training.models.build import build_model
+from training.models.transformer import Transformer
+from training.tasks.data import TaskData
 
 
 def planted_model(data: TaskData, s: ModularStructure, freqs: tuple[int, ...], phases: int = 10,

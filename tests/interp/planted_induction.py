@@ -19,7 +19,7 @@ import math
 import torch
 
 from training.config import ModelConfig
-from training.models import Transformer
+from training.models.transformer import Transformer
 
 V, N = 20, 21  # vocabulary (token 0 = BOS, content 1..19) and context ([BOS] + R + R with len(R) = 10)
 TOK, POS, PREV, OUT = 0, V, V + N, 2 * V + N

@@ -101,8 +101,8 @@ def test_timeline_finds_when_structure_appears(S5):
 @pytest.mark.parametrize("kind", ["transformer", "mlp", "lstm"])
 def test_group_rows_of_each_model_layout(kind):
     from training.config import ModelConfig, TaskConfig
-    from training.models import build_model
-    from training.tasks import build_task
+    from training.models.build import build_model
+    from training.tasks.build import build_task
 
     data = build_task(TaskConfig(task="add", p=5, frac=0.5))
     model = build_model(ModelConfig(model=kind, d_model=4, n_heads=1, d_head=4, d_mlp=8), data)

@@ -12,9 +12,9 @@ from interp.modular import additive_structure, modular_structure
 from tests.grokking import train_grokking_run
 from tests.interp.planted import planted_model
 from training.config import ModelConfig, TaskConfig
-from training.models import build_model
-from training.rundir import Run
-from training.tasks import build_task
+from training.models.build import build_model
+from training.runs.reader import Run
+from training.tasks.build import build_task
 
 
 @pytest.mark.parametrize("n", [7, 12])
@@ -135,8 +135,8 @@ def test_tiny_grokking_run_restricted_loss_leads_test_loss(tmp_path):
 
 def test_fourier_probes_are_torch_tensors_throughout():
     from training.config import ModelConfig, TaskConfig
-    from training.models import build_model
-    from training.tasks import build_task
+    from training.models.build import build_model
+    from training.tasks.build import build_task
 
     data = build_task(TaskConfig(task="add", p=7, frac=0.5))
     pr = fourier.probe(build_model(ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32), data), data)

@@ -9,7 +9,7 @@ from interp import fourier_ablations as fa
 from interp.grid import GridActivations
 from interp.modular import additive_structure, modular_structure
 from training.config import TaskConfig
-from training.tasks import build_task
+from training.tasks.build import build_task
 
 
 def test_logit_periodicity_recovers_planted_shares():

@@ -11,8 +11,9 @@ import torch
 from interp import cosets, fourier, sparsity
 from interp.modular import additive_structure
 from training.config import ModelConfig, TaskConfig
-from training.models import build_model, to_bridge
-from training.tasks import build_task
+from training.models.bridge import to_bridge
+from training.models.build import build_model
+from training.tasks.build import build_task
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_CLASSES = {"Transformer", "MLPModel", "LSTMModel"}
@@ -45,7 +46,7 @@ def test_no_probe_or_analysis_branches_on_a_model_class_or_weight_key(path):
 
 def test_the_check_catches_what_it_forbids(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from training.models import MLPModel\n"
+    bad.write_text("from training.models.transformer import MLPModel\n"
                    "def f(model, W):\n"
                    "    if hasattr(model, 'layers'):\n"
                    "        return W['embed.W_E']\n")

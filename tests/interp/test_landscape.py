@@ -12,9 +12,9 @@ from tests.conftest import tiny_config
 from training.fixed_norm import train_fixed_norm
 from training.config import ModelConfig, OptimConfig, RunConfig, TaskConfig, TrainConfig
 from training.loop import evaluate, train
-from training.models import build_model
-from training.rundir import Run
-from training.tasks import build_task
+from training.models.build import build_model
+from training.runs.reader import Run
+from training.tasks.build import build_task
 
 # In a pre-LN transformer every write into the residual stream passes through a LayerNorm before it is read,
 # so scaling all the writers together (embeddings, W_O, W_out, b_out) leaves the logits unchanged.

@@ -5,7 +5,7 @@ import torch
 
 from interp.modular import NotModularError, additive_structure, modular_structure, primitive_root
 from training.config import TaskConfig
-from training.tasks import build_task
+from training.tasks.build import build_task
 
 
 def test_primitive_roots():

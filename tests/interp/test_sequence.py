@@ -12,7 +12,7 @@ import torch
 from interp import sequence as sq
 from tests.interp import planted_induction as pi
 from training.config import ModelConfig
-from training.models import Transformer
+from training.models.transformer import Transformer
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 
 from interp import sparsity as sp
 from training.config import ModelConfig, TaskConfig
-from training.models import build_model
-from training.tasks import build_task
+from training.models.build import build_model
+from training.tasks.build import build_task
 
 N_BITS, K, N_RANDOM = 12, 3, 100
 

@@ -9,8 +9,9 @@ from interp import views
 from interp.fourier import fourier_basis
 from interp.modular import additive_structure, modular_structure
 from training.config import ModelConfig, TaskConfig
-from training.models import build_model, to_bridge
-from training.tasks import build_task
+from training.models.bridge import to_bridge
+from training.models.build import build_model
+from training.tasks.build import build_task
 
 
 @pytest.fixture(scope="module")

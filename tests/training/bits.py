@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from training.rundir import Run
-from training.tasks import build_task
+from training.runs.reader import Run
+from training.tasks.build import build_task
 from training.trainer import Trainer
 
 

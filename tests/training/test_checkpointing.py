@@ -1,4 +1,4 @@
-from training.checkpointing import CheckpointPolicy, floor_steps
+from training.runs.checkpointing import CheckpointPolicy, floor_steps
 from training.config import CheckpointConfig
 
 
@@ -63,7 +63,7 @@ def test_ckpt_every_trains_regular_checkpoints_and_must_sit_on_the_eval_grid(tmp
 
     from tests.conftest import run_cli
     from training.config import ConfigError, validate
-    from training.rundir import Run
+    from training.runs.reader import Run
     from tests.conftest import tiny_config
 
     r = run_cli("--p", "11", "--frac", "0.5", "--d-model", "16", "--n-heads", "2", "--d-head", "8", "--d-mlp", "32",

@@ -122,7 +122,7 @@ def reference_runs(tmp_path_factory):
 
 
 def _state_step(run_dir):
-    from training.rundir import metadata
+    from training.runs.format import metadata
 
     path = run_dir / "state" / "state.safetensors"
     return json.loads(metadata(path)["state"])["step"] if path.exists() else None

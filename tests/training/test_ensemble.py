@@ -21,7 +21,7 @@ from tests.training.bits import assert_same_bits as assert_same_run
 from tests.training.bits import metrics_rows as _rows
 from training.ensemble import plan_chunks, shape_key, train_ensemble
 from training.loop import state_step, train
-from training.rundir import Run
+from training.runs.reader import Run
 
 
 def _alone_and_together(tmp_path, cfgs):

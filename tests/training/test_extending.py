@@ -19,10 +19,10 @@ from training.constants import STATE_PATH
 from training.ensemble import shape_key
 from training.loop import train
 from training.memory import n_params
-from training.models import build_model
+from training.models.build import build_model
 from training.registry import PLUGINS_ENV, load_plugins, task_shape
-from training.rundir import Run
-from training.tasks import build_task
+from training.runs.reader import Run
+from training.tasks.build import build_task
 
 DOC = ROOT / "docs" / "extending.md"
 
@@ -116,5 +116,5 @@ def test_a_broken_plugin_is_one_config_error(monkeypatch):
 def test_registering_a_second_kind_under_a_taken_name_is_refused():
     spec = specs.TASKS["add"]
     with pytest.raises(ValueError, match="registered twice"):
-        specs.register_task(specs.TaskSpec("add", "other", spec.fields, spec.shape, "training.tasks:kadd"))
+        specs.register_task(specs.TaskSpec("add", "other", spec.fields, spec.shape, "training.tasks.tables:kadd"))
     assert specs.TASKS["add"] is spec

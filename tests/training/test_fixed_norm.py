@@ -6,9 +6,9 @@ import torch
 from tests.conftest import tiny_config
 from training.config import ConfigError, validate
 from training.loop import set_weight_norm_, train, weight_norm
-from training.models import build_model
-from training.rundir import Run
-from training.tasks import build_task
+from training.models.build import build_model
+from training.runs.reader import Run
+from training.tasks.build import build_task
 
 
 @pytest.mark.parametrize("flat", [dict(wd=0.0), dict(wd=1.0, optimizer="adam", batch_size=16),

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from training.config import ConfigError, TaskConfig
-from training.groups import get_group, parity
-from training.tasks import GROUP_TASKS, build_task
+from training.tasks.groups import get_group, parity
+from training.tasks.build import build_task
+from training.tasks.specs import GROUP_TASKS
 
 GROUPS = ["S3", "S4", "S5", "A4", "A5", "D3", "D5", "D6", "C2", "C7", "C12"]
 
@@ -102,7 +103,7 @@ def test_group_task_split_is_seeded_and_unknown_group_is_a_config_error():
 @pytest.mark.parametrize("name", ["power2022-s5", "chughtai-s5", "s5-cpu", "s5-transformer-cpu"])
 def test_s5_presets_build(name):
     from training.config import validate
-    from training.models import build_model
+    from training.models.build import build_model
     from training.presets import get_preset
 
     cfg = get_preset(name)

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import ROOT, tiny_config
 from tests.training.test_rundir import TINY, call_main, files, one_line, run_copy, trained  # noqa: F401  (fixtures)
 from training.loop import train
-from training.rundir import Run, RunDirError
+from training.errors import RunDirError
+from training.runs.reader import Run
 
 
 def victim(tmp_path):
@@ -129,7 +130,8 @@ def test_an_out_path_that_is_not_utf8_is_refused_before_anything_is_created(tmp_
 READ = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))  # /dev/zero read whole: MemoryError, not swap
-from training.rundir import Run, RunDirError
+from training.errors import RunDirError
+from training.runs.reader import Run
 run = Run(sys.argv[1])
 try:
     {expr}

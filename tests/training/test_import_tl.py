@@ -13,9 +13,9 @@ import torch
 from tests.training.test_tl_compat import hooked_transformer_state_dict
 from training.config import ModelConfig, TaskConfig
 from training.import_tl import main
-from training.models import build_model
-from training.rundir import Run
-from training.tasks import build_task
+from training.models.build import build_model
+from training.runs.reader import Run
+from training.tasks.build import build_task
 
 P = 23
 

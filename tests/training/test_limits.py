@@ -9,7 +9,7 @@ from training.config import ConfigError, parse_value, validate
 from training.memory import LIMIT_ENV, estimate, memory_limit, n_params
 from training.run import main
 from training.registry import task_names, task_shape
-from training.taskshape import TASK_NAMES, is_prime
+from training.tasks.specs import TASK_NAMES, is_prime
 
 
 @pytest.mark.parametrize("name, text, words", [
@@ -61,7 +61,7 @@ def test_miller_rabin_agrees_with_trial_division_and_is_instant_for_64_bit_prime
 ])
 def test_task_shape_matches_the_built_task(flat):
     """The torch-free shapes (the memory estimate's input) are those the builders produce."""
-    from training.tasks import build_task
+    from training.tasks.build import build_task
 
     assert set(task_names()) == set(TASK_NAMES)
     cfg = tiny_config(**flat)
@@ -78,8 +78,8 @@ def test_task_shape_matches_the_built_task(flat):
     dict(task="teacher", model="mlp", n_layers=2),
 ])
 def test_parameter_count_is_exact(flat):
-    from training.models import build_model
-    from training.tasks import build_task
+    from training.models.build import build_model
+    from training.tasks.build import build_task
 
     cfg = tiny_config(**flat)
     model = build_model(cfg.model, build_task(cfg.task))
@@ -87,7 +87,7 @@ def test_parameter_count_is_exact(flat):
 
 
 def test_estimate_covers_the_task_table_and_the_parameters():
-    from training.tasks import build_task
+    from training.tasks.build import build_task
 
     cfg = tiny_config(p=101)
     data = build_task(cfg.task)

@@ -7,7 +7,7 @@ from safetensors import safe_open
 
 from tests.conftest import tiny_config
 from training.loop import train
-from training.rundir import Run
+from training.runs.reader import Run
 
 
 def test_tiny_run_writes_the_whole_run_directory(tmp_path):

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from transformer_lens import ActivationCache, FactoredMatrix
 
 from training.config import ModelConfig, TaskConfig
-from training.models import bridge_state_dict, build_model, from_bridge, to_bridge
-from training.tasks import build_task
+from training.models.bridge import bridge_state_dict, from_bridge, to_bridge
+from training.models.build import build_model
+from training.tasks.build import build_task
 
 SHAPES = [(1, "none"), (1, "LN"), (2, "none"), (2, "LN")]
 
@@ -122,7 +123,7 @@ def test_from_bridge_inverts_to_bridge_exactly(n_layers, norm):
 
 
 def test_a_model_missing_part_of_the_interface_says_which():
-    from training.models import GrokModel
+    from training.models.base import GrokModel
 
     class Half(GrokModel):
         def __init__(self):

@@ -2,9 +2,11 @@ import pytest
 import torch
 
 from training.config import ModelConfig, TaskConfig
-from training.models import Transformer, build_model, to_bridge
+from training.models.bridge import to_bridge
+from training.models.build import build_model
+from training.models.transformer import Transformer
 from training.presets import get_preset
-from training.tasks import build_task
+from training.tasks.build import build_task
 
 
 def test_nanda_model_has_227k_parameters_with_tl_names():

@@ -9,10 +9,11 @@ import torch
 from tests.conftest import run_cli
 from training.config import ConfigError, TaskConfig
 from training.loop import train
-from training.models import build_model
+from training.models.build import build_model
 from training.presets import get_preset
-from training.rundir import Run
-from training.tasks import build_task, read_idx, teacher_forward, teacher_net
+from training.runs.reader import Run
+from training.tasks.build import build_task
+from training.tasks.vector import read_idx, teacher_forward, teacher_net
 
 
 def test_teacher_labels_are_the_teachers_outputs_and_seeded():

@@ -21,11 +21,11 @@ import torch
 
 from tests.conftest import ROOT, tiny_config
 from tests.training.bits import assert_same_bits
-from training.batched import aligned_bmm
+from training.models.batched import aligned_bmm
 from training.ensemble import shape_key, train_ensemble
 from training.loop import state_step, train
-from training.rundir import Run
-from training.transforms import REDUCE_GRAIN, member_sums
+from training.runs.reader import Run
+from training.optim.transforms.base import REDUCE_GRAIN, member_sums
 
 # a `default`-like run, small: (a + b) mod 23, half the pairs, a 1-layer transformer; full batch
 BASE = tiny_config(p=23, frac=0.5, d_model=32, n_heads=4, d_head=8, d_mlp=64, lr=1e-2, wd=1.0, steps=300,

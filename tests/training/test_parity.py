@@ -7,10 +7,10 @@ from safetensors.torch import load_file
 
 from training.config import CheckpointConfig, ConfigError, ModelConfig, OptimConfig, RunConfig, TaskConfig, TrainConfig
 from training.loop import train
-from training.models import build_model
+from training.models.build import build_model
 from training.presets import PRESETS
-from training.rundir import Run
-from training.tasks import build_task
+from training.runs.reader import Run
+from training.tasks.build import build_task
 
 
 def tiny_parity(**flat) -> RunConfig:

@@ -229,7 +229,7 @@ def test_no_import_cycles(package):
 
 
 def test_each_transform_method_of_the_sweeps_switches_its_transform_on():
-    from training.sweep import accel_methods
+    from training.sweeps.spec import accel_methods
 
     methods = accel_methods(128)
     base = tiny_config()

@@ -18,13 +18,15 @@ from tests.training.test_cli import call_main
 from tests.training.test_ensemble import _alone_and_together, _cli, _rows
 from training.ensemble import shape_key
 from training.loop import state_step
-from training.losses import compute_loss, example_losses, softmax_collapse
-from training.optim import StackedOptimizer
-from training.rundir import Run
-from training.tasks import build_task
+from training.optim.losses import compute_loss, example_losses, softmax_collapse
+from training.optim.optimizer import StackedOptimizer
+from training.runs.reader import Run
+from training.tasks.build import build_task
 from training.trainer import Trainer
-from training.transforms import (NOISE_SEED_OFFSET, DecayToInit, GrokfastEMA, GrokfastMA, PerpGrad,
-                                 WeightNoise)
+from training.optim.transforms.decay_to_init import DecayToInit
+from training.optim.transforms.grokfast import GrokfastEMA, GrokfastMA
+from training.optim.transforms.perp_grad import PerpGrad
+from training.optim.transforms.weight_noise import NOISE_SEED_OFFSET, WeightNoise
 
 
 def _stack(*rows):

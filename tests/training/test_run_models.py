@@ -5,7 +5,8 @@ import torch
 
 from tests.conftest import tiny_config
 from training.loop import train
-from training.rundir import Run, RunDirError
+from training.errors import RunDirError
+from training.runs.reader import Run
 
 
 @pytest.fixture(scope="module")

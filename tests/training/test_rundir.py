@@ -13,12 +13,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import training.rundir as rundir
+import training.runs.format as run_format
+import training.runs.writer as run_writer
 import training.safeio as safeio
 from tests.conftest import tiny_config
 from training.cli import EXIT_DIVERGED
 from training.loop import train
-from training.rundir import Run, RunDirError, RunLock, read_metrics, run_finished, run_marker
+from training.errors import RunDirError
+from training.runs.format import read_metrics, run_finished, run_marker
+from training.runs.reader import Run
+from training.runs.writer import RunLock
 from training.run import main
 
 TINY = ["--p", "11", "--frac", "0.5", "--d-model", "16", "--n-heads", "2", "--d-head", "8", "--d-mlp", "32",
@@ -81,7 +85,7 @@ def test_overwrite_refuses_a_folder_that_only_has_a_config_json(tmp_path, capsys
 def test_a_new_run_carries_the_marker_and_its_state_the_run_id(run_copy):
     raw = json.loads((run_copy / "config.json").read_text())
     assert raw["format"] == "grokscope-run/1" and run_marker(run_copy) == raw["run_id"] == Run(run_copy).run_id
-    assert rundir.metadata(run_copy / "state" / "state.safetensors")["run_id"] == raw["run_id"]
+    assert run_format.metadata(run_copy / "state" / "state.safetensors")["run_id"] == raw["run_id"]
 
 
 def test_overwrite_renames_the_old_run_aside_and_never_follows_a_symlink(run_copy, tmp_path, capsys):
@@ -111,9 +115,9 @@ def test_a_failed_delete_leaves_a_whole_new_run_dir_never_a_half_deleted_one(run
         os.unlink(os.path.join(path, "metrics.jsonl"))
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(rundir.shutil, "rmtree", half_rmtree)
+    monkeypatch.setattr(run_writer.shutil, "rmtree", half_rmtree)
     with pytest.raises(RunDirError, match="could not be deleted"):
-        rundir.create_run_dir(run_copy, overwrite=True)
+        run_writer.create_run_dir(run_copy, overwrite=True)
     assert os.listdir(run_copy) == [".lock"]  # the new, empty run dir; the half-deleted old one is aside, hidden
 
 
@@ -123,7 +127,7 @@ def test_a_run_without_the_marker_still_opens_resumes_and_is_never_overwritten(r
     del raw["format"], raw["run_id"]
     (run_copy / "config.json").write_text(json.dumps(raw))
     state = run_copy / "state" / "state.safetensors"
-    meta = {k: v for k, v in rundir.metadata(state).items() if k != "run_id"}
+    meta = {k: v for k, v in run_format.metadata(state).items() if k != "run_id"}
     save_file(load_file(state), state, metadata=meta)
     assert Run(run_copy).run_id is None and Run(run_copy).metrics[-1]["step"] == 40
     assert call_main(*TINY, "--out", str(run_copy), "--overwrite") == 2
@@ -195,7 +199,7 @@ def _reshaped_state(run_dir, tmp_path):
     other = tmp_path / "wide"
     train(tiny_config(steps=10, d_mlp=48), other, progress=False, log=lambda s: None)
     src = other / "state" / "state.safetensors"
-    meta = {**rundir.metadata(src), "run_id": run_marker(run_dir)}
+    meta = {**run_format.metadata(src), "run_id": run_marker(run_dir)}
     save_file(load_file(src), run_dir / "state" / "state.safetensors", metadata=meta)
 
 
@@ -294,7 +298,7 @@ def test_an_unusable_out_path_is_one_line_and_creates_nothing(tmp_path, capsys, 
 
 
 class FullDisk:
-    """`open` for training.rundir that runs out of space halfway through the first write of a matching file."""
+    """`open` for training.runs.format that runs out of space halfway through the first write of a matching file."""
 
     def __init__(self, match: str, mode: str):
         self.match, self.mode, self.hit = match, mode, None
@@ -397,7 +401,7 @@ def test_a_diverging_run_stops_saves_and_exits_3(tmp_path, capsys):
     summary = run.summary
     assert summary["diverged_at"] == 2 and summary["steps"] == 2 and summary["final"]["train_loss"] is None
     assert run_finished(out) and run.metrics[-1]["step"] == 2 and run.steps[-1] == 2
-    assert json.loads(rundir.metadata(out / "state" / "state.safetensors")["state"])["step"] == 2
+    assert json.loads(run_format.metadata(out / "state" / "state.safetensors")["state"])["step"] == 2
     assert (out / "curves.png").stat().st_size > 0
 
 

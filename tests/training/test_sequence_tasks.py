@@ -1,4 +1,4 @@
-"""Sequence tasks (training.seqtasks): layouts and labels, splits, infinite batches, target-only losses,
+"""Sequence tasks (training.tasks.sequence): layouts and labels, splits, infinite batches, target-only losses,
 attention-only blocks, training from the CLI in both modes, resume after SIGKILL, per-target metrics, bad flags."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from safetensors.torch import load_file
 from tests.conftest import ROOT, tiny_config
 from training.config import ConfigError, RunConfig, validate
 from training.ensemble import shape_key
-from training.losses import IGNORE, SEQ, accuracy, compute_loss, example_losses
-from training.models import build_model
-from training.rundir import Run
+from training.constants import IGNORE
+from training.optim.losses import SEQ, accuracy, compute_loss, example_losses
+from training.models.build import build_model
+from training.runs.reader import Run
 from training.run import main
-from training.tasks import build_task
+from training.tasks.build import build_task
 from training.trainer import Trainer
 
 TASKS = ("digit_add", "repeat_subseq", "max_element")

@@ -13,8 +13,13 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from training.rundir import Run, RunDirError, RunLock, read_metrics
-from training.sweep import INDEX, STOP_FILE, SWEEPS, SweepSpec, merged, plan, spec_dict, sweep
+from training.errors import RunDirError
+from training.runs.format import read_metrics
+from training.runs.reader import Run
+from training.runs.writer import RunLock
+from training.sweeps.drive import sweep
+from training.sweeps.index import merged, spec_dict
+from training.sweeps.spec import INDEX, STOP_FILE, SWEEPS, SweepSpec, plan
 
 TINY = {"n_bits": 10, "k": 2, "n_train": 60, "n_test": 60, "d_mlp": 16, "steps": 40, "eval_every": 10,
         "device": "cpu", "ckpt_floor": 3, "ckpt_max": 5}
@@ -82,7 +87,7 @@ def test_a_sweep_grows_by_the_union_of_values_and_seeds():
 
 
 def test_named_sweeps_are_valid():
-    from training.sweep import check_all
+    from training.sweeps.spec import check_all
 
     for spec in SWEEPS.values():
         runs = plan(spec, ["seed", "batch_seed"])
@@ -338,7 +343,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_backend_runs_the_sweep_and_drains(tmp_path, local_ray):
-    from training.sweep_exec import RayBackend
+    from training.sweeps.executor import RayBackend
 
     spec = SweepSpec("parity-blog", {"label_noise": [0.0, 0.2]}, [0, 1], TINY)
     out = tmp_path / "ray"
@@ -358,7 +363,7 @@ def test_a_sweeps_runs_on_either_backend_are_bit_for_bit_the_runs_alone(tmp_path
     the same bits, whatever chunks and ensembles the sweep made of them (tests/training/bits.py)."""
     from tests.training.bits import assert_same_bits
     from training.loop import train
-    from training.sweep_exec import RayBackend
+    from training.sweeps.executor import RayBackend
 
     spec = SweepSpec("default", {"frac": [0.3, 0.5]}, [0, 1], {"p": 23, "d_model": 32, "n_heads": 4, "d_head": 8,
                                                              "d_mlp": 64, "lr": 0.01, "steps": 300,
@@ -391,7 +396,7 @@ def chunk_item(tmp_path, name, **over):
 def test_a_chunk_reports_each_run_and_a_failing_run_does_not_stop_the_next(tmp_path):
     import torch
 
-    from training.sweep_exec import execute_chunk
+    from training.sweeps.executor import execute_chunk
 
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA for the failing run")
@@ -404,7 +409,7 @@ def test_a_chunk_reports_each_run_and_a_failing_run_does_not_stop_the_next(tmp_p
 
 
 def test_a_chunk_that_starts_after_a_drain_creates_nothing(tmp_path):
-    from training.sweep_exec import execute_chunk
+    from training.sweeps.executor import execute_chunk
 
     (tmp_path / STOP_FILE).write_text("drain\n")
     res = execute_chunk([chunk_item(tmp_path, "a"), chunk_item(tmp_path, "b")], str(tmp_path / STOP_FILE))
@@ -414,7 +419,7 @@ def test_a_chunk_that_starts_after_a_drain_creates_nothing(tmp_path):
 
 def test_sweep_chunks_are_shape_compatible_ensembles_that_keep_every_worker_busy():
     from training.ensemble import shape_key
-    from training.sweep import plan_chunks
+    from training.sweeps.spec import plan_chunks
 
     spec = SweepSpec("parity-blog", {"n_layers": [1, 2]}, [0, 1, 2, 3], TINY)
     configs = [r.config for r in plan(spec, ["seed", "batch_seed"])]

@@ -11,8 +11,9 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.training.test_sweep import LONG, TINY, tiny_flags
-from training.rundir import read_metrics
-from training.sweep import SweepSpec, main, plan
+from training.runs.format import read_metrics
+from training.sweep import main
+from training.sweeps.spec import SweepSpec, plan
 
 
 def test_a_sweep_too_large_to_plan_is_refused_before_anything_is_built(tmp_path):
@@ -31,7 +32,7 @@ def test_a_sweep_too_large_to_plan_is_refused_before_anything_is_built(tmp_path)
 def test_a_chunk_never_holds_more_members_than_fit_in_memory(monkeypatch):
     import training.ensemble
     from training.memory import estimate
-    from training.sweep import plan_chunks
+    from training.sweeps.spec import plan_chunks
     from training.registry import task_shape
 
     configs = [r.config for r in plan(SweepSpec("parity-blog", {}, list(range(40)), TINY), ["seed", "batch_seed"])]

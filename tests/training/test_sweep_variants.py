@@ -7,7 +7,9 @@ import pytest
 
 from tests.training.test_sweep import TINY
 from training.config import ConfigError
-from training.sweep import SWEEPS, SweepSpec, merged, plan, spec_dict, sweep
+from training.sweeps.drive import sweep
+from training.sweeps.index import merged, spec_dict
+from training.sweeps.spec import SWEEPS, SweepSpec, plan
 
 VARIANTS = {"plain": {}, "noisy": {"label_noise": 0.1, "lr": 0.05}, "big": {"d_mlp": 24}}
 

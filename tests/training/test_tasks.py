@@ -4,7 +4,9 @@ import torch
 
 from training.config import ConfigError, TaskConfig
 from training.specs import ALIASES
-from training.tasks import MOD_OPS, build_task, random_split
+from training.tasks.build import build_task
+from training.tasks.data import random_split
+from training.tasks.specs import MOD_OPS
 
 P = 7
 

@@ -15,8 +15,9 @@ from transformer_lens import patching
 from transformer_lens.utilities.devices import move_to_and_update_config
 
 from training.config import ModelConfig, TaskConfig
-from training.models import build_model, to_bridge
-from training.tasks import build_task
+from training.models.bridge import to_bridge
+from training.models.build import build_model
+from training.tasks.build import build_task
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 

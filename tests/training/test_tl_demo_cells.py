@@ -14,7 +14,8 @@ import torch
 
 from tests.conftest import tiny_config
 from training.loop import train
-from training.rundir import Run, create_run_dir
+from training.runs.reader import Run
+from training.runs.writer import create_run_dir
 
 # the demo's plotting helpers, verbatim
 HELPERS = '''

@@ -8,12 +8,12 @@ import torch
 
 from tests.conftest import tiny_config
 from tests.training.bits import round_tripped_member_states
-from training.batched import forward_for
-from training.models import build_model
-from training.optim import StackedOptimizer, vector_storage
-from training.tasks import build_task
+from training.models.batched import forward_for
+from training.models.build import build_model
+from training.optim.optimizer import StackedOptimizer, vector_storage
+from training.tasks.build import build_task
 from training.trainer import Trainer
-from training.transforms import Transform
+from training.optim.transforms.base import Transform
 
 
 @pytest.mark.parametrize("flat", [

@@ -11,7 +11,7 @@ from analyses.report.checks import GROK_RATIO, CheckDef, Rule, Untested, num, ra
 from analyses.report.common import (Ctx, Outcome, SMOKE_CKPT, SectionDef, Table, curves_figure, failed_note, median,
                                     save_figure)
 from training.constants import SWEEP_CKPT
-from training.sweep import SweepSpec
+from training.sweeps.spec import SweepSpec
 
 
 # --- fig. 2: transformer, LSTM, MLP --------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def wu_rows(run: Path):
     from analyses.common import finite_weights
     from analyses.cosets import open_group_run
     from interp.cosets import group_rows
-    from training.models import build_model
+    from training.models.build import build_model
 
     r, data, G = open_group_run(run)
     model = build_model(r.config.model, data, seed=r.config.train.seed)

@@ -10,7 +10,7 @@ from typing import Any
 from analyses.report.checks import CheckDef, Rule, Untested, kendall_tau, num, ratio
 from analyses.report.common import Ctx, Outcome, SMOKE_CKPT, SectionDef, Table, by_seed, failed_note
 from training.constants import SWEEP_CKPT
-from training.sweep import SweepSpec, fmt
+from training.sweeps.spec import SweepSpec, fmt
 
 
 # --- fig. 1: steps to generalise against the training fraction ------------------------------------------------

@@ -16,7 +16,7 @@ from analyses.report.checks import GROK_RATIO, CheckDef, Rule, Untested, num
 from analyses.report.common import (SMOKE_CKPT, Ctx, Outcome, SectionDef, Table, analysis, failed_note, first_step,
                                     read_metrics, save_figure, threshold_line)
 from training.constants import SWEEP_CKPT
-from training.sweep import SweepSpec, fmt
+from training.sweeps.spec import SweepSpec, fmt
 
 TEACHER_FIT, TEACHER_GEN = 1e-3, 1e-2  # t_mem: train loss <= 1e-3; t_gen: test loss <= 1e-2 (MSE per output)
 IMAGE_GEN = 0.9  # digits / MNIST generalise at test accuracy >= 0.9 (digits tops out near 0.98, below S_gen's 0.99)
@@ -229,7 +229,7 @@ OMNI_UNTESTED = [Untested("000", "critical training set size below which general
 
 
 def omnigrok_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
-    from training.rundir import read_config
+    from training.runs.format import read_config
 
     out = Outcome()
     times = [teacher_times(r) for r in ctx.sweep("omnigrok", "teacher", st["sweeps"]["teacher"]) if r["finished"]]

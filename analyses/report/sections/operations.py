@@ -10,7 +10,7 @@ from typing import Any
 from analyses.report.checks import CheckDef, Rule, Untested
 from analyses.report.common import Ctx, Outcome, SMOKE_CKPT, SectionDef, Table, save_figure, threshold_line
 from training.constants import SWEEP_CKPT
-from training.sweep import SweepSpec, fmt
+from training.sweeps.spec import SweepSpec, fmt
 
 
 # --- fig. 3: operations ----------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def operations_evidence(rows: list[dict[str, Any]], p: int) -> dict[int, dict[st
 
 
 def operations_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
-    from training.taskshape import MOD_OPS
+    from training.tasks.specs import MOD_OPS
 
     p = st["p"]
     rows = [r for r in ctx.sweep("operations", "ops", st["sweeps"]["ops"]) if r["finished"]]

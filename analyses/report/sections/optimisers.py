@@ -12,7 +12,7 @@ from analyses.report.checks import CheckDef, Rule, Untested, num
 from analyses.report.common import (SMOKE_CKPT, Ctx, Outcome, SectionDef, SectionSkipped, Table, failed_note,
                                     save_figure, threshold_line)
 from analyses.report.sections.operations import _variant_wd
-from training.sweep import SWEEPS, fmt
+from training.sweeps.spec import SWEEPS, fmt
 
 
 # --- fig. 4: optimisers and regularisers within a budget --------------------------------------------------------
@@ -104,7 +104,7 @@ def optimisers_settings(scale: str, data_path: str = "") -> dict[str, Any]:
     name = next((n for n in names if n in SWEEPS), None)
     if name is None:
         raise SectionSkipped("the accelerator comparison (named sweeps accel / accel-budget in "
-                             "training.sweep.SWEEPS) has not landed")
+                             "training.sweeps.spec.SWEEPS) has not landed")
     s = SWEEPS[name]
     if scale == "smoke":  # two values per swept field, three methods (plain AdamW first), one seed, a few steps
         methods = {k: s.variants[k] for k in list(s.variants)[:3]}
@@ -119,7 +119,7 @@ def optimisers_settings(scale: str, data_path: str = "") -> dict[str, Any]:
 
 
 def optimisers_evidence(rows: list[dict[str, Any]], wd: dict[str, float]) -> dict[int, dict[str, Any]]:
-    from training.sweep import METHOD
+    from training.sweeps.spec import METHOD
 
     out: dict[int, dict[str, Any]] = {}
     for r in (r for r in rows if r["finished"]):
@@ -134,7 +134,7 @@ def optimisers_evidence(rows: list[dict[str, Any]], wd: dict[str, float]) -> dic
 
 def optimisers_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
     from analyses.sweep_methods import REFERENCE, group, plot_sgen, speed_text, speedups
-    from training.sweep import METHOD
+    from training.sweeps.spec import METHOD
 
     (name, spec), = st["sweeps"].items()
     rows = ctx.sweep("optimisers", name, spec)
@@ -165,7 +165,7 @@ def optimisers_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
 def _acc_figure(rows, methods, spec):
     from matplotlib.figure import Figure
 
-    from training.sweep import METHOD
+    from training.sweeps.spec import METHOD
 
     order = [m for m in methods if m in BASELINES] + [m for m in methods if m not in BASELINES]
     cols = min(len(order), 4)

@@ -12,7 +12,7 @@ import numpy as np
 from analyses.report.checks import CheckDef, Rule, Untested, num
 from analyses.report.common import (Ctx, Outcome, SMOKE_CKPT, SectionDef, Table, analysis, failed_note, save_figure,
                                     single)
-from training.sweep import SWEEPS, SweepSpec, fmt
+from training.sweeps.spec import SWEEPS, SweepSpec, fmt
 
 Q_H1 = ("If we increase the weight decay w in the optimizer after the model has achieved memorization, then the model "
         "should achieve generalization faster. However, there should be some threshold of weight decay beyond which "
@@ -168,7 +168,7 @@ def hypothesis(ctx: Ctx, name: str, spec: SweepSpec, out: Outcome) -> dict[str, 
 
 
 def parity_run(ctx: Ctx, st: dict[str, Any]) -> Outcome:
-    from training.rundir import read_config
+    from training.runs.format import read_config
 
     out = Outcome()
     for n in ("h1", "h2"):

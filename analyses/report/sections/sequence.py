@@ -115,7 +115,7 @@ def sequence_settings(scale: str, data_path: str = "") -> dict[str, Any]:
     from importlib.util import find_spec
 
     from training.presets import PRESETS as ALL
-    from training.taskshape import TASK_NAMES
+    from training.tasks.specs import TASK_NAMES
 
     missing = [t for t in ("digit_add", "repeat_subseq") if t not in TASK_NAMES]
     missing += [f"preset {p}" for p in PRESETS[scale] if p not in ALL]

@@ -31,8 +31,8 @@ import torch
 
 from training.constants import IGNORE
 from training.errors import ConfigError
-from training.taskdata import TaskData
-from training.taskshape import SEQ_N_TEST, SEQ_N_TRAIN, repeat_interval, sequence_layout
+from training.tasks.data import TaskData
+from training.tasks.specs import SEQ_N_TEST, SEQ_N_TRAIN, repeat_interval, sequence_layout
 
 BATCH_STREAM, TEST_STREAM, TRAIN_EVAL_STREAM, FINITE_STREAM = 0, 1, 2, 3
 
@@ -133,7 +133,7 @@ def batch_sampler(draw: Draw, split_seed: int) -> Callable[[int, int, int], tupl
 
 
 def sequence_task(name: str):
-    """The builder of sequence task `name` (its spec in training.taskshape names it)."""
+    """The builder of sequence task `name` (its spec in training.tasks.specs names it)."""
 
     def build(cfg):
         n_ctx, d_vocab, d_vocab_out, _ = sequence_layout(name, cfg)

@@ -1,90 +1,17 @@
-"""Task builders: every one returns a full input table, labels and a seeded train/test split (`TaskData`).
-
-Each task is a `training.specs.TaskSpec` (registered in training.taskshape, with its constraints and sizes) whose
-builder lives here or in training.seqtasks; `build_task(cfg)` checks the spec's constraints, then builds. Token
-tasks give inputs [N, n_ctx] of token ids; vector tasks give float inputs [N, d_in] and set d_vocab = 0.
-
-Binary operations mod p (Power et al. 2022, plus x*y) use tokens [a, b, '='] with '=' = p, and every operand
-pair the operation is defined on (y != 0 for division). "kadd" is x1 + ... + xk mod p with tokens
-[x1, ..., xk, '='].
-"""
+"""Omnigrok's vector tasks: teacher-student regression, scikit-learn's digits and MNIST."""
 
 from __future__ import annotations
 
 import gzip
-import itertools
 import math
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from training.config import ConfigError, TaskConfig
-from training.rules import check_fields
-from training.groups import GROUP_OPS, get_group
-from training.registry import task_spec
-from training.taskdata import TaskData, random_split  # noqa: F401  (re-exported)
-from training.taskshape import GROUP_TASKS, MOD_OPS, TEACHER_WIDTHS, is_prime  # noqa: F401  (re-exported)
-
-
-def modular_task(name: str) -> Callable[[TaskConfig], TaskData]:
-    op = MOD_OPS[name]
-
-    def build(cfg: TaskConfig) -> TaskData:
-        p = cfg.p
-        ys = np.arange(1 if op.nonzero_y else 0, p)
-        x, y = (a.ravel() for a in np.meshgrid(np.arange(p), ys, indexing="ij"))
-        c = op.fn(x.astype(np.int64), y.astype(np.int64), p)
-        inputs = torch.from_numpy(np.stack([x, y, np.full_like(x, p)], axis=1)).long()
-        train_idx, test_idx = random_split(len(inputs), cfg.frac, cfg.split_seed)
-        return TaskData(name, inputs, torch.from_numpy(c).long(), train_idx, test_idx, d_vocab=p + 1,
-                        d_vocab_out=p, n_ctx=3, structure={"kind": "modular", "op": op.expr, "p": p})
-
-    return build
-
-
-def kadd(cfg: TaskConfig) -> TaskData:
-    """x1 + ... + xk mod p over all p^k tuples."""
-    p, k = cfg.p, cfg.k
-    tuples = np.array(list(itertools.product(range(p), repeat=k)), dtype=np.int64)
-    inputs = torch.from_numpy(np.concatenate([tuples, np.full((len(tuples), 1), p)], axis=1))
-    train_idx, test_idx = random_split(len(inputs), cfg.frac, cfg.split_seed)
-    return TaskData("kadd", inputs, torch.from_numpy(tuples.sum(1) % p), train_idx, test_idx, d_vocab=p + 1,
-                    d_vocab_out=p, n_ctx=k + 1, structure={"kind": "modular", "op": "+".join(f"x{i+1}" for i in range(k)),
-                                                         "p": p, "k": k})
-
-
-# --- group operations (Power et al. 2022): every element an opaque token ------------------------------------
-
-
-def group_task(name: str, expr: str) -> Callable[[TaskConfig], TaskData]:
-    """x*y, x*y*x^-1 or x*y*x in `--group` (S5 by default) over all |G|^2 pairs; tokens [x, y, '='], '=' = |G|.
-
-    Token i is element i of `training.groups.get_group(group)` (lexicographic image arrays, identity first);
-    `structure["elements"]` spells them in cycle notation.
-    """
-
-    def build(cfg: TaskConfig) -> TaskData:
-        G = get_group(cfg.group)
-        n = G.order
-        x, y = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
-        c = GROUP_OPS[expr](G, x, y)
-        inputs = torch.from_numpy(np.stack([x, y, np.full_like(x, n)], axis=1)).long()
-        train_idx, test_idx = random_split(len(inputs), cfg.frac, cfg.split_seed)
-        structure = {"kind": "group", "group": G.name, "op": expr, "n": n, "degree": G.degree, "elements": G.names}
-        return TaskData(name, inputs, torch.from_numpy(np.asarray(c)).long(), train_idx, test_idx, d_vocab=n + 1,
-                        d_vocab_out=n, n_ctx=3, structure=structure)
-
-    return build
-
-
-def build_task(cfg: TaskConfig) -> TaskData:
-    """The task's full table, built by its spec's builder once the spec's constraints hold (training.registry)."""
-    spec = task_spec(cfg.task)
-    check_fields({name: getattr(cfg, name) for name in spec.fields})  # training.run has checked them; others may not
-    spec.shape(cfg)  # the task's own constraints, before anything is built
-    return spec.build(cfg)
+from training.tasks.data import TaskData
+from training.tasks.specs import TEACHER_WIDTHS
 
 
 # --- vector tasks (Omnigrok): teacher-student regression and image classification -----------------------------
@@ -210,28 +137,3 @@ def mnist(cfg: TaskConfig) -> TaskData:
     return TaskData("mnist", x, y, torch.arange(n_train), torch.arange(n_train, n_train + n_test), d_vocab=0,
                     d_vocab_out=n_classes, n_ctx=1, d_in=x.shape[1], loss="mse",
                     structure={"kind": "images", "dataset": "mnist", "shape": list(imgs.shape[1:])})
-
-
-
-# --- (n, k)-sparse parity ------------------------------------------------------------------------------------
-
-
-def parity(cfg: TaskConfig) -> TaskData:
-    """(n, k)-sparse parity (Barak et al. 2022; Merrill et al. 2023): x uniform in {-1, +1}^n, y = x_0 * ... * x_{k-1}.
-
-    n_train + n_test samples (default 1000 + 1000) drawn from `split_seed` (the first n_train train); labels in {0, 1} (1 for y = +1),
-    one output and the hinge loss. `label_noise` flips that fraction of the training labels, drawn from a stream
-    of its own and nested (the labels flipped at 0.1 are among those flipped at 0.2), so that runs differing only
-    in label_noise see the same inputs. The relevant bits are the first k: the network treats inputs symmetrically.
-    """
-    n, k, n_train, n_test = cfg.n_bits, cfg.k, cfg.n_train or 1000, cfg.n_test or 1000
-    rng = np.random.default_rng(cfg.split_seed)
-    x = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(n_train + n_test, n))
-    labels = (x[:, :k].prod(1) > 0).astype(np.int64)
-    order = np.random.default_rng([cfg.split_seed, 1]).permutation(n_train)
-    flipped = np.sort(order[: int(round(cfg.label_noise * n_train))])
-    labels[flipped] ^= 1
-    return TaskData("parity", torch.from_numpy(x), torch.from_numpy(labels), torch.arange(n_train),
-                    torch.arange(n_train, n_train + n_test), d_vocab=0, d_vocab_out=1, n_ctx=1, d_in=n, loss="hinge",
-                    structure={"kind": "parity", "op": f"({n},{k})-parity", "n": n, "k": k, "bits": list(range(k)),
-                               "label_noise": cfg.label_noise, "flipped": flipped.tolist()})

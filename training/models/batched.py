@@ -1,6 +1,6 @@
 """Forward passes of K models at once: parameters stacked with a leading member dimension [K, ...].
 
-`forward_for(template)` picks the batched form of our MLP and transformer (the same maths as `training.models`,
+`forward_for(template)` picks the batched form of our MLP and transformer (the same maths as `training.models.transformer`,
 written with batched matmuls: one bmm for K members instead of K small matmuls or a vmap), or a generic
 `functional_call` for any other model, which trains alone (K = 1).
 
@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from training.models import ACTIVATIONS, MLPModel, Transformer
+from training.models.base import ACTIVATIONS
+from training.models.mlp import MLPModel
+from training.models.transformer import Transformer
 
 Params = dict[str, torch.Tensor]
 

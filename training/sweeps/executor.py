@@ -122,7 +122,7 @@ def execute_chunk(items: list[dict[str, Any]], stop_file: str | None = None, thr
     """Run one chunk in this process (a pool worker or a Ray task); see the module docstring."""
     import torch
 
-    from training.rundir import RunLock
+    from training.runs.writer import RunLock
 
     torch.set_num_threads(threads)
     results: list[dict[str, Any] | None] = [None] * len(items)

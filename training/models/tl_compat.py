@@ -4,7 +4,7 @@
   `HookedTransformerConfig` (`device`, `dtype`, `use_attn_result`, `n_key_value_heads`, `to_dict()`, ...), with
   `normalization_type` None where the toolkit says "none". The architecture stays frozen; only the run-time
   switches TransformerLens itself flips (`device`, `dtype`, the `use_*` flags, ...) can be assigned.
-- `TLSurface`, mixed into `training.models.Transformer`: `accumulated_bias`, `all_head_labels`, `W_E_pos`, a `to`
+- `TLSurface`, mixed into `training.models.transformer.Transformer`: `accumulated_bias`, `all_head_labels`, `W_E_pos`, a `to`
   that keeps `cfg.device`/`cfg.dtype` current, and the per-module biases a HookedTransformer has
   (`blocks.i.attn.b_Q/b_K/b_V/b_O`, `unembed.b_U`): constant zeros, as buffers outside the state dict, so they
   are never trained, decayed or saved and every checkpoint keeps its keys. A HookedTransformer-format state dict

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.rundir import atomic_write_bytes
+from training.safeio import atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

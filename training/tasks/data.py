@@ -1,4 +1,4 @@
-"""A built task: its whole input table, labels and a seeded train/test split (training.tasks, training.seqtasks
+"""A built task: its whole input table, labels and a seeded train/test split (training.tasks.build, training.tasks.sequence
 build them; the Trainer, the models and the probes read them)."""
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ class TaskData:
         loss: "ce" (cross-entropy), "mse", "hinge", or "seq_ce" (sequence tasks: cross-entropy at the targets).
         structure: what analyses need to know, e.g. {"kind": "modular", "op": "x+y", "p": 113, "operands": [...]}.
         sample: infinite-data sequence tasks: sample(batch_seed, step, batch_size) -> (inputs, labels), the
-            training batch of that step (training.seqtasks); None for a fixed training set.
+            training batch of that step (training.tasks.sequence); None for a fixed training set.
 
-    Sequence tasks (training.seqtasks) have labels [N, n_ctx] with -100 where nothing is predicted.
+    Sequence tasks (training.tasks.sequence) have labels [N, n_ctx] with -100 where nothing is predicted.
     """
 
     name: str

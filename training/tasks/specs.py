@@ -1,8 +1,8 @@
 """The built-in tasks' specs: what a task config asks for, worked out without building anything (and without torch).
 
 Each family registers one `training.specs.TaskSpec` per task: the fields it reads, its constraints (checked by its
-`shape`, which returns the sizes `training.tasks.build_task` will produce), the fields that change a tensor's
-shape, and a lazy reference to its builder (training.tasks, training.seqtasks). `training.config.validate` asks
+`shape`, which returns the sizes `training.tasks.build.build_task` will produce), the fields that change a tensor's
+shape, and a lazy reference to its builder (training.tasks.build, training.tasks.sequence). `training.config.validate` asks
 `training.registry.task_shape` for the shape to refuse a bad config and to estimate the memory a run needs,
 before any tensor is allocated.
 """
@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 
 from training.errors import ConfigError
-from training.groups import group_order
+from training.tasks.groups import group_order
 from training.specs import TASKS, TaskShape, TaskSpec, register_task
 
-# --- binary operations mod p (their builders live in training.tasks) ------------------------------------------
+# --- binary operations mod p (their builders live in training.tasks.build) ------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def is_prime(n: int) -> bool:
 
 
 def _n_train(frac: float, n: int) -> int:
-    """As training.tasks.random_split splits the table: the first floor(frac * n) of a permutation."""
+    """As training.tasks.data.random_split splits the table: the first floor(frac * n) of a permutation."""
     n_train = int(frac * n)
     if n_train == 0 or n_train == n:
         raise ConfigError(f"--frac {frac} leaves an empty train or test set ({n} examples)")
@@ -106,7 +106,7 @@ def _modular_shape(name: str) -> Callable[..., TaskShape]:
 
 for _name, _op in MOD_OPS.items():
     register_task(TaskSpec(_name, "modular", ("p", "frac", "split_seed"), _modular_shape(_name),
-                           "training.tasks:modular_task", (_name,), shape_fields=("p",), aliases=(_op.expr,),
+                           "training.tasks.tables:modular_task", (_name,), shape_fields=("p",), aliases=(_op.expr,),
                            doc=f"{_op.expr} mod p over every operand pair (Power et al. 2022)"))
 
 
@@ -119,7 +119,7 @@ def _kadd_shape(cfg) -> TaskShape:
     return TaskShape("kadd", n, _n_train(cfg.frac, n), cfg.k + 1, cfg.p + 1, cfg.p)
 
 
-register_task(TaskSpec("kadd", "modular", ("p", "k", "frac", "split_seed"), _kadd_shape, "training.tasks:kadd",
+register_task(TaskSpec("kadd", "modular", ("p", "k", "frac", "split_seed"), _kadd_shape, "training.tasks.tables:kadd",
                        shape_fields=("p", "k"), doc="x1 + ... + xk mod p over all p^k tuples"))
 
 
@@ -134,7 +134,7 @@ def _group_shape(name: str) -> Callable[..., TaskShape]:
 
 for _name, _expr in GROUP_TASKS.items():
     register_task(TaskSpec(_name, "group", ("group", "frac", "split_seed"), _group_shape(_name),
-                           "training.tasks:group_task", (_name, _expr), shape_fields=("group",),
+                           "training.tasks.tables:group_task", (_name, _expr), shape_fields=("group",),
                            doc=f"{_expr} in a finite group over every pair (Power et al. 2022)"))
 
 
@@ -168,18 +168,18 @@ def _parity_shape(cfg) -> TaskShape:
 
 
 _SIZES = ("n_train", "n_test")
-register_task(TaskSpec("teacher", "vector", (*_SIZES, "split_seed"), _teacher_shape, "training.tasks:teacher",
+register_task(TaskSpec("teacher", "vector", (*_SIZES, "split_seed"), _teacher_shape, "training.tasks.vector:teacher",
                        shape_fields=_SIZES, doc="Omnigrok's teacher-student regression (MSE)"))
-register_task(TaskSpec("digits", "vector", (*_SIZES, "split_seed"), _digits_shape, "training.tasks:digits",
+register_task(TaskSpec("digits", "vector", (*_SIZES, "split_seed"), _digits_shape, "training.tasks.vector:digits",
                        shape_fields=_SIZES, doc="scikit-learn's 8x8 digits (MSE on one-hot targets)"))
-register_task(TaskSpec("mnist", "vector", ("data_path", *_SIZES), _mnist_shape, "training.tasks:mnist",
+register_task(TaskSpec("mnist", "vector", ("data_path", *_SIZES), _mnist_shape, "training.tasks.vector:mnist",
                        shape_fields=("data_path", *_SIZES), doc="MNIST from its IDX files (MSE on one-hot targets)"))
 register_task(TaskSpec("parity", "vector", ("n_bits", "k", *_SIZES, "label_noise", "split_seed"), _parity_shape,
-                       "training.tasks:parity", shape_fields=("n_bits", *_SIZES),
+                       "training.tasks.parity:parity", shape_fields=("n_bits", *_SIZES),
                        doc="(n, k)-sparse parity with the hinge loss (Barak et al. 2022)"))
 
 
-# --- sequence tasks (Nanda 2022's phase-change tasks; their builders live in training.seqtasks) --------------
+# --- sequence tasks (Nanda 2022's phase-change tasks; their builders live in training.tasks.sequence) --------------
 
 SEQ_N_TRAIN, SEQ_N_TEST = 1000, 1000  # defaults of --n-train / --n-test for the sequence tasks
 
@@ -233,7 +233,7 @@ _SEQ_DOCS = {"digit_add": "n-digit addition, the answer digits predicted left to
              "repeat_subseq": "a repeated subsequence, each copy after the first predicted"}
 for _name, _fields in _SEQ_FIELDS.items():
     register_task(TaskSpec(_name, "sequence", (*_fields, *_SEQ), lambda cfg, name=_name: sequence_shape(name, cfg),
-                           "training.seqtasks:sequence_task", (_name,), shape_fields=(*_fields, *_SIZES, "infinite"),
+                           "training.tasks.sequence:sequence_task", (_name,), shape_fields=(*_fields, *_SIZES, "infinite"),
                            doc=f"{_SEQ_DOCS[_name]} (Nanda 2022's phase-change tasks)"))
 
 TASK_NAMES = tuple(TASKS)  # the built-in tasks (training.registry.task_names() adds any registered later)

@@ -1,6 +1,6 @@
 """The built-in models' specs (no torch): the fields each reads, its size and memory formulas, how it trains.
 
-The classes live in training.models; `training.models.build_model` builds the one a config names through its
+The classes live in training.models.transformer; `training.models.build.build_model` builds the one a config names through its
 spec, and `training.memory` sizes a config through the same formulas before anything is allocated
 (tests/training/test_limits.py checks each formula against the built model).
 """
@@ -50,14 +50,14 @@ def lstm_activations(m, s: TaskShape) -> int:
 _COMMON = ("n_layers", "d_model", "dropout", "init_scale")
 register_model(ModelSpec(
     "transformer", (*_COMMON, "n_heads", "d_head", "d_mlp", "act_fn", "normalization_type"),
-    "training.models:Transformer.for_task", transformer_params, transformer_activations, sequence=True,
+    "training.models.transformer:Transformer.for_task", transformer_params, transformer_activations, sequence=True,
     batched=True, needs_mlp=False,
     shape_fields=("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "act_fn", "normalization_type"),
     doc="Nanda et al.'s 1-layer transformer and its deeper, LayerNorm'd variants (TransformerLens names)"))
 register_model(ModelSpec(
-    "mlp", (*_COMMON, "d_mlp", "act_fn"), "training.models:MLPModel.for_task", mlp_params, mlp_activations,
+    "mlp", (*_COMMON, "d_mlp", "act_fn"), "training.models.mlp:MLPModel.for_task", mlp_params, mlp_activations,
     inputs=("tokens", "vectors"), batched=True, shape_fields=("n_layers", "d_model", "d_mlp", "act_fn"),
     doc="per-operand embeddings, concatenated, then hidden layers (Chughtai et al.; Omnigrok's MLPs)"))
 register_model(ModelSpec(
-    "lstm", _COMMON, "training.models:LSTMModel.for_task", lstm_params, lstm_activations,
+    "lstm", _COMMON, "training.models.lstm:LSTMModel.for_task", lstm_params, lstm_activations,
     shape_fields=("n_layers", "d_model"), doc="an LSTM over the tokens, read out at the last position"))

@@ -1,0 +1,1 @@
+"""The optimiser, the losses, the schedules and the gradient/parameter transforms."""

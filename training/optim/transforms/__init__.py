@@ -1,0 +1,1 @@
+"""Gradient and parameter transforms: one module per transform, their specs in .specs."""

@@ -1,0 +1,1 @@
+"""The run directory: its format, writer, reader (Run), resume, checkpoint policy and milestones."""
