@@ -26,7 +26,10 @@ from training.errors import ConfigError, RunDirError
 from training.memory import n_params
 from training.registry import task_shape
 
-SPLIT_WORK = 100_000_000  # multiply-adds (step_work) of one member's step below which one thread is used
+SPLIT_WORK = 300_000_000  # multiply-adds (step_work) of one member's step below which one thread is used:
+# measured (tests.benchmarks.thread_speed, idle 2-core EPYC) two passive threads were slower than one under a busy
+# neighbour at 2.2e8 (power2022 1.12x, power2022-s5 1.08x) and within 3% of one thread from 4e8 (s5-cpu 1.01x,
+# digits5-700 0.97x, nanda2023 1.03x) while 25-38% faster idle
 ENV = "OMP_NUM_THREADS"
 
 
