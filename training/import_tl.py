@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +61,10 @@ def read_file(path: Path) -> dict[str, Any]:
     try:
         with torch.serialization.safe_globals([(ConfigFields, TL3_CONFIG)]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RunDirError(f"{path}: not readable with torch.load(weights_only=True): {first}") from None
+    except Exception as e:  # the weights-only unpickler raises whatever a junk byte stream trips (KeyError, ...)
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise RunDirError(f"{path}: not readable with torch.load(weights_only=True): {type(e).__name__} {first}")\
+            from None
     if not isinstance(obj, dict):
         raise RunDirError(f"{path}: expected the Grokking demo's dict, found {type(obj).__name__}")
     return obj

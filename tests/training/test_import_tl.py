@@ -94,6 +94,8 @@ def test_what_weights_only_cannot_read_is_refused_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     refused(tmp_path, capsys, [str(tmp_path / "junk.pth"), "--out", str(tmp_path / "run")])
+    (tmp_path / "text.pth").write_bytes(b"junk\n")  # a legacy-pickle stream the unpickler trips over (KeyError)
+    refused(tmp_path, capsys, [str(tmp_path / "text.pth"), "--out", str(tmp_path / "run")])
     refused(tmp_path, capsys, [str(tmp_path / "missing.pth"), "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
 
