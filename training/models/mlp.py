@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from training.config import ModelConfig
 from training.models.base import ACTIVATIONS, GrokModel, HookSite, answer_loss
+from training.models.batched import Params, affine, gather_rows, no_dropout
 from training.models.tl_compat import HookedConfig
 from training.tasks.data import TaskData
+
+
+def mlp_forward(model: "MLPModel", exact: bool = False) -> Callable:
+    """The MLP's one forward, over K members' parameters stacked [K, ...] and inputs [K, batch, ...] -> logits
+    [K, batch, d_vocab_out]; `site(name, x)` passes the activations through the module's hook sites (K = 1)."""
+    act, n_layers, n_ops, d_vocab = ACTIVATIONS[model.cfg.act_fn], len(model.layers), model.n_operands, model.d_vocab
+
+    def forward(p: Params, x: torch.Tensor, dropout=no_dropout, site: Callable | None = None) -> torch.Tensor:
+        at = site or (lambda name, h: h)
+        K = p["W_U"].shape[0]
+        if model.tokens:  # per-operand embeddings: row (member, operand, token) of the flattened tables
+            W_E = p["W_E"]
+            rows = x[..., :n_ops] + torch.arange(n_ops, device=x.device) * d_vocab
+            rows = rows + torch.arange(K, device=x.device).view(K, *[1] * (rows.dim() - 1)) * (n_ops * d_vocab)
+            h = at("hook_embed", gather_rows(W_E.reshape(-1, W_E.shape[-1]), rows).flatten(-2))
+        else:
+            h = x.to(p["W_U"].dtype)
+        for i in range(n_layers):
+            pre = at(f"layers.{i}.hook_pre", affine(p[f"layers.{i}.b_in"], h, p[f"layers.{i}.W_in"], exact))
+            h = dropout(at(f"layers.{i}.hook_post", act(pre)))
+        return affine(p["b_U"], h, p["W_U"], exact)
+
+    return forward
 
 
 class MLPModel(GrokModel):
@@ -40,8 +66,6 @@ class MLPModel(GrokModel):
             self.layers.append(layer)
         self.W_U = nn.Parameter(torch.empty(widths[-1], d_vocab_out))
         self.b_U = nn.Parameter(torch.zeros(d_vocab_out))
-        self.act = ACTIVATIONS[cfg.act_fn]
-        self.dropout = nn.Dropout(cfg.dropout)
         self.setup()
 
     @classmethod
@@ -59,12 +83,21 @@ class MLPModel(GrokModel):
 
     def forward(self, x: torch.Tensor, *, return_type: str = "logits", labels: torch.Tensor | None = None,
                 loss: str = "ce") -> torch.Tensor:
-        if self.tokens:
-            idx = torch.arange(self.n_operands, device=x.device)
-            x = self.hook_embed(self.W_E[idx, x[:, : self.n_operands]].flatten(1))
-        for layer in self.layers:
-            x = self.dropout(layer.hook_post(self.act(layer.hook_pre(x @ layer.W_in + layer.b_in))))
-        return answer_loss(x @ self.W_U + self.b_U, labels, return_type, loss)
+        """The one forward (`mlp_forward`) on this model's own parameters (K = 1), through its hook sites when a
+        hook listens."""
+        params = {name: w.unsqueeze(0) for name, w in self.named_parameters()}
+        rate = self.cfg.dropout if self.training else 0.0
+        dropout = (lambda h: F.dropout(h, rate, training=True)) if rate > 0 else no_dropout
+        hooks = self.__dict__.get("hook_dict", {})  # a plain model (plain_models) has none
+        site = self._site if any(h._forward_hooks or h._backward_hooks for h in hooks.values()) else None
+        return answer_loss(mlp_forward(self)(params, x.unsqueeze(0), dropout, site)[0], labels, return_type, loss)
+
+    def batched_forward(self, exact: bool = False) -> Callable:
+        """The one forward, over members stacked [K, ...]: training runs it as it is."""
+        return mlp_forward(self, exact)
+
+    def _site(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return self.get_submodule(name)(x.squeeze(0)).unsqueeze(0)
 
     # --- the probes' interface (see GrokModel); W_E is [n_operands, d_vocab, d_model] here ---
 

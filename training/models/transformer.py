@@ -18,7 +18,7 @@ other model becomes a `HookedRootModule` with `HookPoint`s at those sites when i
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from training.config import ModelConfig
 from training.models.base import ACTIVATIONS, GrokModel, HookSite, answer_loss
+from training.models.batched import Params, affine, gather_rows, layer_norm, mm, no_dropout
 from training.models.tl_compat import HookedConfig, TLSurface, add_zero_biases  # noqa: F401  (HookedConfig re-exported)
 from training.tasks.data import TaskData
 
@@ -35,75 +36,31 @@ if TYPE_CHECKING:
 
 
 class LayerNorm(nn.Module):
-    def __init__(self, d_model: int, eps: float = 1e-5):
+    """Weights `w`, `b` and TransformerLens' hook sites; the forward's LayerNorm is `batched.layer_norm`, which this
+    module also runs when TransformerLens calls it (`model.ln_final(x)` in `ActivationCache.apply_ln_to_stack`)."""
+
+    def __init__(self, d_model: int):
         super().__init__()
         self.w = nn.Parameter(torch.ones(d_model))
         self.b = nn.Parameter(torch.zeros(d_model))
-        self.eps = eps
         self.hook_scale, self.hook_normalized = HookSite(), HookSite()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not any(h._forward_hooks or h._backward_hooks for h in (self.hook_scale, self.hook_normalized)):
-            return F.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
-        x = x - x.mean(-1, keepdim=True)  # TransformerLens' LayerNorm step by step when a hook reads it
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]
-        return self.hook_normalized(x / scale) * self.w + self.b  # hook_normalized before the gain, as the bridge
+        return layer_norm(x, self.w, self.b)
 
 
 class Attention(nn.Module):
-    """Causal multi-head attention without biases (Nanda et al. 2023)."""
+    """Causal multi-head attention without biases (Nanda et al. 2023): its weights and hook sites."""
 
-    def __init__(self, cfg: ModelConfig, n_ctx: int):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         H, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
         self.W_Q = nn.Parameter(torch.empty(H, d, e))
         self.W_K = nn.Parameter(torch.empty(H, d, e))
         self.W_V = nn.Parameter(torch.empty(H, d, e))
         self.W_O = nn.Parameter(torch.empty(H, e, d))
-        self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False)
-        self.scale = math.sqrt(e)
         self.hook_q, self.hook_k, self.hook_v = HookSite(), HookSite(), HookSite()
         self.hook_attn_scores, self.hook_pattern, self.hook_z = HookSite(), HookSite(), HookSite()
-
-    def forward(self, x: torch.Tensor, last_only: bool, qkv: tuple | None = None) -> torch.Tensor:
-        """x [batch, pos, d_model] -> [batch, q_pos, d_model]; q_pos = 1 when last_only.
-
-        `qkv`: queries, keys and values already projected (block 0's fast path), else projected from x here.
-        """
-        if qkv is None:
-            xq = x[:, -1:] if last_only else x
-            qkv = (torch.einsum("bpd,hde->bphe", xq, self.W_Q), torch.einsum("bpd,hde->bphe", x, self.W_K),
-                   torch.einsum("bpd,hde->bphe", x, self.W_V))
-        q, k, v = self.hook_q(qkv[0]), self.hook_k(qkv[1]), self.hook_v(qkv[2])
-        if last_only:  # one query per example: broadcast products beat batch * n_heads tiny matmuls
-            scores = (q * k).sum(-1).transpose(1, 2).unsqueeze(2) / self.scale  # [batch, head, 1, key_pos]
-        else:
-            n = k.shape[1]
-            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / self.scale
-            scores = scores.masked_fill(~self.mask[:n, :n], float("-inf"))
-        pattern = self.hook_pattern(torch.softmax(self.hook_attn_scores(scores), dim=-1))
-        if last_only:
-            z = (pattern.squeeze(2).transpose(1, 2).unsqueeze(-1) * v).sum(1, keepdim=True)  # [batch, 1, head, d_head]
-        else:
-            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-        z = self.hook_z(z)
-        return z.flatten(2) @ self.W_O.flatten(0, 1)
-
-
-    def project_table(self, table: torch.Tensor, tokens: torch.Tensor, last_only: bool) -> tuple:
-        """q, k, v for block 0 from its input table [n_ctx, d_vocab, d_model] (one row per (position, token)).
-
-        Block 0 sees only embeddings, so its input takes n_ctx * d_vocab distinct values: projecting those once
-        and gathering costs ~d_vocab * n_ctx rows of matmul instead of batch * n_ctx.
-        """
-        n_ctx, d_vocab, _ = table.shape
-        idx = tokens + torch.arange(tokens.shape[1], device=tokens.device) * d_vocab  # row of (position, token)
-        flat = table.reshape(n_ctx * d_vocab, -1)
-
-        def project(W: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            return (flat @ W.transpose(0, 1).flatten(1)).unflatten(1, W.shape[::2])[rows]  # [batch, pos, H, d_head]
-
-        return project(self.W_Q, idx[:, -1:] if last_only else idx), project(self.W_K, idx), project(self.W_V, idx)
 
 
 class MLP(nn.Module):
@@ -113,12 +70,7 @@ class MLP(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
-        self.act = ACTIVATIONS[cfg.act_fn]
         self.hook_pre, self.hook_post = HookSite(), HookSite()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
-        return self.hook_post(self.act(pre)) @ self.W_out + self.b_out
 
 
 class Block(nn.Module):
@@ -126,28 +78,16 @@ class Block(nn.Module):
 
     hook_out_is_single_residual_stream = True  # TransformerLens' logit lens reads resid_post as the stream unembedded
 
-    def __init__(self, cfg: ModelConfig, n_ctx: int):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         ln, self.attn_only = cfg.normalization_type == "LN", cfg.d_mlp == 0
         self.ln1 = LayerNorm(cfg.d_model) if ln else nn.Identity()
-        self.attn = Attention(cfg, n_ctx)
+        self.attn = Attention(cfg)
         if not self.attn_only:
             self.ln2 = LayerNorm(cfg.d_model) if ln else nn.Identity()
             self.mlp = MLP(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
         for name in ("resid_pre", "attn_out", "resid_mid", "resid_post") + (() if self.attn_only else ("mlp_out",)):
             setattr(self, f"hook_{name}", HookSite())
-
-    def forward(self, resid: torch.Tensor, last_only: bool, qkv: tuple | None = None) -> torch.Tensor:
-        resid = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self.dropout(self.attn(self.ln1(resid), last_only, qkv)))
-        if last_only:
-            resid = resid[:, -1:]
-        resid = self.hook_resid_mid(resid + attn_out)
-        if self.attn_only:
-            return self.hook_resid_post(resid)
-        mlp_out = self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid))))
-        return self.hook_resid_post(resid + mlp_out)
 
 
 class Embed(nn.Module):
@@ -155,17 +95,11 @@ class Embed(nn.Module):
         super().__init__()
         self.W_E = nn.Parameter(torch.empty(d_vocab, d_model))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.embedding(tokens, self.W_E)
-
 
 class PosEmbed(nn.Module):
     def __init__(self, n_ctx: int, d_model: int):
         super().__init__()
         self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
 
 
 class Unembed(nn.Module):
@@ -173,8 +107,99 @@ class Unembed(nn.Module):
         super().__init__()
         self.W_U = nn.Parameter(torch.empty(d_model, d_vocab_out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # TransformerLens' recipes call model.unembed(x)
         return x @ self.W_U
+
+
+def transformer_forward(model: "Transformer", exact: bool = False) -> Callable:
+    """The transformer's one forward, over K members' parameters stacked [K, ...] and tokens [K, batch, pos]:
+    forward(params, tokens, dropout, every, site) -> logits [K, batch, pos, d_vocab_out] (`every`, the default for
+    the sequence tasks), else [K, batch, d_vocab_out] at the last position, whose block then runs there alone.
+
+    Without hooks (training, evaluation, probes) block 0 projects its q, k, v from the n_ctx * d_vocab rows of the
+    (position, token) table once and gathers them, instead of projecting batch * n_ctx rows. With `site(name, x)`
+    (a hooked run of the module, K = 1) every activation is computed and passed through TransformerLens' hook site
+    `name`, whose return value flows on, as in a HookedTransformer."""
+    cfg, d_vocab = model.cfg, model.d_vocab
+    act, ln, L = ACTIVATIONS[cfg.act_fn], cfg.normalization_type == "LN", cfg.n_layers
+    H, e, scale = cfg.n_heads, cfg.d_head, cfg.d_head ** 0.5
+
+    def norm(x: torch.Tensor, p: Params, name: str, site: Callable | None) -> torch.Tensor:
+        if not ln:
+            return x
+        w, b = p[f"{name}.w"], p[f"{name}.b"]
+        shape = (w.shape[0],) + (1,) * (x.dim() - 2) + (w.shape[-1],)
+        hooked = None if site is None else (lambda hook, t: site(f"{name}.{hook}", t))
+        return layer_norm(x, w.view(shape), b.view(shape), hooked)
+
+    def attention(p: Params, i: int, q, k, v, last: bool, at: Callable, hooked: bool) -> torch.Tensor:
+        """q [K, B, q_pos, H, e], k, v [K, B, n, H, e] -> [K, B, q_pos, d_model]."""
+        a = f"blocks.{i}.attn."
+        q, k, v = at(a + "hook_q", q), at(a + "hook_k", k), at(a + "hook_v", v)
+        if last and not hooked:  # one query: broadcast products beat batch * n_heads tiny matmuls
+            pattern = torch.softmax((q * k).sum(-1) / scale, dim=2)  # [K, B, n, H]
+            z = (pattern.unsqueeze(-1) * v).sum(2, keepdim=True)  # [K, B, 1, H, e]
+        else:
+            n, n_q = k.shape[2], q.shape[2]
+            scores = torch.einsum("kbqhe,kbphe->kbhqp", q, k) / scale
+            mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=q.device))[n - n_q:]  # the queries' rows
+            scores = at(a + "hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
+            pattern = at(a + "hook_pattern", torch.softmax(scores, dim=-1))
+            z = torch.einsum("kbhqp,kbphe->kbqhe", pattern, v)
+        return mm(at(a + "hook_z", z).flatten(-2), p[a + "W_O"].flatten(1, 2), exact)
+
+    def forward(p: Params, tokens: torch.Tensor, dropout=no_dropout, every: bool = cfg.predict_all,
+                site: Callable | None = None) -> torch.Tensor:
+        hooked = site is not None
+        at = site if hooked else (lambda name, x: x)
+        W_E, W_pos = p["embed.W_E"], p["pos_embed.W_pos"]
+        K, n = W_E.shape[0], tokens.shape[-1]
+        # row (position, token) of member k's table: the gather index of every input token
+        rows = tokens + torch.arange(n, device=tokens.device) * d_vocab
+        rows = rows + torch.arange(K, device=tokens.device).view(K, 1, 1) * (n * d_vocab)
+        table = (W_E.unsqueeze(1) + W_pos[:, :n].unsqueeze(2)).flatten(1, 2)  # [K, n*d_vocab, d_model]
+        if hooked:
+            vocab = tokens + torch.arange(K, device=tokens.device).view(K, 1, 1) * d_vocab
+            resid = (at("hook_embed", gather_rows(W_E.flatten(0, 1), vocab))
+                     + at("hook_pos_embed", W_pos[:, :n].unsqueeze(1).expand(K, tokens.shape[1], n, -1)))
+        else:  # embed + pos_embed [K, B, n, d_model]; one block reads its residual only at the last position
+            resid = gather_rows(table.flatten(0, 1), rows[..., -1:] if L == 1 and not every else rows)
+        for i in range(L):
+            last, b = i == L - 1 and not every, f"blocks.{i}."
+            resid = at(b + "hook_resid_pre", resid)
+            if i == 0 and not hooked:  # block 0 sees only embeddings: project the table rows once, then gather
+                t = norm(table, p, "blocks.0.ln1", None)
+                q, k, v = (_project(t, p[f"blocks.0.attn.{name}"], r, exact).unflatten(-1, (H, e)) for name, r in
+                           (("W_Q", rows[..., -1:] if last else rows), ("W_K", rows), ("W_V", rows)))
+            else:
+                x = norm(resid, p, b + "ln1", site)
+                k, v = (mm(x, _heads(p[f"{b}attn.{nm}"]), exact).unflatten(-1, (H, e)) for nm in ("W_K", "W_V"))
+                q = mm(x[:, :, -1:] if last else x, _heads(p[f"{b}attn.W_Q"]), exact).unflatten(-1, (H, e))
+            attn_out = at(b + "hook_attn_out", dropout(attention(p, i, q, k, v, last, at, hooked)))
+            resid = at(b + "hook_resid_mid", (resid[:, :, -1:] if last else resid) + attn_out)
+            if cfg.attn_only:
+                resid = at(b + "hook_resid_post", resid)
+                continue
+            x = norm(resid, p, b + "ln2", site).flatten(1, 2)
+            pre = at(b + "mlp.hook_pre", affine(p[b + "mlp.b_in"], x, p[b + "mlp.W_in"], exact).view(*resid.shape[:-1], -1))
+            post = at(b + "mlp.hook_post", act(pre)).flatten(1, 2)
+            mlp_out = affine(p[b + "mlp.b_out"], post, p[b + "mlp.W_out"], exact).view(resid.shape)
+            resid = at(b + "hook_resid_post", resid + at(b + "hook_mlp_out", dropout(mlp_out)))
+        if hooked and not every:  # ln_final's hooks see [batch, 1, d_model], as in a hooked run of the last block
+            return mm(norm(resid[:, :, -1:], p, "ln_final", site), p["unembed.W_U"], exact)[:, :, -1]
+        return mm(norm(resid if every else resid[:, :, -1], p, "ln_final", site), p["unembed.W_U"], exact)
+
+    return forward
+
+
+def _project(table: torch.Tensor, W: torch.Tensor, rows: torch.Tensor, exact: bool) -> torch.Tensor:
+    """Every head's projection W [K, H, d, e] of the table [K, N, d] at its rows [K, ...] -> [K, ..., H*e]."""
+    return gather_rows(mm(table, _heads(W), exact).flatten(0, 1), rows)
+
+
+def _heads(W: torch.Tensor) -> torch.Tensor:
+    """W_Q/W_K/W_V [K, H, d, e] -> [K, d, H*e] (one matmul projects every head)."""
+    return W.permute(0, 2, 1, 3).flatten(2)
 
 
 class Transformer(TLSurface, GrokModel):
@@ -194,7 +219,7 @@ class Transformer(TLSurface, GrokModel):
         self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
         self.embed = Embed(d_vocab, cfg.d_model)
         self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
-        self.blocks = nn.ModuleList([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = LayerNorm(cfg.d_model) if cfg.normalization_type == "LN" else nn.Identity()
         self.unembed = Unembed(cfg.d_model, d_vocab_out)
         self.hook_embed, self.hook_pos_embed = HookSite(), HookSite()
@@ -232,28 +257,32 @@ class Transformer(TLSurface, GrokModel):
         target position, labels [batch, pos] with -100 elsewhere); `loss` names the task's loss (`run.data.loss`).
         "both": (logits, loss). None: nothing.
         """
-        return answer_loss(self._logits(tokens, last_only=False), labels, return_type, loss)
+        return answer_loss(self._run(tokens, every=True), labels, return_type, loss)
 
     def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """[batch, d_vocab_out] the logits at the last position only (the answer after '='): the lean path, whose
         last block runs at that position alone (under hooks too: its activations are then [batch, 1, ...])."""
-        return self._logits(tokens, last_only=True)[:, -1]
+        return self._run(tokens, every=False)
 
     def scored_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """What the task's loss reads: `answer_logits`, or every position for the sequence tasks."""
-        return self._logits(tokens, last_only=False) if self.cfg.predict_all else self.answer_logits(tokens)
+        return self._run(tokens, every=self.cfg.predict_all)
 
-    def _logits(self, tokens: torch.Tensor, last_only: bool) -> torch.Tensor:
-        """[batch, pos, d_vocab_out], or [batch, 1, d_vocab_out] at the last position when `last_only`."""
-        listening = self.listening()
-        resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
-        qkv = None
-        if not listening:  # fast path: block 0's q, k, v from the (position, token) table
-            table = self.blocks[0].ln1(self.embed.W_E[None] + self.pos_embed.W_pos[: tokens.shape[1], None])
-            qkv = self.blocks[0].attn.project_table(table, tokens, last_only=last_only and len(self.blocks) == 1)
-        for i, block in enumerate(self.blocks):
-            resid = block(resid, last_only=last_only and i == len(self.blocks) - 1, qkv=qkv if i == 0 else None)
-        return self.unembed(self.ln_final(resid))
+    def batched_forward(self, exact: bool = False) -> Callable:
+        """The one forward, over members stacked [K, ...] (`transformer_forward`): training runs it as it is."""
+        return transformer_forward(self, exact)
+
+    def _run(self, tokens: torch.Tensor, every: bool) -> torch.Tensor:
+        """The one forward on this model's own parameters (K = 1), through its hook sites when a hook listens."""
+        params = {name: w.unsqueeze(0) for name, w in self.named_parameters()}
+        rate = self.cfg.dropout if self.training else 0.0
+        dropout = (lambda x: F.dropout(x, rate, training=True)) if rate > 0 else no_dropout
+        site = self._site if self.listening() else None
+        return transformer_forward(self)(params, tokens.unsqueeze(0), dropout, every=every, site=site)[0]
+
+    def _site(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """What hook site `name` makes of x [1, batch, ...]: its hooks see TransformerLens' [batch, ...]."""
+        return self.get_submodule(name)(x.squeeze(0)).unsqueeze(0)
 
     # --- TransformerLens weight views (stacked over layers) ---
 
