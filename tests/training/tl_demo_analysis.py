@@ -198,8 +198,8 @@ imshow(fourier_basis @ inputs_sin_17c.reshape(p, p) @ fourier_basis.T, title="Fo
     ("test_logits", TEST_LOGITS, None),
     ("metric_cache", "metric_cache = {}", None),
     ("get_metrics", GET_METRICS, None),
-    # the demo's phase boundaries, as its figures draw them; only the figures' dashed lines use them
-    ("phase epochs", "memorization_end_epoch = 1500\ncircuit_formation_end_epoch = 9900\ncleanup_end_epoch = 12000", None),
+    # the demo's phase boundaries; only its figures' dashed lines use them
+    ("phase epochs", "memorization_end_epoch = 1500\ncircuit_formation_end_epoch = 13300\ncleanup_end_epoch = 16600", None),
     ("add_lines", '''def add_lines(figure):
     figure.add_vline(memorization_end_epoch, line_dash="dash", opacity=0.7)
     figure.add_vline(circuit_formation_end_epoch, line_dash="dash", opacity=0.7)
