@@ -7,29 +7,10 @@ with `Figure.show` a no-op. Only cells read from the TransformerLens repository 
 
 from __future__ import annotations
 
-import numpy as np
-import plotly.graph_objects as go
 import pytest
 import torch
 
-from tests.conftest import tiny_config
-from training.loop import train
-from training.runs.reader import Run
-from training.runs.writer import create_run_dir
-
-# the demo's plotting helpers, verbatim
-HELPERS = '''
-def imshow(tensor, renderer=None, xaxis="", yaxis="", **kwargs):
-    px.imshow(utils.to_numpy(tensor), color_continuous_midpoint=0.0, color_continuous_scale="RdBu", labels={"x":xaxis, "y":yaxis}, **kwargs).show(renderer)
-
-def line(tensor, renderer=None, xaxis="", yaxis="", **kwargs):
-    px.line(utils.to_numpy(tensor), labels={"x":xaxis, "y":yaxis}, **kwargs).show(renderer)
-
-def scatter(x, y, xaxis="", yaxis="", caxis="", renderer=None, **kwargs):
-    x = utils.to_numpy(x)
-    y = utils.to_numpy(y)
-    px.scatter(y=y, x=x, labels={"x":xaxis, "y":yaxis, "color":caxis}, **kwargs).show(renderer)
-'''
+from tests.training.tl_demo import HELPERS, demo_namespace, run_cells, train_demo_run
 
 # (name, source, changed): the demo's cells in order, from "Define Task" to the first analysis section
 CELLS = [
@@ -88,37 +69,21 @@ COUNTS = {"unmodified": sum(not c for *_, c in CELLS), "changed": sum(c for *_, 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("demo") / "run"
-    cfg = tiny_config(p=23, steps=300, eval_every=1, ckpt_every=100, ckpt_floor=2, ckpt_max=20)
-    lock = create_run_dir(path)
-    try:
-        train(cfg, path, progress=False)
-    finally:
-        lock.release()
-    return Run(path)
+    return train_demo_run(tmp_path_factory.mktemp("demo") / "run", p=23, steps=300, eval_every=1, ckpt_every=100,
+                          ckpt_floor=2, ckpt_max=20)
 
 
-def run_cells(model, run, monkeypatch, capsys) -> dict:
-    import einops
-    import plotly.express as px
-    import transformer_lens.utilities as utils
-
-    monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: None)
-    rows = run.metrics
-    ns = {"torch": torch, "np": np, "einops": einops, "px": px, "utils": utils, "device": "cpu", "model": model,
-          "run": run, "p": run.config.task.p, "train_losses": [r["train_loss"] for r in rows[1:]],
-          "test_losses": [r["test_loss"] for r in rows[1:]]}
-    with torch.no_grad():
-        for name, source, _ in CELLS:
-            exec(compile(source, f"<demo cell: {name}>", "exec"), ns)
+def cells_on(model, run, monkeypatch, capsys) -> dict:
+    ns = demo_namespace(model, run)
+    run_cells(CELLS, ns, monkeypatch)
     ns["printed"] = capsys.readouterr().out
     return ns
 
 
 def test_the_demo_cells_run_on_our_model_as_on_the_bridge(run, monkeypatch, capsys):
     step = run.checkpoint_steps[-1]
-    ours = run_cells(run.model(step), run, monkeypatch, capsys)
-    theirs = run_cells(run.bridge(step), run, monkeypatch, capsys)
+    ours = cells_on(run.model(step), run, monkeypatch, capsys)
+    theirs = cells_on(run.bridge(step), run, monkeypatch, capsys)
     p = run.config.task.p
     assert ours["original_logits"].shape == theirs["original_logits"].shape == (p * p, 3, p)
     assert f"{p * p * 3 * p}\n" in ours["printed"]  # original_logits.numel(): every position, as TransformerLens
