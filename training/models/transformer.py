@@ -125,28 +125,7 @@ def transformer_forward(model: "Transformer", exact: bool = False) -> Callable:
     H, e, scale = cfg.n_heads, cfg.d_head, cfg.d_head ** 0.5
 
     def norm(x: torch.Tensor, p: Params, name: str, site: Callable | None) -> torch.Tensor:
-        if not ln:
-            return x
-        w, b = p[f"{name}.w"], p[f"{name}.b"]
-        shape = (w.shape[0],) + (1,) * (x.dim() - 2) + (w.shape[-1],)
-        hooked = None if site is None else (lambda hook, t: site(f"{name}.{hook}", t))
-        return layer_norm(x, w.view(shape), b.view(shape), hooked)
-
-    def attention(p: Params, i: int, q, k, v, last: bool, at: Callable, hooked: bool) -> torch.Tensor:
-        """q [K, B, q_pos, H, e], k, v [K, B, n, H, e] -> [K, B, q_pos, d_model]."""
-        a = f"blocks.{i}.attn."
-        q, k, v = at(a + "hook_q", q), at(a + "hook_k", k), at(a + "hook_v", v)
-        if last and not hooked:  # one query: broadcast products beat batch * n_heads tiny matmuls
-            pattern = torch.softmax((q * k).sum(-1) / scale, dim=2)  # [K, B, n, H]
-            z = (pattern.unsqueeze(-1) * v).sum(2, keepdim=True)  # [K, B, 1, H, e]
-        else:
-            n, n_q = k.shape[2], q.shape[2]
-            scores = torch.einsum("kbqhe,kbphe->kbhqp", q, k) / scale
-            mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=q.device))[n - n_q:]  # the queries' rows
-            scores = at(a + "hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
-            pattern = at(a + "hook_pattern", torch.softmax(scores, dim=-1))
-            z = torch.einsum("kbhqp,kbphe->kbqhe", pattern, v)
-        return mm(at(a + "hook_z", z).flatten(-2), p[a + "W_O"].flatten(1, 2), exact)
+        return _layer_norm(x, p, name, site) if ln else x
 
     def forward(p: Params, tokens: torch.Tensor, dropout=no_dropout, every: bool = cfg.predict_all,
                 site: Callable | None = None) -> torch.Tensor:
@@ -175,7 +154,7 @@ def transformer_forward(model: "Transformer", exact: bool = False) -> Callable:
                 x = norm(resid, p, b + "ln1", site)
                 k, v = (mm(x, _heads(p[f"{b}attn.{nm}"]), exact).unflatten(-1, (H, e)) for nm in ("W_K", "W_V"))
                 q = mm(x[:, :, -1:] if last else x, _heads(p[f"{b}attn.W_Q"]), exact).unflatten(-1, (H, e))
-            attn_out = at(b + "hook_attn_out", dropout(attention(p, i, q, k, v, last, at, hooked)))
+            attn_out = at(b + "hook_attn_out", dropout(_attention(p, i, (q, k, v), last, at, hooked, scale, exact)))
             resid = at(b + "hook_resid_mid", (resid[:, :, -1:] if last else resid) + attn_out)
             if cfg.attn_only:
                 resid = at(b + "hook_resid_post", resid)
@@ -190,6 +169,32 @@ def transformer_forward(model: "Transformer", exact: bool = False) -> Callable:
         return mm(norm(resid if every else resid[:, :, -1], p, "ln_final", site), p["unembed.W_U"], exact)
 
     return forward
+
+
+def _layer_norm(x: torch.Tensor, p: Params, name: str, site: Callable | None) -> torch.Tensor:
+    """LayerNorm `name` (weights [K, d_model]) over x [K, ...]; its hook sites `name.hook_scale`, ... when hooked."""
+    w, b = p[f"{name}.w"], p[f"{name}.b"]
+    shape = (w.shape[0],) + (1,) * (x.dim() - 2) + (w.shape[-1],)
+    hooked = None if site is None else (lambda hook, t: site(f"{name}.{hook}", t))
+    return layer_norm(x, w.view(shape), b.view(shape), hooked)
+
+
+def _attention(p: Params, i: int, qkv: tuple, last: bool, at: Callable, hooked: bool, scale: float,
+               exact: bool) -> torch.Tensor:
+    """Block i's attention: q [K, B, q_pos, H, e], k, v [K, B, n, H, e] -> [K, B, q_pos, d_model]."""
+    a = f"blocks.{i}.attn."
+    q, k, v = at(a + "hook_q", qkv[0]), at(a + "hook_k", qkv[1]), at(a + "hook_v", qkv[2])
+    if last and not hooked:  # one query: broadcast products beat batch * n_heads tiny matmuls
+        pattern = torch.softmax((q * k).sum(-1) / scale, dim=2)  # [K, B, n, H]
+        z = (pattern.unsqueeze(-1) * v).sum(2, keepdim=True)  # [K, B, 1, H, e]
+    else:
+        n, n_q = k.shape[2], q.shape[2]
+        scores = torch.einsum("kbqhe,kbphe->kbhqp", q, k) / scale
+        mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=q.device))[n - n_q:]  # the queries' rows
+        scores = at(a + "hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
+        pattern = at(a + "hook_pattern", torch.softmax(scores, dim=-1))
+        z = torch.einsum("kbhqp,kbphe->kbqhe", pattern, v)
+    return mm(at(a + "hook_z", z).flatten(-2), p[a + "W_O"].flatten(1, 2), exact)
 
 
 def _project(table: torch.Tensor, W: torch.Tensor, rows: torch.Tensor, exact: bool) -> torch.Tensor:
