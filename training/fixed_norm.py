@@ -61,7 +61,6 @@ def train_fixed_norm(cfg: RunConfig, data: TaskData | None = None, alphas: Seque
     if len(alphas) == 0 or (alphas <= 0).any():
         raise ValueError("alphas must be positive")
     eval_every = eval_every or max(1, steps // 200)
-    torch.use_deterministic_algorithms(True)
     trainer = Trainer(alpha_configs(cfg, alphas, steps, eval_every, wd), [data] * len(alphas), device)
     norms = next(t for t in trainer.transforms if isinstance(t, NormConstraint)).targets.cpu().numpy()
     rows = [(0, trainer.evaluate(float64=True))]

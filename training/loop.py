@@ -4,8 +4,8 @@
 Trainer (an ensemble, see `training.ensemble`), each into its own ordinary run directory. What lives here:
 evaluation cadence, the checkpoint policy, the run directory, signals, progress, timings and the summary.
 
-Determinism: `torch.use_deterministic_algorithms(True)` (the embedding backward is otherwise nondeterministic
-on CPU) plus the saved RNG and optimiser state make a resumed run bit-identical to an uninterrupted one.
+Determinism: deterministic algorithms (`training.trainer.deterministic`, set by every Trainer) plus the saved RNG
+and optimiser state make a resumed run bit-identical to an uninterrupted one.
 Ctrl-C (SIGINT) and SIGTERM finish the current step, save the resume state and return.
 A loss that stops being finite (a member's step loss, or its evaluated train loss) ends that run at that step:
 state, checkpoint and a summary with "diverged_at" are written (training.run exits with status 3); the other
@@ -224,7 +224,6 @@ def _setup(cfgs: list[RunConfig]) -> torch.device:
     device = pick_device(cfgs[0].train.device)
     # deterministic cuBLAS needs a fixed workspace; it must be set before the first CUDA matmul
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
     return device
 
 

@@ -20,6 +20,7 @@ either, a member's bits do not depend on its ensemble. Runs trained before keep 
 
 from __future__ import annotations
 
+import sys
 import time
 from functools import partial
 from typing import Any
@@ -100,6 +101,16 @@ class ChunkTuner:
         self.warm = True
 
 
+def deterministic() -> None:
+    """`torch.use_deterministic_algorithms(True)` (the embedding backward is otherwise nondeterministic on CPU),
+    without the import of torch._inductor.config that call makes: it loads TorchDynamo and sympy, over a second
+    before the first step, for a flag only torch.compile reads. That flag is set too when something imported it."""
+    torch._C._set_deterministic_algorithms(True, warn_only=False)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = True
+
+
 class Trainer:
     def __init__(self, cfgs: list[RunConfig], datas: list[TaskData], device: torch.device | str = "cpu",
                  metrics: list[list[dict[str, Any]]] | None = None, transforms: list[Transform] | None = None,
@@ -107,6 +118,7 @@ class Trainer:
         self.cfgs, self.device = list(cfgs), torch.device(device)
         K = len(cfgs)
         keep_freed_memory()
+        deterministic()
         models = [build_model(c.model, d, seed=c.train.seed) for c, d in zip(cfgs, datas)]
         self.template = models[0].to(self.device)  # parameter names, and the module of the generic forward
         forward, can_batch = forward_for(self.template, exact=path in (None, "exact"))

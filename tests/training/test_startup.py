@@ -18,7 +18,7 @@ from training import threads
 from training.errors import ConfigError
 from training.presets import get_preset
 
-HEAVY = ("transformer_lens", "matplotlib", "plotly", "sklearn", "scipy", "ray", "networkx")
+HEAVY = ("transformer_lens", "matplotlib", "plotly", "sklearn", "scipy", "ray", "networkx", "torch._dynamo", "sympy")
 
 # Runs training.run in a fresh interpreter and stops it where its first step would start (training.loop._train),
 # printing the heavy modules imported by then and torch's thread count; training.loop (and torch) are imported where
@@ -30,7 +30,8 @@ import training.run as run
 def stop(*args, **kwargs):
     import torch
     heavy = sorted(m for m in {heavy!r} if m in sys.modules)
-    print(json.dumps({{"heavy": heavy, "threads": torch.get_num_threads()}}), file=sys.__stdout__, flush=True)
+    print(json.dumps({{"heavy": heavy, "threads": torch.get_num_threads(),
+                      "deterministic": torch.are_deterministic_algorithms_enabled()}}), file=sys.__stdout__, flush=True)
     raise SystemExit(0)
 def stopping(body):
     def wrapped(args):
@@ -57,12 +58,20 @@ def test_no_heavy_module_is_imported_before_the_first_step(tmp_path, extra):
     got = imported_before_training("--steps", "1", "--out", str(tmp_path / "run"), *extra,
                                    env={"OMP_NUM_THREADS": "1"})
     assert got["heavy"] == []
+    assert got["deterministic"]  # set without torch.use_deterministic_algorithms' import of TorchDynamo
 
 
 def test_the_check_sees_a_heavy_module_imported_before_training(tmp_path):
     got = imported_before_training("--steps", "1", "--out", str(tmp_path / "run"), preload="import matplotlib.figure",
                                    env={"OMP_NUM_THREADS": "1"})
     assert got["heavy"] == ["matplotlib"]
+
+
+def test_the_check_sees_torchdynamo_imported_before_training(tmp_path):
+    got = imported_before_training("--steps", "1", "--out", str(tmp_path / "run"),
+                                   preload="import torch; torch.use_deterministic_algorithms(True)",
+                                   env={"OMP_NUM_THREADS": "1"})
+    assert "torch._dynamo" in got["heavy"]
 
 
 def test_the_curves_are_still_drawn_after_training(tmp_path):
