@@ -30,8 +30,7 @@ import torch
 from training.models.batched import Dropout, forward_for, generic_forward
 from training.memberdata import ROWS, MemberData, loss_weights, member_rows, padded
 from training.memory import keep_freed_memory
-from training.config import RunConfig
-from training.config import ConfigError
+from training.config import ConfigError, RunConfig
 from training.constants import EVAL_CHUNK
 from training.optim.losses import accuracy, compute_loss, example_losses, softmax_collapse, target_metrics
 from training.models.build import build_model, scoring_module
@@ -102,9 +101,8 @@ class ChunkTuner:
 
 
 def deterministic() -> None:
-    """`torch.use_deterministic_algorithms(True)` (the embedding backward is otherwise nondeterministic on CPU),
-    without the import of torch._inductor.config that call makes: it loads TorchDynamo and sympy, over a second
-    before the first step, for a flag only torch.compile reads. That flag is set too when something imported it."""
+    """`torch.use_deterministic_algorithms(True)` without its import of torch._inductor.config (TorchDynamo and
+    sympy: over a second before the first step, for a flag only torch.compile reads, set too if already loaded)."""
     torch._C._set_deterministic_algorithms(True, warn_only=False)
     inductor = sys.modules.get("torch._inductor.config")
     if inductor is not None:
