@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from training.models.batched import Dropout, forward_for, generic_forward
+from training.models.legacy import single_call
 from training.memberdata import ROWS, MemberData, loss_weights, member_rows, padded
 from training.memory import keep_freed_memory
 from training.config import ConfigError, RunConfig
@@ -130,7 +131,7 @@ class Trainer:
         if self.path not in PATHS:
             raise ValueError(f"unknown step path '{path}' (expected one of {', '.join(PATHS)})")
         self.batched, self.exact = self.path != "single", self.path == "exact"
-        self.forward = forward if self.batched else generic_forward(scoring_module(self.template))
+        self.forward = forward if self.batched else generic_forward(scoring_module(self.template), single_call(self.template))
         named = [dict(m.named_parameters()) for m in models]
         # each stack in memory padded to whole vector steps of the fused optimiser (training.optim.optimizer.vector_storage)
         self.params = {n: vector_storage(torch.stack([p[n].detach() for p in named]).to(self.device)).requires_grad_()

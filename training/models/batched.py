@@ -128,23 +128,25 @@ def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, site: Callable
     return site("hook_normalized", x / scale) * w + b
 
 
-def generic_forward(model: torch.nn.Module) -> Callable:
-    """Any module, one member (K = 1): `functional_call` on the module, its own dropout (the global generator,
-    swapped with the member's so that the member's stream is the one saved and restored)."""
+def generic_forward(model: torch.nn.Module, call: Callable | None = None) -> Callable:
+    """Any module, one member (K = 1): `functional_call` on the module (or `call(params, x, training)`), its own
+    dropout (the global generator, swapped with the member's so that the member's stream is the one saved and
+    restored)."""
+    run = call or (lambda q, x, training: functional_call(model, q, (x,)))
 
     def forward(p: Params, x: torch.Tensor, dropout=no_dropout) -> torch.Tensor:
         assert x.shape[0] == 1, "a generic model trains alone"
         if model.training != (dropout is not no_dropout):  # train() walks every module: only on a change
             model.train(dropout is not no_dropout)
         if dropout is no_dropout or not dropout.on:
-            return functional_call(model, {k: v[0] for k, v in p.items()}, (x[0],))[None]
+            return run({k: v[0] for k, v in p.items()}, x[0], model.training)[None]
         g = dropout.generators[0]
         get, put = ((torch.get_rng_state, torch.set_rng_state) if x.device.type == "cpu" else
                     (lambda: torch.cuda.get_rng_state(x.device), lambda s: torch.cuda.set_rng_state(s, x.device)))
         saved = get()
         put(g.get_state())
         try:
-            out = functional_call(model, {k: v[0] for k, v in p.items()}, (x[0],))[None]
+            out = run({k: v[0] for k, v in p.items()}, x[0], model.training)[None]
             g.set_state(get())
         finally:
             put(saved)
