@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from training.models.batched import no_dropout
 from training.models.tl_compat import HookedConfig
 from training.optim.losses import compute_loss
 
@@ -97,6 +98,21 @@ class GrokModel(nn.Module):
 
         out, cache = super().run_with_cache(*args, **kwargs)
         return out, ActivationCache(dict(cache), self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
+    def listening(self) -> bool:
+        """True when any hook is attached (run_with_cache, run_with_hooks): then every activation is computed."""
+        hooks = self.__dict__.get("hook_dict", {})  # a plain model (plain_models) has none
+        return any(hp._forward_hooks or hp._backward_hooks for hp in hooks.values())
+
+    def as_member(self) -> tuple[dict[str, torch.Tensor], Callable, Callable | None]:
+        """This model as a one-member stack for its one forward (`batched_forward`): its parameters [1, ...], its
+        dropout (when training) and, when a hook listens, `site(name, x)`, which passes x [1, batch, ...] through
+        hook site `name` as TransformerLens' [batch, ...]."""
+        params = {name: w.unsqueeze(0) for name, w in self.named_parameters()}
+        rate = self.cfg.dropout if self.training else 0.0
+        dropout = (lambda x: F.dropout(x, rate, training=True)) if rate > 0 else no_dropout
+        site = (lambda name, x: self.get_submodule(name)(x.squeeze(0)).unsqueeze(0)) if self.listening() else None
+        return params, dropout, site
 
     def answer_logits(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, d_vocab_out] the logits at the answer (the last position; the only one without positions)."""

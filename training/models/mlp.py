@@ -7,7 +7,6 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from training.config import ModelConfig
 from training.models.base import ACTIVATIONS, GrokModel, HookSite, answer_loss
@@ -85,19 +84,12 @@ class MLPModel(GrokModel):
                 loss: str = "ce") -> torch.Tensor:
         """The one forward (`mlp_forward`) on this model's own parameters (K = 1), through its hook sites when a
         hook listens."""
-        params = {name: w.unsqueeze(0) for name, w in self.named_parameters()}
-        rate = self.cfg.dropout if self.training else 0.0
-        dropout = (lambda h: F.dropout(h, rate, training=True)) if rate > 0 else no_dropout
-        hooks = self.__dict__.get("hook_dict", {})  # a plain model (plain_models) has none
-        site = self._site if any(h._forward_hooks or h._backward_hooks for h in hooks.values()) else None
+        params, dropout, site = self.as_member()
         return answer_loss(mlp_forward(self)(params, x.unsqueeze(0), dropout, site)[0], labels, return_type, loss)
 
     def batched_forward(self, exact: bool = False) -> Callable:
         """The one forward, over members stacked [K, ...]: training runs it as it is."""
         return mlp_forward(self, exact)
-
-    def _site(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return self.get_submodule(name)(x.squeeze(0)).unsqueeze(0)
 
     # --- the probes' interface (see GrokModel); W_E is [n_operands, d_vocab, d_model] here ---
 

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from training.config import ModelConfig
 from training.models.base import ACTIVATIONS, GrokModel, HookSite, answer_loss
@@ -247,11 +246,6 @@ class Transformer(TLSurface, GrokModel):
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=generator) * std)
 
-    def listening(self) -> bool:
-        """True when any hook is attached (run_with_cache, run_with_hooks): then every activation is computed."""
-        hooks = self.__dict__.get("hook_dict", {})  # a plain model (plain_models) has none
-        return any(hp._forward_hooks or hp._backward_hooks for hp in hooks.values())
-
     def forward(self, tokens: torch.Tensor, return_type: str | None = "logits", *, labels: torch.Tensor | None = None,
                 loss: str = "ce") -> torch.Tensor:
         """Logits at every position [batch, pos, d_vocab_out], as every TransformerLens model returns them (the
@@ -279,15 +273,8 @@ class Transformer(TLSurface, GrokModel):
 
     def _run(self, tokens: torch.Tensor, every: bool) -> torch.Tensor:
         """The one forward on this model's own parameters (K = 1), through its hook sites when a hook listens."""
-        params = {name: w.unsqueeze(0) for name, w in self.named_parameters()}
-        rate = self.cfg.dropout if self.training else 0.0
-        dropout = (lambda x: F.dropout(x, rate, training=True)) if rate > 0 else no_dropout
-        site = self._site if self.listening() else None
+        params, dropout, site = self.as_member()
         return transformer_forward(self)(params, tokens.unsqueeze(0), dropout, every=every, site=site)[0]
-
-    def _site(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """What hook site `name` makes of x [1, batch, ...]: its hooks see TransformerLens' [batch, ...]."""
-        return self.get_submodule(name)(x.squeeze(0)).unsqueeze(0)
 
     # --- TransformerLens weight views (stacked over layers) ---
 
