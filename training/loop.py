@@ -39,11 +39,13 @@ from training.models.base import plain_models
 from training.runs.plots import plot_curves
 from training.constants import CURVES, METRICS, STATE_DIR, STATE_FILE
 from training.errors import RunDirError
-from training.runs.format import checkpoint_steps, metadata, read_config, read_metrics
+from training.runs.format import checkpoint_steps, metadata, read_metrics
 from training.runs.writer import RunWriter
 from training.tasks.build import build_task
 from training.tasks.data import TaskData
 from training.trainer import Trainer
+from training.numerics import governor_for, numerics, say_if_numerics_differ
+from training.threads import Governor
 from training.optim.transforms.base import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
 
 STATE_EVERY_S = 10.0  # save resume state at least this often (and at every checkpoint)
@@ -106,20 +108,6 @@ def state_step(run_dir: Path) -> int:
     return meta["step"] if meta else 0
 
 
-def device_label(device: torch.device) -> str:
-    """The device as far as rounding goes: the CPU's kernel kind (AVX2, AVX512, ...) or the GPU's name."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"{device.type} ({torch.backends.cpu.get_cpu_capability()})" if device.type == "cpu" else str(device)
-
-
-def numerics(device: torch.device, path: str) -> dict[str, Any]:
-    """What a run's bits depend on beyond its config (recorded in config.json): the step path
-    (`training.trainer.PATHS`: "exact" for every run since it; "single" for models without a batched forward),
-    the torch thread count and the device."""
-    return {"path": path, "threads": torch.get_num_threads(), "device": device_label(device)}
-
-
 class Member:
     """One run directory's side of training: its writer, checkpoint policy, metrics, counters and timings."""
 
@@ -133,22 +121,27 @@ class Member:
         self.diverged_at: int | None = None
         self.summary: dict[str, Any] | None = None
         self.stopped_at = 0
+        self.governor: Governor | None = None  # a run by load: its thread governor
 
-    def open(self, resume: bool, numerics: dict[str, Any]) -> None:
-        """Load the resume state (forgetting what was written after it), or start the directory afresh; a new
-        run's config.json records `numerics` (see `numerics`)."""
+    def load(self, resume: bool) -> None:
+        """Read the resume state, if resuming (nothing is written yet)."""
         self.saved = self.writer.load_state() if resume else None
         if self.saved is not None:
             meta = self.saved[1]
             self.start, self.elapsed = meta["step"], meta["elapsed"]
             self.train_time, self.overhead_time = meta["train_time"], meta["overhead_time"]
+
+    def open(self, record: dict[str, Any]) -> None:
+        """Forget what was written after the resume state, or start the directory afresh; a new run's config.json
+        records `record` (`training.numerics.numerics`)."""
+        if self.saved is not None:
             self.writer.truncate_after(self.start)
         else:
             self.writer.truncate_after(-1)
             self.writer.write_split(self.data.split_dict())
             # config.json last: it marks a whole run
             self.writer.write_config(self.cfg, {"preset": self.preset, "versions": package_versions(),
-                                                "numerics": numerics})
+                                                "numerics": record})
         self.metrics = read_metrics(self.dir / METRICS)
         self.gen_step = s_gen(self.metrics)
         self.t0 = time.perf_counter() - self.elapsed
@@ -203,6 +196,8 @@ class Member:
         summary = summarise(self.metrics, checkpoint_steps(self.dir), self.policy, step, time.perf_counter() - self.t0,
                             self.train_time, self.overhead_time, self.stopped_early)
         summary.update(trainer.switches[k].summary())
+        if self.governor is not None:
+            summary["steps_by_threads"] = {str(n): c for n, c in sorted(self.governor.steps.items())}
         if self.diverged_at is not None:
             summary["diverged_at"] = self.diverged_at
         self.writer.write_summary(summary)
@@ -238,15 +233,19 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     device = _setup(cfgs)
     datas = datas if datas is not None else [build_task(c.task) for c in cfgs]
     members = [Member(c, d, data, preset) for c, d, data in zip(cfgs, run_dirs, datas)]
-    new = numerics(device, "exact" if model_spec(cfgs[0].model.model).batched else "single")
     for m, r in zip(members, resume or [False] * len(cfgs)):
-        m.open(r, new)
+        m.load(r)
     if len({m.start for m in members}) > 1:
         raise ValueError("the runs resume from different steps; train them as separate ensembles")
     step = members[0].start
     path = _resumed_path(members, len(cfgs) > 1)
-    _say_if_numerics_differ([m.dir for m in members if m.saved is not None], new, log)
     with plain_models():  # its copies need parameters and a forward only: no TransformerLens import
+        governor = governor_for(lambda: Trainer(cfgs[:2], datas[:2], device, path=path), device, log)
+        new = numerics(device, "exact" if model_spec(cfgs[0].model.model).batched else "single", governor)
+        for m in members:
+            m.open(new)
+            m.governor = governor
+        say_if_numerics_differ([m.dir for m in members if m.saved is not None], new, log)
         trainer = Trainer(cfgs, datas, device, metrics=[m.metrics for m in members], path=path)
     for k, m in enumerate(members):
         if m.saved is not None:
@@ -262,7 +261,7 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     bar = tqdm(total=max(c.train.steps for c in cfgs), initial=step, disable=not progress, desc=desc, unit="step",
                dynamic_ncols=True)
     try:
-        active = _train(trainer, members, step, stop, bar, device)
+        active = _train(trainer, members, step, stop, bar, device, governor)
     finally:
         bar.close()
         for s, h in handlers.items():
@@ -290,24 +289,10 @@ def _resumed_path(members: list[Member], ensemble: bool) -> str | None:
     return path
 
 
-def _say_if_numerics_differ(resumed: list[Path], now: dict[str, Any], log: Callable[[str], None]) -> None:
-    """One line when resumed runs were trained at another torch thread count or on another device than this
-    process: their continuation is then not bit-identical to an uninterrupted run. Runs from before the record
-    (no "numerics" in config.json) are unknown, and not reported."""
-    differ = {}
-    for d in resumed:
-        rec = read_config(d)[1].get("numerics")
-        for key in ("threads", "device"):
-            if isinstance(rec, dict) and key in rec and rec[key] != now[key]:
-                differ.setdefault(key, set()).add(str(rec[key]))
-    if differ:
-        what = "; ".join(f"{k} {', '.join(sorted(v))} then, {now[k]} now" for k, v in differ.items())
-        log(f"note: resuming with other numerics than the runs started with ({what}): the continuation is not "
-            "bit-identical to an uninterrupted run")
-
-
-def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, device) -> list[int]:
-    """Step until every member is done or a signal arrives; returns the members still active (interrupted)."""
+def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, device,
+           governor: Governor | None = None) -> list[int]:
+    """Step until every member is done or a signal arrives; returns the members still active (interrupted).
+    `governor` (a run by load, `training.threads`) sets each step's thread count and is told its time."""
     active = list(range(len(members)))  # member indices, in the trainer's order
     if step == 0:
         t = time.perf_counter()
@@ -321,6 +306,9 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
     t_seg = time.perf_counter()
     last_state = time.perf_counter()
     while active and stop.signal is None:
+        if governor is not None:
+            governor.next()
+        t_step = time.perf_counter()
         losses = trainer.backward()
         diverged = [i for i, loss in enumerate(losses.tolist()) if not math.isfinite(loss)]
         for i in diverged:  # stopped before the update: its weights stay as they were at `step`
@@ -329,6 +317,8 @@ def _train(trainer: Trainer, members: list[Member], step: int, stop: Stop, bar, 
         if not active:
             break
         trainer.apply()
+        if governor is not None:
+            governor.timed(time.perf_counter() - t_step)
         step += 1
         due = [i for i, k in enumerate(active) if step % members[k].cfg.train.eval_every == 0
                or step == members[k].cfg.train.steps]

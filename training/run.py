@@ -101,7 +101,7 @@ def _checked_main(args: argparse.Namespace) -> int:
                               f"estimate; see {LIMIT_ENV}); train fewer seeds per command")
     ensemble = args.seeds is not None or (args.resume is not None and bool(seed_dirs(args.resume)))
     resumed = None if args.resume is None else (seed_dirs(args.resume) or [args.resume])[0]
-    with threads_for(cfg, args.threads, resumed):  # before torch is imported: its thread pool starts with it
+    with threads_for(args.threads, resumed):  # before torch is imported: its thread pool starts with it
         return _main_seeds(args) if ensemble else _main(args)
 
 
