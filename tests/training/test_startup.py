@@ -1,7 +1,8 @@
 """What `python -m training.run` imports before its first training step, and the thread count it chooses.
 
 Structural, never timed: which modules are in sys.modules when training starts (a fresh interpreter that stops the
-run there), and which count `training.threads` picks for which config.
+run there), and the torch thread count it has then (`training.threads`; training by load:
+tests/training/test_threads.py).
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_cli, tiny_config
+from tests.conftest import ROOT, run_cli
 from training import threads
 from training.errors import ConfigError
-from training.presets import get_preset
 
 HEAVY = ("transformer_lens", "matplotlib", "plotly", "sklearn", "scipy", "ray", "networkx", "torch._dynamo", "sympy")
 
@@ -80,19 +80,6 @@ def test_the_curves_are_still_drawn_after_training(tmp_path):
     assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_small_step_takes_one_thread_and_a_large_one_a_thread_per_core(monkeypatch):
-    monkeypatch.setattr(threads, "cores", lambda: 4)
-    small, large = get_preset("parity-blog"), get_preset("nanda2023")
-    assert threads.step_work(small) < threads.SPLIT_WORK <= threads.step_work(large)
-    assert threads.choose(small) == 1 and threads.choose(large) == 4
-
-
-def test_the_count_depends_on_the_run_not_on_its_ensemble():
-    """Seeds, learning rates and the like (what an ensemble's members differ in) leave the count alone."""
-    cfg = get_preset("nanda2023")
-    assert {threads.choose(cfg.replace(seed=s, lr=lr)) for s in (0, 7) for lr in (1e-3, 3e-3)} == {threads.choose(cfg)}
-
-
 def test_an_explicit_choice_wins_and_is_recorded(tmp_path):
     got = imported_before_training("--preset", "nanda2023", "--steps", "1", "--out", str(tmp_path / "a"),
                                    env={"OMP_NUM_THREADS": "1"})
@@ -105,10 +92,11 @@ def test_an_explicit_choice_wins_and_is_recorded(tmp_path):
     assert json.loads((tmp_path / "c" / "config.json").read_text())["numerics"]["threads"] == 2
 
 
-def test_without_a_choice_a_small_run_trains_on_one_thread_and_records_it(tmp_path):
+def test_without_a_choice_a_run_starts_by_load_on_a_thread_per_core_or_on_one_where_the_bits_differ(tmp_path):
     got = imported_before_training("--p", "11", "--steps", "1", "--out", str(tmp_path / "a"),
                                    env={"OMP_NUM_THREADS": None})
-    assert got["threads"] == 1
+    by_load = "threads_by_load" in json.loads((tmp_path / "a" / "config.json").read_text())["numerics"]
+    assert got["threads"] == (threads.cores() if by_load else 1)
 
 
 def test_a_resumed_run_keeps_its_recorded_count(tmp_path):
@@ -126,10 +114,6 @@ def test_a_bad_omp_num_threads_is_one_line(monkeypatch, value):
         threads.explicit(None)
 
 
-def test_a_small_config_is_one_thread_from_the_conftest_config():
-    assert threads.choose(tiny_config()) == 1
-
-
 def test_a_bad_omp_num_threads_stops_the_run_in_one_line_before_anything_is_written(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "two"}
     r = subprocess.run([sys.executable, "-m", "training.run", "--steps", "1", "--out", str(tmp_path / "run")],
@@ -138,7 +122,3 @@ def test_a_bad_omp_num_threads_stops_the_run_in_one_line_before_anything_is_writ
     assert not (tmp_path / "run").exists()
 
 
-def test_a_sequence_task_counts_every_position_it_predicts_at():
-    """digits5-700's step is 18 positions of a small model: large enough to split, unlike one position of it."""
-    cfg = get_preset("digits5-700")
-    assert threads.step_work(cfg) >= threads.SPLIT_WORK > threads.step_work(cfg) // 18

@@ -1,0 +1,172 @@
+"""Training by load (training.threads): the governor picks the faster thread count from step times, the bit check
+holds where both counts give the same bits and fails where they do not, and a run trained by load is, bit for bit,
+the run at one thread, through a kill -9 and a resume, whatever the check found on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from tests.training.bits import assert_same_bits
+from training import threads
+from training.runs.reader import Run
+from training.threads import Governor, same_bits
+
+# --- the governor, on made-up step times ------------------------------------------------------------------------
+
+
+def drive(gov: Governor, ms: dict[int, float], steps: int, first: dict[int, float] | None = None) -> list[int]:
+    """Step `gov` `steps` times, each step taking ms[count] (first[count] for the two steps right after a switch,
+    as threads that slept take two steps to wake); returns the count of every step."""
+    seen, since = [], 0
+    for _ in range(steps):
+        n = gov.next()
+        since = since + 1 if seen and seen[-1] == n else 0
+        slow = first is not None and n in first and since < 2
+        gov.timed((first[n] if slow else ms[n]) / 1e3)
+        seen.append(n)
+    return seen
+
+
+def test_idle_the_governor_steps_at_the_faster_full_count_and_probes_under_two_percent_of_a_long_run():
+    calls = []
+    gov = Governor(2, calls.append)
+    seen = drive(gov, {2: 4.8, 1: 7.3}, 5000)
+    assert gov.choice == 2 and seen[-1] == 2
+    assert seen.count(1) / len(seen) < 0.02
+    assert gov.steps == {2: seen.count(2), 1: seen.count(1)}
+    assert calls[:2] == [1, 2]  # the held count (2) is probed last, so it goes on from there
+
+
+def test_beside_a_busy_neighbour_the_governor_keeps_one_thread():
+    """The fixture where the full count must lose: spinning threads under contention."""
+    gov = Governor(2, lambda n: None)
+    seen = drive(gov, {2: 19.0, 1: 8.0}, 2000)
+    assert gov.choice == 1 and seen.count(2) / len(seen) < 0.03
+
+
+def test_the_slow_steps_of_threads_waking_up_do_not_decide_the_probe():
+    gov = Governor(2, lambda n: None)
+    drive(gov, {2: 4.8, 1: 7.3}, 200, first={2: 40.0})
+    assert gov.choice == 2
+
+
+def test_when_the_load_changes_the_governor_probes_again_at_once_and_follows_it():
+    gov = Governor(2, lambda n: None)
+    drive(gov, {2: 4.8, 1: 7.3}, 3000)  # long idle: the hold has grown to its maximum
+    assert gov.choice == 2 and gov.hold == Governor.MAX_HOLD
+    seen = drive(gov, {2: 19.0, 1: 8.0}, 20)  # a neighbour starts: three slow steps, then a probe
+    assert gov.choice == 1 and seen[-1] == 1
+    assert seen.index(1) <= 3
+    drive(gov, {2: 4.8, 1: 7.3}, 3 * Governor.MAX_HOLD)  # it leaves: the next probe (hold reset) goes back
+    assert gov.choice == 2
+
+
+# --- the bit check -----------------------------------------------------------------------------------------------
+
+
+class FakeTrainer:
+    """What same_bits reads of a Trainer: step(), plist, evaluate(); its weights after the step depend on the
+    thread count when `rounding` says so."""
+
+    def __init__(self, rounding: bool):
+        self.plist = [torch.ones(3)]
+        self.rounding = rounding
+
+    def step(self):
+        self.plist = [torch.full((3,), 1.0 + (1e-7 * torch.get_num_threads() if self.rounding else 0.0))]
+
+    def evaluate(self):
+        return [{"train_loss": 0.5}]
+
+
+def test_the_bit_check_holds_when_both_counts_give_the_same_bits_and_fails_when_they_do_not():
+    before = torch.get_num_threads()
+    assert same_bits(lambda: FakeTrainer(rounding=False), 2)
+    assert not same_bits(lambda: FakeTrainer(rounding=True), 2)
+    assert torch.get_num_threads() == before
+
+
+def test_the_bit_check_sees_a_metric_that_differs():
+    class Metric(FakeTrainer):
+        def evaluate(self):
+            return [{"train_loss": 0.5 + 1e-12 * torch.get_num_threads()}]
+
+    assert not same_bits(lambda: Metric(rounding=False), 2)
+
+
+# --- runs by load: the bits of one thread ------------------------------------------------------------------------
+
+TINY = ["--p", "11", "--frac", "0.5", "--d-model", "16", "--n-heads", "2", "--d-head", "8", "--d-mlp", "32",
+        "--lr", "3e-3", "--steps", "120", "--eval-every", "10", "--device", "cpu"]
+# training.run with training.numerics' bit check forced to find a difference (the machine where the counts differ)
+DIFFERENT = """
+import sys
+import training.threads
+training.threads.same_bits = lambda make, most: False
+from training.run import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+needs_cores = pytest.mark.skipif(threads.cores() < 2, reason="training by load needs two cores")
+
+
+def cli(*args: str, env: dict | None = None, code: str | None = None) -> subprocess.CompletedProcess:
+    """training.run as a user runs it, without OMP_NUM_THREADS (so the run chooses: by load)."""
+    full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full.pop("OMP_NUM_THREADS", None)
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "training.run"]
+    return subprocess.run([*cmd, "--no-progress", *args], cwd=ROOT, env=full, capture_output=True, text=True,
+                          timeout=600)
+
+
+def numerics(run_dir) -> dict:
+    return json.loads((run_dir / "config.json").read_text())["numerics"]
+
+
+@needs_cores
+def test_a_run_by_load_is_the_run_at_one_thread_through_kill_9_and_resume(tmp_path):
+    one, load = tmp_path / "one", tmp_path / "load"
+    r = cli(*TINY, "--threads", "1", "--out", str(one))
+    assert r.returncode == 0, r.stderr
+    r = cli(*TINY, "--out", str(load), env={"GROKSCOPE_KILL_AT_STEP": "60"})
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    r = cli("--resume", str(load))
+    assert r.returncode == 0, r.stderr
+    assert_same_bits(one, load)
+    rec = numerics(load)
+    assert rec["threads"] == 1
+    if "threads_by_load" in rec:  # this machine's kernels gave the same bits at both counts: both were used
+        assert rec["threads_by_load"] == threads.cores()
+        steps = Run(load).summary["steps_by_threads"]
+        assert set(steps) == {"1", str(threads.cores())} and all(v > 0 for v in steps.values())
+        assert sum(steps.values()) == 60  # the steps after the resume
+    else:  # they differed: one thread, said so
+        assert "round differently" in r.stdout
+
+
+@needs_cores
+def test_where_the_counts_round_differently_the_run_trains_on_one_thread_and_says_so(tmp_path):
+    one, diff = tmp_path / "one", tmp_path / "diff"
+    assert cli(*TINY, "--threads", "1", "--out", str(one)).returncode == 0
+    r = cli(*TINY, "--out", str(diff), code=DIFFERENT)
+    assert r.returncode == 0, r.stderr
+    assert "round differently at 2 threads than at 1" in r.stdout or threads.cores() != 2
+    assert numerics(diff)["threads"] == 1 and "threads_by_load" not in numerics(diff)
+    assert "steps_by_threads" not in Run(diff).summary
+    assert_same_bits(one, diff)
+
+
+def test_an_explicit_count_is_fixed_and_recorded_without_load(tmp_path):
+    r = cli(*TINY, "--steps", "20", "--threads", "2", "--out", str(tmp_path / "two"))
+    assert r.returncode == 0, r.stderr
+    rec = numerics(tmp_path / "two")
+    assert rec["threads"] == 2 and "threads_by_load" not in rec
+    assert "steps_by_threads" not in Run(tmp_path / "two").summary
