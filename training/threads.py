@@ -135,48 +135,75 @@ def same_bits(make: Callable[[], Any], most: int) -> bool:
 
 class Governor:
     """Steps at one thread or at `most`, whichever was faster when last measured (`same_bits` has checked that the
-    two give the same bits). A probe times PROBE steps at each count, after one untimed step there (threads that
-    slept wake slowly: 12, 9, then 5 ms for the default preset), and keeps the faster by the median; the count then
-    holds for `hold` steps, doubling from HOLD to MAX_HOLD while probes keep choosing it (so a long run spends under
-    1% of its steps probing). A held count's step three times in a row SLOWER times its probed median means the
-    load changed: probe again at once."""
+    two give the same bits).
 
-    PROBE, HOLD, MAX_HOLD, SLOWER = 3, 16, 1024, 2.0
+    The count it holds is timed by its own steps: the mean of the latest, at least PROBE of them and PROBE_S seconds
+    (means, not medians: beside a busy neighbour two threads' steps are mostly fast with a stall every few steps,
+    which a median does not see). A probe times the other count the same way, after one untimed step (threads that
+    slept wake slowly: 12, 9, then 5 ms for the default preset), and switches when its mean is lower; it stops after
+    its first timed step when that is ABORT times the held mean or more (two spinning threads beside a busy
+    neighbour: a probe then costs two steps). The count then holds for `factor` times the probe's time, the factor
+    doubling from HOLD to MAX_HOLD while probes keep the count (a long run spends under 1% of its time probing).
+    A held step three times in a row SLOWER times the mean it was chosen at means the load changed: probe at once."""
+
+    PROBE, PROBE_S, HOLD, MAX_HOLD, SLOWER, ABORT = 3, 0.02, 8, 256, 2.0, 1.5
 
     def __init__(self, most: int, set_threads: Callable[[int], None]):
         self.counts, self.set_threads = (most, 1), set_threads
-        self.current, self.choice, self.best, self.hold, self.left, self.slow = 0, most, 0.0, self.HOLD, 0, 0
-        self.times: dict[int, list[float]] = {}
+        self.current, self.choice, self.factor = 0, 1, self.HOLD  # one thread first: never slower while it learns
+        self.recent: list[float] = []  # the held count's latest step times
+        self.ref, self.slow, self.left = 0.0, 0, 0.0  # its mean when chosen; slow steps in a row; seconds to hold
+        self.probing, self.probed, self.probe_s = False, [], 0.0
+        self.warm = True  # the next step is the first at a count: not timed
         self.steps = {n: 0 for n in self.counts}  # steps taken at each count (summary.json's "steps_by_threads")
-        self._probe()
 
-    def _probe(self) -> None:
-        order = sorted(self.counts, key=lambda n: n == self.choice)  # the held count last: it goes on from there
-        self.plan = [(n, i > 0) for n in order for i in range(self.PROBE + 1)]  # (count, timed)
-        self.times = {n: [] for n in self.counts}
+    @property
+    def other(self) -> int:
+        return self.counts[1] if self.choice == self.counts[0] else self.counts[0]
 
     def next(self) -> int:
         """The count for the next step, set."""
-        n = self.plan[0][0] if self.plan else self.choice
+        n = self.other if self.probing else self.choice
         if n != self.current:
             self.set_threads(n)
-            self.current = n
+            self.current, self.warm = n, True
         return n
 
     def timed(self, seconds: float) -> None:
         """The step just taken (at the count `next` gave) took `seconds`."""
         self.steps[self.current] += 1
-        if self.plan:
-            n, timed = self.plan.pop(0)
-            if timed:
-                self.times[n].append(seconds)
-            if not self.plan:
-                medians = {n: statistics.median(t) for n, t in self.times.items()}
-                choice = min(self.counts, key=lambda n: medians[n])
-                self.hold = min(2 * self.hold, self.MAX_HOLD) if choice == self.choice else self.HOLD
-                self.choice, self.best, self.left, self.slow = choice, medians[choice], self.hold, 0
+        warm, self.warm = self.warm, False
+        if self.probing:
+            return self._probed(seconds, warm)
+        self.left -= seconds
+        if warm:
             return
-        self.left -= 1
-        self.slow = self.slow + 1 if seconds > self.SLOWER * self.best else 0
-        if self.left <= 0 or self.slow >= 3:
-            self._probe()
+        self.recent = _window(self.recent + [seconds], self.PROBE, self.PROBE_S)
+        self.slow = self.slow + 1 if self.ref and seconds > self.SLOWER * self.ref else 0
+        if _full(self.recent, self.PROBE, self.PROBE_S) and (self.left <= 0 or self.slow >= 3):
+            self.probing, self.probed, self.probe_s, self.slow = True, [], 0.0, 0
+
+    def _probed(self, seconds: float, warm: bool) -> None:
+        self.probe_s += seconds
+        held = statistics.fmean(self.recent)
+        if not warm:
+            self.probed.append(seconds)
+        aborted = bool(self.probed) and self.probed[0] >= self.ABORT * held
+        if not aborted and not _full(self.probed, self.PROBE, self.PROBE_S):
+            return
+        if not aborted and statistics.fmean(self.probed) < held:
+            self.choice, self.recent, self.factor = self.other, self.probed, self.HOLD
+        else:
+            self.factor = min(2 * self.factor, self.MAX_HOLD)
+        self.probing, self.left, self.ref = False, self.factor * self.probe_s, statistics.fmean(self.recent)
+
+
+def _full(times: list[float], steps: int, seconds: float) -> bool:
+    return len(times) >= steps and sum(times) >= seconds
+
+
+def _window(times: list[float], steps: int, seconds: float) -> list[float]:
+    """The latest of `times` that still make at least `steps` steps and `seconds` seconds."""
+    while len(times) > steps and sum(times[1:]) >= seconds:
+        times = times[1:]
+    return times
