@@ -39,8 +39,9 @@ def make_parser() -> Parser:
     p.add_argument("--seeds", default=None, metavar="S", help="train these init seeds (0-7 or 0,1,5) as one ensemble "
                    "into <out>/seed=<s>/; --resume <out> continues them")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="torch threads (default: OMP_NUM_THREADS if set; else 1 for a step too small to split, one per "
-                   "core for a larger one; a resumed run keeps its own). Recorded in config.json")
+                   help="torch threads, fixed (default: OMP_NUM_THREADS if set; else by load: each step at 1 thread or "
+                   "one per core, whichever is faster now, where both give the same bits; a resumed run keeps its "
+                   "own). Recorded in config.json")
     defaults = get_preset("default")
     for section, sub in SECTIONS.items():
         group = p.add_argument_group(f"{section} config (defaults shown are the 'default' preset's)")
