@@ -240,7 +240,10 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     step = members[0].start
     path = _resumed_path(members, len(cfgs) > 1)
     with plain_models():  # its copies need parameters and a forward only: no TransformerLens import
-        governor = governor_for(lambda: Trainer(cfgs[:2], datas[:2], device, path=path), device, log)
+        # the bit check: an ensemble's chunks and the members left once others finish train K' <= K members at a
+        # time; one and two members stand for a lone matmul and a batched one
+        governor = governor_for([lambda k=k: Trainer(cfgs[:k], datas[:k], device, path=path)
+                                 for k in sorted({1, min(2, len(cfgs))})], device, log)
         new = numerics(device, "exact" if model_spec(cfgs[0].model.model).batched else "single", governor)
         for m in members:
             m.open(new)

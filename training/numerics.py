@@ -29,14 +29,15 @@ def numerics(device: torch.device, path: str, governor: Governor | None = None) 
     return {"path": path, "threads": 1, "threads_by_load": governor.counts[0], "device": device_label(device)}
 
 
-def governor_for(make: Callable[[], Any], device: torch.device, log: Callable[[str], None]) -> Governor | None:
+def governor_for(makes: list[Callable[[], Any]], device: torch.device,
+                 log: Callable[[str], None]) -> Governor | None:
     """The thread governor of a run started by load (`training.threads.by_load`), once `same_bits` has found that
-    the Trainers `make()` builds give one thread's bits at the full count; else the run steps on one thread (and
-    says so when that is because the bits differ). None for a fixed count or a GPU."""
+    the Trainers each of `makes` builds give one thread's bits at the full count; else the run steps on one thread
+    (and says so when that is because the bits differ). None for a fixed count or a GPU."""
     most = by_load()
     if not most or device.type != "cpu":
         return None
-    if same_bits(make, most):
+    if all(same_bits(make, most) for make in makes):
         return Governor(most, torch.set_num_threads)
     torch.set_num_threads(1)
     log(f"note: on this machine this run's kernels round differently at {most} threads than at 1; it trains on "

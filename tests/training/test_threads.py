@@ -188,3 +188,13 @@ def test_an_explicit_count_is_fixed_and_recorded_without_load(tmp_path):
     rec = numerics(tmp_path / "two")
     assert rec["threads"] == 2 and "threads_by_load" not in rec
     assert "steps_by_threads" not in Run(tmp_path / "two").summary
+
+
+@needs_cores
+def test_a_seeds_ensemble_by_load_is_its_runs_alone_at_one_thread(tmp_path):
+    r = cli(*TINY, "--seeds", "0-2", "--out", str(tmp_path / "E"))
+    assert r.returncode == 0, r.stderr
+    r = cli(*TINY, "--seed", "2", "--threads", "1", "--out", str(tmp_path / "alone"))
+    assert r.returncode == 0, r.stderr
+    assert_same_bits(tmp_path / "alone", tmp_path / "E" / "seed=2")
+    assert numerics(tmp_path / "E" / "seed=2")["threads"] == 1
