@@ -155,7 +155,7 @@ class Governor:
         self.ref, self.slow, self.left = 0.0, 0, 0.0  # its mean when chosen; slow steps in a row; seconds to hold
         self.probing, self.probed, self.probe_s = False, [], 0.0
         self.warm = True  # the next step is the first at a count: not timed
-        self.steps = {n: 0 for n in self.counts}  # this process's steps at each count: summary.json's "steps_by_threads"
+        self.steps = {n: 0 for n in self.counts}  # this process's steps at each count (summary.json)
 
     @property
     def other(self) -> int:
