@@ -112,25 +112,31 @@ def threads_for(flag: int | None = None, resume: Path | None = None) -> Iterator
             torch.set_num_threads(before)
 
 
-def same_bits(make: Callable[[], Any], most: int) -> bool:
-    """Whether a Trainer from `make()` gives the same bits at one thread and at `most`: one step (every transform
-    and the optimiser included) and one evaluation, each from a fresh Trainer (the same seeds, so the same draws),
-    compared parameter by parameter and metric by metric. Kernels pick their code by shape, stride and thread count,
-    not by value, and a run's shapes are those of its first step and evaluation."""
+def same_bits(make: Callable[[], Any], most: int, steps: int = 2) -> bool:
+    """Whether a Trainer from `make()` gives the same bits at one thread and at `most`: `steps` steps (every
+    transform and the optimiser included) and one evaluation, each count from a fresh Trainer (the same seeds, so
+    the same draws), compared loss, gradient, parameter and metric, bit for bit. The gradients are compared before
+    the update, and over two steps: Adam's first update is +-lr whatever the gradient's last bits
+    (omnigrok-teacher's 5-row weight gradient rounds differently at two threads here, and its parameters after one
+    step do not show it). Kernels pick their code by shape, stride and thread count, and a run's shapes are those of
+    its first steps and evaluation."""
     import torch
 
     before, seen = torch.get_num_threads(), []
     try:
         for n in (1, most):
             torch.set_num_threads(n)
-            trainer = make()
-            trainer.step()
-            seen.append(([p.detach().clone() for p in trainer.plist], repr(trainer.evaluate())))
+            trainer, tensors = make(), []
+            for _ in range(steps):
+                tensors += [trainer.backward()] + [g.clone() for g in trainer.grads]
+                trainer.apply()
+                tensors += [p.detach().clone() for p in trainer.plist]
+            seen.append((tensors, repr(trainer.evaluate())))
             del trainer
     finally:
         torch.set_num_threads(before)
     (a, ra), (b, rb) = seen
-    return ra == rb and all(torch.equal(x, y) for x, y in zip(a, b))
+    return ra == rb and len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 class Governor:

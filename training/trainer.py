@@ -162,7 +162,7 @@ class Trainer:
         self.transforms = build_transforms(self) + list(transforms or [])
         self._full_batch: tuple | None = None
         self._weights: dict[tuple, torch.Tensor] = {}  # the minibatch loss weights of the last batch shape
-        self._grads: list[torch.Tensor] | None = None  # between backward() and apply()
+        self.grads: list[torch.Tensor] | None = None  # from backward() until apply() takes them
         self.chunks = ChunkTuner(chunk)
 
     @property
@@ -242,7 +242,7 @@ class Trainer:
             loss = compute_loss(self.forward(self.params, x, self.dropout)[0], y[0], self.loss_kind, self.float64)
             # autograd.grad may hand back strided views (W_Q's grad comes through a permute); the fused optimiser
             # reads its tensors as flat memory, so they must be laid out as the parameters are
-            self._grads = [g.contiguous() for g in torch.autograd.grad(loss, self.plist)]
+            self.grads = [g.contiguous() for g in torch.autograd.grad(loss, self.plist)]
             return loss.detach().reshape(1)
         c, t = self.chunks.size(self.K), self.chunks.clock(self.device)
         losses, grads = [], []
@@ -254,13 +254,13 @@ class Trainer:
                                      self.exact)
             grads.append(torch.autograd.grad(per_member.sum(), list(p.values())))
             losses.append(per_member.detach())
-        self._grads = [torch.cat(g) if len(g) > 1 else g[0].contiguous() for g in zip(*grads)]
+        self.grads = [torch.cat(g) if len(g) > 1 else g[0].contiguous() for g in zip(*grads)]
         self.chunks.timed(c, self.chunks.clock(self.device) - t)
         return torch.cat(losses)
 
     def apply(self) -> None:
         """The second half of `step`: transforms, the optimiser update and the schedules' clock."""
-        grads, self._grads = self._grads, None
+        grads, self.grads = self.grads, None
         lr, wd = self.hyper()
         for t in self.transforms:
             t.set_hyper(lr, wd)
@@ -388,8 +388,8 @@ class Trainer:
         for t in self.transforms:
             t.keep(dev)
         self.data.keep(idx)
-        if self._grads is not None:
-            self._grads = [g[dev] for g in self._grads]
+        if self.grads is not None:
+            self.grads = [g[dev] for g in self.grads]
         pick = lambda xs: [xs[i] for i in members]  # noqa: E731
         self.cfgs, self.batch_gens, self.switches, self.updates = (pick(self.cfgs), pick(self.batch_gens),
                                                                    pick(self.switches), pick(self.updates))
