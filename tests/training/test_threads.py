@@ -159,6 +159,40 @@ def test_the_bit_check_on_a_real_trainer_agrees_with_a_run_of_its_first_ten_step
 
 # --- runs by load: the bits of one thread ------------------------------------------------------------------------
 
+
+class Alternate(Governor):
+    """A governor that switches every step: the hardest schedule for the bits."""
+
+    def next(self) -> int:
+        n = self.counts[0] if sum(self.steps.values()) % 2 else 1
+        if n != self.current:
+            self.set_threads(n)
+            self.current = n
+        return n
+
+    def timed(self, seconds: float) -> None:
+        self.steps[self.current] += 1
+
+
+@pytest.mark.parametrize("model", ["transformer", "mlp"])
+def test_a_run_switching_threads_every_step_has_the_bits_of_one_thread(tmp_path, monkeypatch, model):
+    from tests.conftest import tiny_config
+    from training import numerics
+    from training.loop import train
+
+    cfg = tiny_config(model=model, steps=80, eval_every=10, ckpt_floor=5)
+    train(cfg, tmp_path / "one", progress=False)
+    monkeypatch.setattr(threads, "_by_load", 2)
+    monkeypatch.setattr(numerics, "Governor", Alternate)
+    before = torch.get_num_threads()
+    try:
+        summary = train(cfg, tmp_path / "alt", progress=False, log=lambda s: None)
+    finally:
+        torch.set_num_threads(before)
+    assert_same_bits(tmp_path / "one", tmp_path / "alt")
+    if "steps_by_threads" in summary:  # the check found the counts the same here: half the steps were at two
+        assert summary["steps_by_threads"] == {"1": 40, "2": 40}
+
 TINY = ["--p", "11", "--frac", "0.5", "--d-model", "16", "--n-heads", "2", "--d-head", "8", "--d-mlp", "32",
         "--lr", "3e-3", "--steps", "120", "--eval-every", "10", "--device", "cpu"]
 # training.run with training.numerics' bit check forced to find a difference (the machine where the counts differ)
