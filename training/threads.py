@@ -11,9 +11,10 @@ a sum between threads adds in another order), so before the first step `same_bit
 evaluation of the run's configs at one thread and at the full count, from scratch, and compares every loss,
 gradient, parameter and metric bit for bit. On the development machine they agree for all but a few presets (a
 5-row weight gradient of `omnigrok-teacher`, long reductions of `add97-lstm`, the attention softmax backward of the
-sequence tasks); where they differ the run trains on one thread. Either way its bits are those of one thread, which config.json's
-"numerics" records as `"threads": 1` (with `"threads_by_load": N` when steps ran at 1 or N), so a run trained by
-load, a run at `--threads 1`, an ensemble member and a sweep's run (one thread per worker) are the same run.
+sequence tasks); where they differ the run trains on one thread. Either way its bits are those of one thread,
+which config.json's "numerics" records as `"threads": 1` (with `"threads_by_load": N` when steps ran at 1 or N),
+so a run trained by load, a run at `--threads 1`, an ensemble member and a sweep's run (one thread per worker) are
+the same run.
 
 An explicit choice wins: training.run's --threads, then OMP_NUM_THREADS; a resumed run keeps the count its
 config.json records (by load again if it trained by load). A process that imported torch already (a notebook, the
