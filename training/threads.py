@@ -147,13 +147,14 @@ class Governor:
     The count it holds is timed by its own steps: the mean of the latest, at least PROBE of them and PROBE_S seconds
     (means, not medians: beside a busy neighbour two threads' steps are mostly fast with a stall every few steps,
     which a median does not see). A probe times the other count the same way, after one untimed step (threads that
-    slept wake slowly: 12, 9, then 5 ms for the default preset), and switches when its mean is lower; it stops after
-    its first timed step when that is ABORT times the held mean or more (two spinning threads beside a busy
-    neighbour: a probe then costs two steps). The count then holds for `factor` times the probe's time, the factor
+    slept wake slowly: 12, 9, then 5 ms for the default preset, 1.6 times one thread's step), and switches when its
+    mean is lower; it stops at once when that untimed step takes WARM_ABORT times the held mean (two spinning
+    threads beside a busy neighbour take 2-8 times one thread's step: a probe then costs one step), or after its
+    first timed step when that is ABORT times the held mean or more. The count then holds for `factor` times the probe's time, the factor
     doubling from HOLD to MAX_HOLD while probes keep the count (a long run spends under 1% of its time probing).
     A held step three times in a row SLOWER times the mean it was chosen at means the load changed: probe at once."""
 
-    PROBE, PROBE_S, HOLD, MAX_HOLD, SLOWER, ABORT = 3, 0.02, 8, 256, 2.0, 1.5
+    PROBE, PROBE_S, HOLD, MAX_HOLD, SLOWER, ABORT, WARM_ABORT = 3, 0.02, 8, 256, 2.0, 1.5, 2.0
 
     def __init__(self, most: int, set_threads: Callable[[int], None]):
         self.counts, self.set_threads = (most, 1), set_threads
@@ -195,7 +196,8 @@ class Governor:
         held = statistics.fmean(self.recent)
         if not warm:
             self.probed.append(seconds)
-        aborted = bool(self.probed) and self.probed[0] >= self.ABORT * held
+        first = warm or len(self.probed) == 1  # the warm-up step or the first timed one: stop if clearly slower
+        aborted = first and seconds >= (self.WARM_ABORT if warm else self.ABORT) * held
         if not aborted and not _full(self.probed, self.PROBE, self.PROBE_S):
             return
         if not aborted and statistics.fmean(self.probed) < held:

@@ -45,13 +45,17 @@ def test_idle_the_governor_steps_at_the_faster_full_count_and_probes_under_two_p
     assert calls[:2] == [1, 2]  # one thread first, then the probe of two, which it keeps
 
 
-def test_beside_a_busy_neighbour_the_governor_keeps_one_thread_and_a_probe_costs_two_steps():
+def test_beside_a_busy_neighbour_the_governor_keeps_one_thread_and_a_probe_costs_one_step():
     """The fixture where the full count must lose: spinning threads under contention."""
     gov = Governor(2, lambda n: None)
     seen = drive(gov, {2: 19.0, 1: 8.0}, 2000)
     assert gov.choice == 1 and seen.count(2) / len(seen) < 0.03
     later = "".join(map(str, seen[seen.index(1):])).split("1")
-    assert {len(run) for run in later if run} == {2}  # a warm-up step and one timed step, then back to one
+    assert {len(run) for run in later if run} == {1}  # the warm-up step is 2.4x one thread's: back at once
+    gov = Governor(2, lambda n: None)
+    seen = drive(gov, {2: 12.0, 1: 8.0}, 2000)  # 1.5x: past the warm-up step, stopped at the first timed one
+    later = "".join(map(str, seen[seen.index(1):])).split("1")
+    assert gov.choice == 1 and {len(run) for run in later if run} == {2}
 
 
 def test_the_slow_steps_of_threads_waking_up_do_not_decide_the_probe():
