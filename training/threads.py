@@ -150,8 +150,9 @@ class Governor:
     slept wake slowly: 12, 9, then 5 ms for the default preset, 1.6 times one thread's step), and switches when its
     mean is lower; it stops at once when that untimed step takes WARM_ABORT times the held mean (two spinning
     threads beside a busy neighbour take 2-8 times one thread's step: a probe then costs one step), or after its
-    first timed step when that is ABORT times the held mean or more. The count then holds for `factor` times the probe's time, the factor
-    doubling from HOLD to MAX_HOLD while probes keep the count (a long run spends under 1% of its time probing).
+    first timed step when that is ABORT times the held mean or more. The count then holds for `factor` times the
+    probe's time, the factor doubling from HOLD to MAX_HOLD while probes keep the count (a long run spends under 1%
+    of its time probing).
     A held step three times in a row SLOWER times the mean it was chosen at means the load changed: probe at once."""
 
     PROBE, PROBE_S, HOLD, MAX_HOLD, SLOWER, ABORT, WARM_ABORT = 3, 0.02, 8, 256, 2.0, 1.5, 2.0
