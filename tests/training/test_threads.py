@@ -275,3 +275,48 @@ def test_a_seeds_ensemble_by_load_is_its_runs_alone_at_one_thread(tmp_path):
     assert r.returncode == 0, r.stderr
     assert_same_bits(tmp_path / "alone", tmp_path / "E" / "seed=2")
     assert numerics(tmp_path / "E" / "seed=2")["threads"] == 1
+
+
+# --- the sums kernels split between threads: on one thread by load ---------------------------------------------
+
+
+def test_weight_gradients_and_the_softmax_backward_take_one_thread_by_load_and_the_set_count_otherwise(monkeypatch):
+    """MKL splits a weight gradient's sum over the batch rows between threads, and torch's softmax backward rounds
+    otherwise at two (seen on an Intel Xeon); by load those run on one thread, every other op at the held count.
+    At a count the user chose, every op runs at it (its bits are that count's, as recorded)."""
+    from training.models import batched
+
+    seen: list[int] = []
+    real_bmm, real_soft = batched.aligned_bmm, torch._softmax_backward_data
+    monkeypatch.setattr(batched, "aligned_bmm", lambda a, b: (seen.append(torch.get_num_threads()), real_bmm(a, b))[1])
+    monkeypatch.setattr(torch, "_softmax_backward_data",
+                        lambda *a: (seen.append(-torch.get_num_threads()), real_soft(*a))[1])
+    x = torch.randn(1, 640, 24, requires_grad=True)
+    w = torch.randn(1, 24, 8, requires_grad=True)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for load, want in ((2, [2, 2, 1, -1]), (0, [2, 2, 2, -2])):
+            monkeypatch.setattr(threads, "_by_load", load)
+            seen.clear()
+            batched.softmax(batched.mm(x, w, exact=True), -1, exact=True).pow(2).sum().backward()
+            assert sorted(seen, reverse=True) == sorted(want, reverse=True), (load, seen)
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("preset", ["default", "digits5-700"])
+def test_by_load_the_bit_check_passes_for_presets_whose_sums_a_second_thread_would_split(monkeypatch, preset):
+    """Both presets' bits differ at two threads on an Intel Xeon when every op runs there (weight gradients;
+    the softmax backward); by load they are one thread's on any machine with two cores or more."""
+    from training.models.base import plain_models
+    from training.presets import get_preset
+    from training.tasks.build import build_task
+    from training.trainer import Trainer
+
+    cfg = get_preset(preset)
+    data = build_task(cfg.task)
+    monkeypatch.setattr(threads, "_by_load", 2)
+    with plain_models():
+        assert same_bits(lambda: Trainer([cfg], [data], "cpu"), 2)

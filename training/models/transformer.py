@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from training.config import ModelConfig
 from training.models.base import ACTIVATIONS, GrokModel, HookSite, answer_loss
-from training.models.batched import Params, affine, gather_rows, layer_norm, mm, no_dropout
+from training.models.batched import Params, affine, gather_rows, layer_norm, mm, no_dropout, softmax
 from training.models.tl_compat import HookedConfig, TLSurface, add_zero_biases  # noqa: F401  (HookedConfig re-exported)
 from training.tasks.data import TaskData
 
@@ -184,14 +184,14 @@ def _attention(p: Params, i: int, qkv: tuple, last: bool, at: Callable, hooked: 
     a = f"blocks.{i}.attn."
     q, k, v = at(a + "hook_q", qkv[0]), at(a + "hook_k", qkv[1]), at(a + "hook_v", qkv[2])
     if last and not hooked:  # one query: broadcast products beat batch * n_heads tiny matmuls
-        pattern = torch.softmax((q * k).sum(-1) / scale, dim=2)  # [K, B, n, H]
+        pattern = softmax((q * k).sum(-1) / scale, 2, exact)  # [K, B, n, H]
         z = (pattern.unsqueeze(-1) * v).sum(2, keepdim=True)  # [K, B, 1, H, e]
     else:
         n, n_q = k.shape[2], q.shape[2]
         scores = torch.einsum("kbqhe,kbphe->kbhqp", q, k) / scale
         mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=q.device))[n - n_q:]  # the queries' rows
         scores = at(a + "hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
-        pattern = at(a + "hook_pattern", torch.softmax(scores, dim=-1))
+        pattern = at(a + "hook_pattern", softmax(scores, -1, exact))
         z = torch.einsum("kbhqp,kbphe->kbqhe", pattern, v)
     return mm(at(a + "hook_z", z).flatten(-2), p[a + "W_O"].flatten(1, 2), exact)
 
