@@ -14,8 +14,8 @@ gradients, a sum over the batch rows, and torch's softmax backward) run on one t
 (`training.models.batched`); with them, every preset's bits agree at both counts on the Intel Xeon development
 machine. Where they still differ (another CPU, another kernel) the run trains on one thread. Either way its bits
 are those of one thread, which config.json's "numerics" records as `"threads": 1` (with `"threads_by_load": N`
-when steps ran at 1 or N), so a run trained by load, a run at `--threads 1`, an ensemble member and a sweep's run (one thread per worker) are
-the same run.
+when steps ran at 1 or N), so a run trained by load, a run at `--threads 1`, an ensemble member and a sweep's run
+(one thread per worker) are the same run.
 
 An explicit choice wins: training.run's --threads, then OMP_NUM_THREADS; a resumed run keeps the count its
 config.json records (by load again if it trained by load). A process that imported torch already (a notebook, the
