@@ -280,28 +280,36 @@ def test_a_seeds_ensemble_by_load_is_its_runs_alone_at_one_thread(tmp_path):
 # --- the sums kernels split between threads: on one thread by load ---------------------------------------------
 
 
-def test_weight_gradients_and_the_softmax_backward_take_one_thread_by_load_and_the_set_count_otherwise(monkeypatch):
-    """MKL splits a weight gradient's sum over the batch rows between threads, and torch's softmax backward rounds
-    otherwise at two (seen on an Intel Xeon); by load those run on one thread, every other op at the held count.
-    At a count the user chose, every op runs at it (its bits are that count's, as recorded)."""
+def test_by_load_weight_gradients_and_the_softmax_backward_keep_the_sums_of_one_thread(monkeypatch):
+    """MKL splits a lone member's weight gradient, a sum over the batch rows, between threads, and torch's softmax
+    backward rounds otherwise at two (seen on an Intel Xeon). By load the gradient is cut into a block of rows per
+    thread (a batch MKL gives a thread each) or, when its rows do not divide, takes one thread, as the softmax
+    backward does; every other product runs at the held count. At a count the user chose, everything runs at it."""
     from training.models import batched
 
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []  # (threads, batch) of every product, (-threads, 0) of the softmax backward
     real_bmm, real_soft = batched.aligned_bmm, torch._softmax_backward_data
-    monkeypatch.setattr(batched, "aligned_bmm", lambda a, b: (seen.append(torch.get_num_threads()), real_bmm(a, b))[1])
+    monkeypatch.setattr(batched, "aligned_bmm",
+                        lambda a, b: (seen.append((torch.get_num_threads(), a.shape[0])), real_bmm(a, b))[1])
     monkeypatch.setattr(torch, "_softmax_backward_data",
-                        lambda *a: (seen.append(-torch.get_num_threads()), real_soft(*a))[1])
-    x = torch.randn(1, 640, 24, requires_grad=True)
-    w = torch.randn(1, 24, 8, requires_grad=True)
+                        lambda *a: (seen.append((-torch.get_num_threads(), 0)), real_soft(*a))[1])
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(2)
-        for load, want in ((2, [2, 2, 1, -1]), (0, [2, 2, 2, -2])):
+        for load, rows, weight_grad, soft in ((2, 24, (2, 2), -1), (2, 25, (1, 1), -1), (0, 24, (2, 1), -2)):
             monkeypatch.setattr(threads, "_by_load", load)
-            seen.clear()
-            batched.softmax(batched.mm(x, w, exact=True), -1, exact=True).pow(2).sum().backward()
-            assert sorted(seen, reverse=True) == sorted(want, reverse=True), (load, seen)
+            x = torch.randn(1, 640, rows, requires_grad=True)
+            w = torch.randn(1, rows, 8, requires_grad=True)
+            grads = []
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                seen.clear()
+                batched.softmax(batched.mm(x, w, exact=True), -1, exact=True).pow(2).sum().backward()
+                grads.append(w.grad)
+                w.grad = None
+            assert sorted(seen) == sorted([(2, 1), (2, 1), weight_grad, (soft, 0)]), (load, rows, seen)
             assert torch.get_num_threads() == 2
+            if load:  # one thread's bits (the bit check of a run by load confirms it on the machine it trains on)
+                assert torch.equal(*grads)
     finally:
         torch.set_num_threads(before)
 

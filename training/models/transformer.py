@@ -154,7 +154,7 @@ def transformer_forward(model: "Transformer", exact: bool = False) -> Callable:
                 k, v = (mm(x, _heads(p[f"{b}attn.{nm}"]), exact).unflatten(-1, (H, e)) for nm in ("W_K", "W_V"))
                 q = mm(x[:, :, -1:] if last else x, _heads(p[f"{b}attn.W_Q"]), exact).unflatten(-1, (H, e))
             attn_out = at(b + "hook_attn_out", dropout(_attention(p, i, (q, k, v), last, at, hooked, scale, exact)))
-            resid = at(b + "hook_resid_mid", (resid[:, :, -1:] if last else resid) + attn_out)
+            resid = at(b + "hook_resid_mid", (_last(resid) if last else resid) + attn_out)
             if cfg.attn_only:
                 resid = at(b + "hook_resid_post", resid)
                 continue
@@ -165,9 +165,15 @@ def transformer_forward(model: "Transformer", exact: bool = False) -> Callable:
             resid = at(b + "hook_resid_post", resid + at(b + "hook_mlp_out", dropout(mlp_out)))
         if hooked and not every:  # ln_final's hooks see [batch, 1, d_model], as in a hooked run of the last block
             return mm(norm(resid[:, :, -1:], p, "ln_final", site), p["unembed.W_U"], exact)[:, :, -1]
-        return mm(norm(resid if every else resid[:, :, -1], p, "ln_final", site), p["unembed.W_U"], exact)
+        return mm(norm(resid if every else _last(resid).squeeze(2), p, "ln_final", site), p["unembed.W_U"], exact)
 
     return forward
+
+
+def _last(x: torch.Tensor) -> torch.Tensor:
+    """x [K, B, n, ...] at the last position, [K, B, 1, ...]; x itself when it holds that one only (a slice's
+    backward writes its gradient into zeros of x's shape: a copy of every activation, here for nothing)."""
+    return x if x.shape[2] == 1 else x[:, :, -1:]
 
 
 def _layer_norm(x: torch.Tensor, p: Params, name: str, site: Callable | None) -> torch.Tensor:
