@@ -114,6 +114,19 @@ def threads_for(flag: int | None = None, resume: Path | None = None) -> Iterator
             torch.set_num_threads(before)
 
 
+@contextmanager
+def stepping_by_load(most: int) -> Iterator[None]:
+    """Steps taken in the block are those of a run by load of at most `most` threads (the sums a second thread would
+    split kept on one, `training.models.batched`), in a process that set its thread count itself: benchmarks,
+    tests."""
+    global _by_load
+    saved, _by_load = _by_load, most if most > 1 else 0
+    try:
+        yield
+    finally:
+        _by_load = saved
+
+
 def same_bits(make: Callable[[], Any], most: int, steps: int = 2) -> bool:
     """Whether a Trainer from `make()` gives the same bits at one thread and at `most`: `steps` steps (every
     transform and the optimiser included) and one evaluation, each count from a fresh Trainer (the same seeds, so
