@@ -7,8 +7,9 @@ Prints seconds per step, the ratio, and GFLOP/s (2 x multiply-adds, forward + ba
 plain fp32 matmul measured in the same process. The bridge computes everything at all three positions; ours
 projects block 0's q, k, v once per (position, token) and the rest only at '=' (the loss is read there in both).
 Two more rows time the step `training.run` takes for the same run by load at this process's thread count,
-`training.trainer.Trainer` with K = 1: on the exact path (every new run) and on the single path (the model's own forward and torch.optim's single-tensor update:
-runs alone trained before the exact path), interleaved with the others.
+`training.trainer.Trainer` with K = 1: on the exact path (every new run) and on the single path (the model's own
+forward and torch.optim's single-tensor update: runs alone trained before the exact path), interleaved with the
+others.
 """
 
 from __future__ import annotations
