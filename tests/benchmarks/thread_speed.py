@@ -7,7 +7,8 @@ One fresh process per condition, in the environment training.run sets for a run 
 cores, OpenMP's default wait policy). For each preset a `Trainer` (K = 1, the preset's own batch) steps for --budget
 seconds (at least 10 steps) at 1 thread, then at 2, then by load (a fresh governor each round, so its start and its
 probes are counted; the sums a second thread would split kept on one, as in a run by load), rounds interleaved;
-each figure is the median over rounds of the mean step time. "same bits" is `same_bits`' verdict: where it is "no", training.run trains on one thread and the by-load column is one thread's.
+each figure is the median over rounds of the mean step time. "same bits" is `same_bits`' verdict: where it is
+"no", training.run trains on one thread and the by-load column is one thread's.
 "Busy": one spinning Python process started before and killed after. The machine's load average is printed: other
 processes move every figure.
 """
