@@ -45,7 +45,7 @@ from training.tasks.build import build_task
 from training.tasks.data import TaskData
 from training.trainer import Trainer
 from training.numerics import governor_for, numerics, say_if_numerics_differ
-from training.threads import Governor
+from training.threads import Governor, by_load
 from training.optim.transforms.base import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
 
 STATE_EVERY_S = 10.0  # save resume state at least this often (and at every checkpoint)
@@ -241,9 +241,10 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     path = _resumed_path(members, len(cfgs) > 1)
     with plain_models():  # its copies need parameters and a forward only: no TransformerLens import
         # the bit check: an ensemble's chunks and the members left once others finish train K' <= K members at a
-        # time; one and two members stand for a lone matmul and a batched one
+        # time; one and two members stand for a lone matmul and a batched one, one per thread for a batch whose
+        # weight gradients MKL gives a thread each (training.models.batched.weight_grad_bmm)
         governor = governor_for([lambda k=k: Trainer(cfgs[:k], datas[:k], device, path=path)
-                                 for k in sorted({1, min(2, len(cfgs))})], device, log)
+                                 for k in sorted({1, min(2, len(cfgs)), min(by_load(), len(cfgs))} - {0})], device, log)
         new = numerics(device, "exact" if model_spec(cfgs[0].model.model).batched else "single", governor)
         for m in members:
             m.open(new)

@@ -9,12 +9,13 @@ step at one thread or at one per core, whichever the `Governor` last measured fa
 That is only allowed because it changes no bit. A run's bits could depend on the thread count (a kernel that splits
 a sum between threads adds in another order), so before the first step `same_bits` trains two steps and one
 evaluation of the run's configs at one thread and at the full count, from scratch, and compares every loss,
-gradient, parameter and metric bit for bit. On the development machine they agree for all but a few presets (a
-5-row weight gradient of `omnigrok-teacher`, long reductions of `add97-lstm`, the attention softmax backward of the
-sequence tasks); where they differ the run trains on one thread. Either way its bits are those of one thread,
-which config.json's "numerics" records as `"threads": 1` (with `"threads_by_load": N` when steps ran at 1 or N),
-so a run trained by load, a run at `--threads 1`, an ensemble member and a sweep's run (one thread per worker) are
-the same run.
+gradient, parameter and metric bit for bit. The kernels seen to split a sum between threads (MKL's weight
+gradients, a sum over the batch rows, and torch's softmax backward) run on one thread by load
+(`training.models.batched`); with them, every preset's bits agree at both counts on the Intel Xeon development
+machine. Where they still differ (another CPU, another kernel) the run trains on one thread. Either way its bits
+are those of one thread, which config.json's "numerics" records as `"threads": 1` (with `"threads_by_load": N`
+when steps ran at 1 or N), so a run trained by load, a run at `--threads 1`, an ensemble member and a sweep's run
+(one thread per worker) are the same run.
 
 An explicit choice wins: training.run's --threads, then OMP_NUM_THREADS; a resumed run keeps the count its
 config.json records (by load again if it trained by load). A process that imported torch already (a notebook, the
@@ -111,6 +112,19 @@ def threads_for(flag: int | None = None, resume: Path | None = None) -> Iterator
                 os.environ[k] = v
         if torch is not None:
             torch.set_num_threads(before)
+
+
+@contextmanager
+def stepping_by_load(most: int) -> Iterator[None]:
+    """Steps taken in the block are those of a run by load of at most `most` threads (the sums a second thread would
+    split kept on one, `training.models.batched`), in a process that set its thread count itself: benchmarks,
+    tests."""
+    global _by_load
+    saved, _by_load = _by_load, most if most > 1 else 0
+    try:
+        yield
+    finally:
+        _by_load = saved
 
 
 def same_bits(make: Callable[[], Any], most: int, steps: int = 2) -> bool:

@@ -144,8 +144,9 @@ def tiny_sweep(tmp_path_factory):
     from training.sweeps.spec import SweepSpec
 
     out = tmp_path_factory.mktemp("sweep") / "frac"
-    # tests.grokking's tiny run, cut at 150 steps: it memorises (S_mem ~80), seldom generalises
+    # tests.grokking's tiny run at d_model 32, d_mlp 64, cut at 150 steps: it memorises (S_mem ~80), seldom generalises
     tiny = {**{k: v for k, v in GROKKING.items() if k not in ("frac", "stop_after_gen")}, "steps": 150,
+            "d_model": 32, "d_mlp": 64,
             "eval_every": 10, "ckpt_floor": 3, "ckpt_max": 6, "device": "cpu"}
     index = sweep(SweepSpec("default", {"frac": [0.5, 0.8]}, [0, 1], tiny), out, workers=1, progress=False,
                   log=lambda s: None)

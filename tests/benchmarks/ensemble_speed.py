@@ -9,6 +9,7 @@ ensemble step, ms per member step, and the throughput ratio
 (K x one run's step time) / (the ensemble's step time): > 1 means the ensemble beats K runs one after another.
 The reference row "module" is the plain single-model step (the model's own forward, torch.optim.AdamW/SGD), so
 K = 1 through the Trainer can be read against it. Members differ in seed (as a seed sweep does).
+Trainer steps are those of a run by load at this process's thread count (`training.threads.stepping_by_load`).
 `--paths exact,old` also times the paths of runs trained before the exact path (K = 1 on the single path,
 ensembles on the batched one) in the same rounds, each ratio against its own path's K = 1.
 """
@@ -20,7 +21,7 @@ import os
 
 import torch
 
-from tests.benchmarks.step_speed import CLOCK_HELP, CLOCKS, time_steps
+from tests.benchmarks.step_speed import CLOCK_HELP, CLOCKS, by_load, time_steps
 from training.optim.losses import compute_loss
 from training.models.build import build_model
 from training.presets import get_preset
@@ -75,9 +76,10 @@ def main() -> None:
                 old = "single" if K == 1 else "batched"
                 trainer = Trainer([cfg.replace(seed=s) for s in range(K)], [data] * K, device,
                                   path="exact" if path == "exact" else old)
+                step = by_load(trainer.step)
                 while trainer.batched and not trainer.chunks.best:  # the Trainer's own chunk tuning, before timing
-                    trainer.step()
-                steps[(path, K)] = trainer.step
+                    step()
+                steps[(path, K)] = step
                 chunk[(path, K)] = trainer.chunks.best or K
         best: dict = {}
         for _ in range(args.rounds):

@@ -6,9 +6,10 @@ against `TransformerBridge.boot_native` holding the same weights, side by side i
 Prints seconds per step, the ratio, and GFLOP/s (2 x multiply-adds, forward + backward = 3 x forward) next to a
 plain fp32 matmul measured in the same process. The bridge computes everything at all three positions; ours
 projects block 0's q, k, v once per (position, token) and the rest only at '=' (the loss is read there in both).
-Two more rows time the step `training.run` takes for the same run, `training.trainer.Trainer` with K = 1: on the
-exact path (every new run) and on the single path (the model's own forward and torch.optim's single-tensor update:
-runs alone trained before the exact path), interleaved with the others.
+Two more rows time the step `training.run` takes for the same run by load at this process's thread count,
+`training.trainer.Trainer` with K = 1: on the exact path (every new run) and on the single path (the model's own
+forward and torch.optim's single-tensor update: runs alone trained before the exact path), interleaved with the
+others.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from training.models.bridge import to_bridge
 from training.models.build import build_model
 from training.presets import get_preset
 from training.tasks.build import build_task
+from training.threads import stepping_by_load
 from training.trainer import Trainer
 
 
@@ -40,6 +42,14 @@ def step_flops(cfg, n: int, d_vocab: int, d_vocab_out: int, n_ctx: int, lean: bo
     else:
         forward = n * n_ctx * (d * 3 * hd + after_attn)
     return 3 * 2 * forward
+
+
+def by_load(step):
+    """`step` as a run by load takes it at this process's thread count (`training.threads.stepping_by_load`)."""
+    def stepped():
+        with stepping_by_load(torch.get_num_threads()):
+            step()
+    return stepped
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -94,7 +104,8 @@ def main() -> None:
     step_ours = stepper(ours, lambda m: m.answer_logits(x))
     step_bridge = stepper(bridge, lambda m: m(x)[:, -1])
     paths = ("exact", "single")
-    step_run = {path: Trainer([cfg.replace(device=str(device))], [data], device, path=path).step for path in paths}
+    step_run = {path: by_load(Trainer([cfg.replace(device=str(device))], [data], device, path=path).step)
+                for path in paths}
     t_ours, t_bridge, peak = [], [], []
     t_run: dict[str, list[float]] = {path: [] for path in paths}
     for _ in range(args.rounds):  # interleaved, so drift in machine load hits all of them

@@ -6,8 +6,9 @@
 One fresh process per condition, in the environment training.run sets for a run by load (OMP_NUM_THREADS = the
 cores, OpenMP's default wait policy). For each preset a `Trainer` (K = 1, the preset's own batch) steps for --budget
 seconds (at least 10 steps) at 1 thread, then at 2, then by load (a fresh governor each round, so its start and its
-probes are counted), rounds interleaved; each figure is the median over rounds of the mean step time. "same bits" is
-`same_bits`' verdict: where it is "no", training.run trains on one thread and the by-load column is one thread's.
+probes are counted; the sums a second thread would split kept on one, as in a run by load), rounds interleaved;
+each figure is the median over rounds of the mean step time. "same bits" is `same_bits`' verdict: where it is
+"no", training.run trains on one thread and the by-load column is one thread's.
 "Busy": one spinning Python process started before and killed after. The machine's load average is printed: other
 processes move every figure.
 """
@@ -34,7 +35,7 @@ def step_times(name: str, rounds: int, budget: float) -> dict | str:
 
     from training.presets import get_preset
     from training.tasks.build import build_task
-    from training.threads import Governor, same_bits
+    from training.threads import Governor, same_bits, stepping_by_load
     from training.trainer import Trainer
 
     cfg = get_preset(name)
@@ -42,26 +43,34 @@ def step_times(name: str, rounds: int, budget: float) -> dict | str:
         data = build_task(cfg.task)
     except Exception as e:  # noqa: BLE001  (a task needing files that are not here: reported, not timed)
         return str(e).splitlines()[0]
-    same = same_bits(lambda: Trainer([cfg], [data], "cpu"), 2)
+    with stepping_by_load(2):
+        same = same_bits(lambda: Trainer([cfg], [data], "cpu"), 2)
     trainer = Trainer([cfg], [data], "cpu")
     times: dict[str, list[float]] = {m: [] for m in MODES}
     for _ in range(rounds):
         for mode in MODES:
             gov = Governor(2, torch.set_num_threads) if mode == "load" and same else None
             torch.set_num_threads(1 if mode == "load" else int(mode))
-            trainer.step()  # warm-up at this count
-            t, steps = time.perf_counter(), 0
-            while steps < 10 or time.perf_counter() - t < budget:
-                steps += 1
-                if gov is not None:
-                    gov.next()
-                    s = time.perf_counter()
-                    trainer.step()
-                    gov.timed(time.perf_counter() - s)
-                else:
-                    trainer.step()
-            times[mode].append((time.perf_counter() - t) / steps)
+            with stepping_by_load(2 if mode == "load" else 0):
+                times[mode].append(timed_steps(trainer, gov, budget))
     return {"same": same, **{m: statistics.median(v) for m, v in times.items()}}
+
+
+def timed_steps(trainer, gov, budget: float) -> float:
+    """Seconds per step over at least 10 steps and `budget` seconds, after one warm-up step; `gov` (by load) sets
+    each step's count."""
+    trainer.step()  # warm-up at this count
+    t, steps = time.perf_counter(), 0
+    while steps < 10 or time.perf_counter() - t < budget:
+        steps += 1
+        if gov is not None:
+            gov.next()
+            s = time.perf_counter()
+            trainer.step()
+            gov.timed(time.perf_counter() - s)
+        else:
+            trainer.step()
+    return (time.perf_counter() - t) / steps
 
 
 def child(presets: list[str], rounds: int, budget: float) -> None:

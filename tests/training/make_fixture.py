@@ -26,12 +26,22 @@ STEPS, EVAL_EVERY, THREADS = 30, 5, 1
 TIMING_KEYS = ("wall", "time", "elapsed")  # metrics fields that measure the clock, not the training
 
 
-def platform() -> dict[str, object]:
-    """What bit-identity depends on besides the code: torch's build and kernels, and the thread count."""
+def cpu_vendor() -> str:
+    """The CPU's maker as the kernel names it (GenuineIntel, AuthenticAMD): MKL takes other kernels on each, so two
+    machines with the same torch capability (AVX512) still round differently."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "unknown")
+    except OSError:
+        return "unknown"
+
+
+def platform(threads: int = THREADS) -> dict[str, object]:
+    """What bit-identity depends on besides the code: torch's build and kernels, the CPU's maker, the thread count."""
     import torch
 
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": THREADS}
+            "cpu_vendor": cpu_vendor(), "threads": threads}
 
 
 def tensors_sha256(path: Path) -> str:

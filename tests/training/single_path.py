@@ -44,5 +44,6 @@ def digests(path: str = "single", legacy: bool = True) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps({"platform": {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                                   "threads": torch.get_num_threads()}, "digests": digests()}, indent=1))
+    from tests.training.make_fixture import platform
+
+    print(json.dumps({"platform": platform(torch.get_num_threads()), "digests": digests()}, indent=1))

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
+from tests.training.make_fixture import platform
 from tests.training.single_path import cases
 from training.models.build import build_model
 from training.models.legacy import single_call
@@ -35,7 +36,7 @@ def measured(legacy: bool) -> dict:
 
 def test_a_single_path_run_trains_the_bits_it_trained_before():
     fixture = json.loads(FIXTURE.read_text())
-    here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": 1}
+    here = platform(threads=1)
     if here != fixture["platform"]:
         pytest.skip(f"recorded on {fixture['platform']}, this machine is {here}: bit-identity holds only there")
     assert measured(legacy=True) == fixture["digests"]

@@ -275,3 +275,56 @@ def test_a_seeds_ensemble_by_load_is_its_runs_alone_at_one_thread(tmp_path):
     assert r.returncode == 0, r.stderr
     assert_same_bits(tmp_path / "alone", tmp_path / "E" / "seed=2")
     assert numerics(tmp_path / "E" / "seed=2")["threads"] == 1
+
+
+# --- the sums kernels split between threads: on one thread by load ---------------------------------------------
+
+
+def test_by_load_weight_gradients_and_the_softmax_backward_keep_the_sums_of_one_thread(monkeypatch):
+    """MKL splits a lone member's weight gradient, a sum over the batch rows, between threads, and torch's softmax
+    backward rounds otherwise at two (seen on an Intel Xeon). By load the gradient is cut into a block of rows per
+    thread (a batch MKL gives a thread each) or, when its rows do not divide, takes one thread, as the softmax
+    backward does; every other product runs at the held count. At a count the user chose, everything runs at it."""
+    from training.models import batched
+
+    seen: list[tuple[int, int]] = []  # (threads, batch) of every product, (-threads, 0) of the softmax backward
+    real_bmm, real_soft = batched.aligned_bmm, torch._softmax_backward_data
+    monkeypatch.setattr(batched, "aligned_bmm",
+                        lambda a, b: (seen.append((torch.get_num_threads(), a.shape[0])), real_bmm(a, b))[1])
+    monkeypatch.setattr(torch, "_softmax_backward_data",
+                        lambda *a: (seen.append((-torch.get_num_threads(), 0)), real_soft(*a))[1])
+    before = torch.get_num_threads()
+    try:
+        for load, rows, weight_grad, soft in ((2, 24, (2, 2), -1), (2, 25, (1, 1), -1), (0, 24, (2, 1), -2)):
+            monkeypatch.setattr(threads, "_by_load", load)
+            x = torch.randn(1, 640, rows, requires_grad=True)
+            w = torch.randn(1, rows, 8, requires_grad=True)
+            grads = []
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                seen.clear()
+                batched.softmax(batched.mm(x, w, exact=True), -1, exact=True).pow(2).sum().backward()
+                grads.append(w.grad)
+                w.grad = None
+            assert sorted(seen) == sorted([(2, 1), (2, 1), weight_grad, (soft, 0)]), (load, rows, seen)
+            assert torch.get_num_threads() == 2
+            if load:  # one thread's bits (the bit check of a run by load confirms it on the machine it trains on)
+                assert torch.equal(*grads)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("preset", ["default", "digits5-700"])
+def test_by_load_the_bit_check_passes_for_presets_whose_sums_a_second_thread_would_split(monkeypatch, preset):
+    """Both presets' bits differ at two threads on an Intel Xeon when every op runs there (weight gradients;
+    the softmax backward); by load they are one thread's on any machine with two cores or more."""
+    from training.models.base import plain_models
+    from training.presets import get_preset
+    from training.tasks.build import build_task
+    from training.trainer import Trainer
+
+    cfg = get_preset(preset)
+    data = build_task(cfg.task)
+    monkeypatch.setattr(threads, "_by_load", 2)
+    with plain_models():
+        assert same_bits(lambda: Trainer([cfg], [data], "cpu"), 2)

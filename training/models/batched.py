@@ -18,11 +18,14 @@ pads each member's rows to a multiple of 32, which aligns the attention products
 from __future__ import annotations
 
 import math
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
+
+from training.threads import by_load
 
 
 Params = dict[str, torch.Tensor]
@@ -71,30 +74,88 @@ def aligned_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b) if wide == n else torch.bmm(a, F.pad(b, (0, wide - n)))[..., :n]
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread for the block when the run trains by load (`training.threads`): a run by load has the bits
+    of one thread at every count, and a few kernels split a sum between threads. Measured on an Intel Xeon (AVX-512),
+    a step at two threads against one, op by op: MKL splits a weight gradient's sum over the batch rows (all four of
+    nanda2023's; none of its other products), and torch's softmax backward rounds otherwise over long rows
+    (digits5, repeat-infinite). A run at a count chosen by the user keeps that count's bits, as it always has."""
+    threads = torch.get_num_threads()
+    if threads == 1 or not by_load():
+        yield
+        return
+    torch.set_num_threads(1)  # a fraction of a microsecond each way
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def weight_grad_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`aligned_bmm` of a weight gradient, a [K, k, m] @ b [K, m, n]: a sum over the m batch rows, which MKL splits
+    between threads for a lone member. By load (`_one_thread`) a lone member's gradient is cut into one block of
+    rows per thread, a batch of products MKL gives a thread each, whose sums are then those of one thread (as fast
+    as MKL's own split: 2.2 ms against 4.6 at one thread for nanda2023's largest, on the Intel Xeon); an ensemble
+    of at least one member per thread is such a batch already; the rest take one thread."""
+    threads, (K, k, m) = torch.get_num_threads(), a.shape
+    if threads == 1 or not by_load() or K >= threads:
+        return aligned_bmm(a, b)
+    if K == 1 and k % threads == 0 and k // threads > 1:
+        return aligned_bmm(a.reshape(threads, k // threads, m), b.expand(threads, m, b.shape[2])).reshape(1, k, -1)
+    with _one_thread():
+        return aligned_bmm(a, b)
+
+
 class _MemberMM(torch.autograd.Function):
-    """a [K, m, k] @ b [K, k, n] with its gradients, every product through `aligned_bmm`."""
+    """bias [K, 1, n] (or None) + a [K, m, k] @ b [K, k, n] with its gradients, every product through `aligned_bmm`
+    (the bias added inside the product by baddbmm, as torch's own path does), the weight gradient by `weight_grad_bmm`.
+    The bias' gradient is the output's, which autograd sums over the rows as it does for baddbmm."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, bias: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(a, b)
-        return aligned_bmm(a, b)
+        return aligned_bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         a, b = ctx.saved_tensors
-        ga = aligned_bmm(g, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        gb = aligned_bmm(a.transpose(1, 2), g) if ctx.needs_input_grad[1] else None
-        return ga, gb
+        ga = aligned_bmm(g, b.transpose(1, 2)) if ctx.needs_input_grad[1] else None
+        gb = weight_grad_bmm(a.transpose(1, 2), g) if ctx.needs_input_grad[2] else None
+        return (g if ctx.needs_input_grad[0] else None), ga, gb
 
 
 def member_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return _MemberMM.apply(a, b)
+    return _MemberMM.apply(None, a, b)
 
 
 def _native(m: int, k: int, n: int) -> bool:
     """Whether torch's own bmm and its backward are already exact for a [K, m, k] @ [K, k, n] product: every
     member block of the product and of both gradients aligned, none of them one row or one column wide."""
     return min(m, k, n) > 1 and (m * n) % ALIGN == 0 and (m * k) % ALIGN == 0 and (k * n) % ALIGN == 0
+
+
+class _Softmax(torch.autograd.Function):
+    """torch.softmax with torch's own backward (SoftmaxBackward0's `_softmax_backward_data`), on one thread by load
+    (`_one_thread`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
+        y = torch.softmax(x, dim)
+        ctx.save_for_backward(y)
+        ctx.dim, ctx.dtype = dim, x.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        with _one_thread():
+            return torch._softmax_backward_data(g, y, ctx.dim, ctx.dtype), None
+
+
+def softmax(x: torch.Tensor, dim: int, exact: bool = False) -> torch.Tensor:
+    """torch.softmax over `dim`; on the exact path its backward is on one thread by load."""
+    return _Softmax.apply(x, dim) if exact else torch.softmax(x, dim)
 
 
 def gather_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -106,15 +167,16 @@ def gather_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def mm(x: torch.Tensor, w: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """x [K, ..., a] @ w [K, a, b] as one bmm over the flattened middle dimensions."""
     x3 = x.reshape(x.shape[0], -1, x.shape[-1])
-    product = member_mm if exact and not _native(x3.shape[1], *w.shape[1:]) else torch.bmm
-    return product(x3, w).view(*x.shape[:-1], w.shape[-1])
+    return (member_mm if exact else torch.bmm)(x3, w).view(*x.shape[:-1], w.shape[-1])
 
 
 def affine(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor, exact: bool) -> torch.Tensor:
-    """b [K, n] + x [K, m, a] @ w [K, a, n]."""
-    if exact and not _native(x.shape[1], *w.shape[1:]):
-        return member_mm(x, w) + b.unsqueeze(1)
-    return torch.baddbmm(b.unsqueeze(1), x, w)
+    """b [K, n] + x [K, m, a] @ w [K, a, n] (the bias added inside the product where torch's bmm is exact)."""
+    if not exact:
+        return torch.baddbmm(b.unsqueeze(1), x, w)
+    if _native(x.shape[1], *w.shape[1:]):
+        return _MemberMM.apply(b.unsqueeze(1), x, w)
+    return member_mm(x, w) + b.unsqueeze(1)
 
 
 def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, site: Callable | None = None) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from training.config import ModelConfig
 from training.models.base import ACTIVATIONS, GrokModel, HookSite, answer_loss
-from training.models.batched import Params, affine, gather_rows, layer_norm, mm, no_dropout
+from training.models.batched import Params, affine, gather_rows, layer_norm, mm, no_dropout, softmax
 from training.models.tl_compat import HookedConfig, TLSurface, add_zero_biases  # noqa: F401  (HookedConfig re-exported)
 from training.tasks.data import TaskData
 
@@ -154,7 +154,7 @@ def transformer_forward(model: "Transformer", exact: bool = False) -> Callable:
                 k, v = (mm(x, _heads(p[f"{b}attn.{nm}"]), exact).unflatten(-1, (H, e)) for nm in ("W_K", "W_V"))
                 q = mm(x[:, :, -1:] if last else x, _heads(p[f"{b}attn.W_Q"]), exact).unflatten(-1, (H, e))
             attn_out = at(b + "hook_attn_out", dropout(_attention(p, i, (q, k, v), last, at, hooked, scale, exact)))
-            resid = at(b + "hook_resid_mid", (resid[:, :, -1:] if last else resid) + attn_out)
+            resid = at(b + "hook_resid_mid", (_last(resid) if last else resid) + attn_out)
             if cfg.attn_only:
                 resid = at(b + "hook_resid_post", resid)
                 continue
@@ -165,9 +165,15 @@ def transformer_forward(model: "Transformer", exact: bool = False) -> Callable:
             resid = at(b + "hook_resid_post", resid + at(b + "hook_mlp_out", dropout(mlp_out)))
         if hooked and not every:  # ln_final's hooks see [batch, 1, d_model], as in a hooked run of the last block
             return mm(norm(resid[:, :, -1:], p, "ln_final", site), p["unembed.W_U"], exact)[:, :, -1]
-        return mm(norm(resid if every else resid[:, :, -1], p, "ln_final", site), p["unembed.W_U"], exact)
+        return mm(norm(resid if every else _last(resid).squeeze(2), p, "ln_final", site), p["unembed.W_U"], exact)
 
     return forward
+
+
+def _last(x: torch.Tensor) -> torch.Tensor:
+    """x [K, B, n, ...] at the last position, [K, B, 1, ...]; x itself when it holds that one only (a slice's
+    backward writes its gradient into zeros of x's shape: a copy of every activation, here for nothing)."""
+    return x if x.shape[2] == 1 else x[:, :, -1:]
 
 
 def _layer_norm(x: torch.Tensor, p: Params, name: str, site: Callable | None) -> torch.Tensor:
@@ -184,14 +190,14 @@ def _attention(p: Params, i: int, qkv: tuple, last: bool, at: Callable, hooked: 
     a = f"blocks.{i}.attn."
     q, k, v = at(a + "hook_q", qkv[0]), at(a + "hook_k", qkv[1]), at(a + "hook_v", qkv[2])
     if last and not hooked:  # one query: broadcast products beat batch * n_heads tiny matmuls
-        pattern = torch.softmax((q * k).sum(-1) / scale, dim=2)  # [K, B, n, H]
+        pattern = softmax((q * k).sum(-1) / scale, 2, exact)  # [K, B, n, H]
         z = (pattern.unsqueeze(-1) * v).sum(2, keepdim=True)  # [K, B, 1, H, e]
     else:
         n, n_q = k.shape[2], q.shape[2]
         scores = torch.einsum("kbqhe,kbphe->kbhqp", q, k) / scale
         mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=q.device))[n - n_q:]  # the queries' rows
         scores = at(a + "hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
-        pattern = at(a + "hook_pattern", torch.softmax(scores, dim=-1))
+        pattern = at(a + "hook_pattern", softmax(scores, -1, exact))
         z = torch.einsum("kbhqp,kbphe->kbqhe", pattern, v)
     return mm(at(a + "hook_z", z).flatten(-2), p[a + "W_O"].flatten(1, 2), exact)
 
