@@ -106,7 +106,7 @@ def deterministic() -> None:
     sympy: over a second before the first step, for a flag only torch.compile reads, set too if already loaded)."""
     torch._C._set_deterministic_algorithms(True, warn_only=False)
     # ... without filling every new tensor with NaN first (the flag's default, a guard against reading memory no op
-    # wrote; nothing here does): the fills were 6% of nanda2023's step
+    # wrote; nothing here does): the fills were a few percent of nanda2023's step (torch.profiler)
     torch._C._set_deterministic_fill_uninitialized_memory(False)
     inductor = sys.modules.get("torch._inductor.config")
     if inductor is not None:
