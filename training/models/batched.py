@@ -12,7 +12,9 @@ would see alone.
 
 exact=True (the Trainer's "exact" path): every matmul over members is `member_mm`, whose products, forward and
 backward, give a member the same bits whatever K is and wherever the member sits (see `aligned_bmm`); the Trainer
-pads each member's rows to a multiple of 32, which aligns the attention products as well.
+pads each member's rows to a multiple of 32, which aligns the attention products as well. In a run by load
+(`training.threads`) the sums a second thread would split (a lone member's weight gradients, the softmax
+backward) keep one thread's bits (`weight_grad_bmm`, `softmax`).
 """
 
 from __future__ import annotations
