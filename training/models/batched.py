@@ -94,17 +94,29 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+_SPLIT_KEEPS_BITS: dict[tuple, bool] = {}  # (shapes, strides, threads, dtype) -> the split gave one thread's bits
+
+
 def weight_grad_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """`aligned_bmm` of a weight gradient, a [K, k, m] @ b [K, m, n]: a sum over the m batch rows, which MKL splits
     between threads for a lone member. By load (`_one_thread`) a lone member's gradient is cut into one block of
-    rows per thread, a batch of products MKL gives a thread each, whose sums are then those of one thread (as fast
-    as MKL's own split: 2.2 ms against 4.6 at one thread for nanda2023's largest, on the Intel Xeon); an ensemble
-    of at least one member per thread is such a batch already; the rest take one thread."""
+    rows per thread, a batch of products MKL gives a thread each (as fast as MKL's own split: 2.2 ms against 4.6 at
+    one thread for nanda2023's largest, on the Intel Xeon); the first product of each shape and stride is also
+    taken on one thread, and the split kept only if it gave the same bits (a gradient of ones broadcast from a
+    scalar did not). An ensemble of at least one member per thread is such a batch already; the rest take one
+    thread."""
     threads, (K, k, m) = torch.get_num_threads(), a.shape
     if threads == 1 or not by_load() or K >= threads:
         return aligned_bmm(a, b)
-    if K == 1 and k % threads == 0 and k // threads > 1:
-        return aligned_bmm(a.reshape(threads, k // threads, m), b.expand(threads, m, b.shape[2])).reshape(1, k, -1)
+    key = (a.shape, a.stride(), b.shape, b.stride(), threads, a.dtype)  # a kernel is picked by shape and stride
+    if K == 1 and k % threads == 0 and k // threads > 1 and _SPLIT_KEEPS_BITS.get(key, True):
+        split = aligned_bmm(a.reshape(threads, k // threads, m), b.expand(threads, m, b.shape[2])).reshape(1, k, -1)
+        if key in _SPLIT_KEEPS_BITS:
+            return split
+        with _one_thread():
+            one = aligned_bmm(a, b)
+        _SPLIT_KEEPS_BITS[key] = torch.equal(split, one)
+        return one
     with _one_thread():
         return aligned_bmm(a, b)
 
