@@ -45,7 +45,7 @@ from training.tasks.build import build_task
 from training.tasks.data import TaskData
 from training.trainer import Trainer
 from training.numerics import governor_for, numerics, say_if_numerics_differ
-from training.threads import Governor, by_load
+from training.threads import Governor
 from training.optim.transforms.base import set_weight_norm_, weight_norm  # noqa: F401  (re-exported)
 
 STATE_EVERY_S = 10.0  # save resume state at least this often (and at every checkpoint)
@@ -240,11 +240,7 @@ def run_members(cfgs: list[RunConfig], run_dirs: list[Path], *, datas: list[Task
     step = members[0].start
     path = _resumed_path(members, len(cfgs) > 1)
     with plain_models():  # its copies need parameters and a forward only: no TransformerLens import
-        # the bit check: an ensemble's chunks and the members left once others finish train K' <= K members at a
-        # time; one and two members stand for a lone matmul and a batched one, one per thread for a batch whose
-        # weight gradients MKL gives a thread each (training.models.batched.weight_grad_bmm)
-        governor = governor_for([lambda k=k: Trainer(cfgs[:k], datas[:k], device, path=path)
-                                 for k in sorted({1, min(2, len(cfgs)), min(by_load(), len(cfgs))} - {0})], device, log)
+        governor = governor_for(lambda k: Trainer(cfgs[:k], datas[:k], device, path=path), len(cfgs), device, log)
         new = numerics(device, "exact" if model_spec(cfgs[0].model.model).batched else "single", governor)
         for m in members:
             m.open(new)

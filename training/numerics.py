@@ -29,15 +29,19 @@ def numerics(device: torch.device, path: str, governor: Governor | None = None) 
     return {"path": path, "threads": 1, "threads_by_load": governor.counts[0], "device": device_label(device)}
 
 
-def governor_for(makes: list[Callable[[], Any]], device: torch.device,
+def governor_for(make: Callable[[int], Any], K: int, device: torch.device,
                  log: Callable[[str], None]) -> Governor | None:
-    """The thread governor of a run started by load (`training.threads.by_load`), once `same_bits` has found that
-    the Trainers each of `makes` builds give one thread's bits at the full count; else the run steps on one thread
-    (and says so when that is because the bits differ). None for a fixed count or a GPU."""
+    """The thread governor of a run of K members started by load (`training.threads.by_load`), once `same_bits` has
+    found that the Trainers `make(k)` builds of its first k members give one thread's bits at the full count; else
+    the run steps on one thread (and says so when that is because the bits differ). None for a fixed count or a GPU.
+
+    An ensemble's chunks and the members left once others finish train k <= K members at a time: one member stands
+    for a lone product, two for a batched one, one per thread for a batch whose weight gradients MKL gives a thread
+    each (`training.models.batched.weight_grad_bmm`)."""
     most = by_load()
     if not most or device.type != "cpu":
         return None
-    if all(same_bits(make, most) for make in makes):
+    if all(same_bits(lambda k=k: make(k), most) for k in sorted({1, min(2, K), min(most, K)})):
         return Governor(most, torch.set_num_threads)
     torch.set_num_threads(1)
     log(f"note: on this machine this run's kernels round differently at {most} threads than at 1; it trains on "
